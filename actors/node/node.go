@@ -1,0 +1,210 @@
+// Package node runs one tether node: the embedded or external NATS, the
+// actor system with the root of the supervision tree, the listeners and
+// the admin server. cmd/tether's `serve` is a thin wrapper around it, and
+// tests start nodes in process with it.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"tether/config"
+	"tether/transport"
+)
+
+// Options are what a node is built from.
+type Options struct {
+	// Config is the validated configuration.
+	Config *config.Config
+	// Log receives every line the node writes, the actor system's and the
+	// embedded NATS server's included.
+	Log zerolog.Logger
+	// Version is reported by the status API.
+	Version string
+}
+
+// Node is one running tether process.
+type Node struct {
+	id      string
+	version string
+	started time.Time
+	log     zerolog.Logger
+
+	mu  sync.Mutex // guards cfg against Reload
+	cfg *config.Config
+
+	ns     *server.Server // the embedded server, nil with an external URL
+	nc     *nats.Conn
+	system *actor.ActorSystem
+	root   *actor.PID // the node actor, root of the supervision tree
+	admin  *transport.HTTPServer
+	apiSub *nats.Subscription
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start builds a node and starts it: NATS first (everything between nodes
+// and the admin API ride on it), then the actor tree, then the admin
+// server. On error, whatever started is stopped again.
+func Start(opts Options) (_ *Node, err error) {
+	cfg := opts.Config
+	n := &Node{
+		id:      newNodeID(cfg.Node.Name),
+		version: opts.Version,
+		started: time.Now(),
+		cfg:     cfg,
+	}
+	n.log = opts.Log.With().Str("node", n.id).Logger()
+	setLogLevel(cfg.Log.Level)
+	defer func() {
+		if err != nil {
+			_ = n.Shutdown(context.Background())
+		}
+	}()
+
+	url := cfg.NATS.URL
+	if url == "" {
+		if n.ns, err = transport.StartEmbeddedNATS(cfg.NATS.Embedded, n.log); err != nil {
+			return nil, err
+		}
+		url = n.ns.ClientURL()
+		n.log.Info().Str("url", url).Msg("embedded nats listening")
+	}
+	if n.nc, err = transport.ConnectNATS(url, "tether "+n.id, cfg.NATS, n.log, transport.NATSEvents{}); err != nil {
+		return nil, err
+	}
+
+	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(zerolog.NewSlogHandler(n.log.With().Str("component", "actor").Logger()))
+	}))
+	n.root, err = n.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &nodeActor{n: n} }), "node")
+	if err != nil {
+		return nil, fmt.Errorf("spawn node actor: %w", err)
+	}
+
+	if n.apiSub, err = n.serveNATSAPI(); err != nil {
+		return nil, err
+	}
+	if cfg.HTTP.Address != "" {
+		if n.admin, err = transport.ListenHTTP(cfg.HTTP.Address, n.adminHandler(), n.log); err != nil {
+			return nil, fmt.Errorf("http.address %s: %w", cfg.HTTP.Address, err)
+		}
+		n.log.Info().Str("address", n.admin.Addr().String()).Msg("admin http listening")
+	}
+	n.log.Info().Str("version", n.version).Msg("node started")
+	return n, nil
+}
+
+// ID is the node id: its name plus a per-boot suffix.
+func (n *Node) ID() string { return n.id }
+
+// NATSURL is the client URL of the NATS the node uses.
+func (n *Node) NATSURL() string { return n.nc.ConnectedUrl() }
+
+// HTTPAddr is the admin server's address, or nil when it is off.
+func (n *Node) HTTPAddr() net.Addr {
+	if n.admin == nil {
+		return nil
+	}
+	return n.admin.Addr()
+}
+
+// Config returns the configuration in force (it changes on Reload).
+func (n *Node) Config() *config.Config {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cfg
+}
+
+// Reload applies what can change while connections stay open: the log
+// level now; heartbeat settings and limits reach live connections through
+// the actor tree.
+func (n *Node) Reload(cfg *config.Config) {
+	n.mu.Lock()
+	n.cfg = cfg
+	n.mu.Unlock()
+	setLogLevel(cfg.Log.Level)
+	n.system.Root.Send(n.root, &reload{cfg: cfg})
+	n.log.Info().Str("log_level", cfg.Log.Level).Msg("configuration reloaded")
+}
+
+// Shutdown stops the node: the admin server, then the actor tree (which
+// tells clients and drains), then NATS. It returns when all of it is
+// down or ctx ends. Calling it again returns the first call's result.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.stopOnce.Do(func() {
+		n.log.Info().Msg("shutting down")
+		n.stopErr = n.stop(ctx)
+		n.log.Info().Err(n.stopErr).Msg("node stopped")
+	})
+	return n.stopErr
+}
+
+func (n *Node) stop(ctx context.Context) error {
+	var errs []error
+	if n.admin != nil {
+		errs = append(errs, n.admin.Shutdown(ctx))
+	}
+	if n.root != nil {
+		if err := n.system.Root.PoisonFuture(n.root).Wait(); err != nil {
+			errs = append(errs, fmt.Errorf("stop actors: %w", err))
+		}
+	}
+	if n.system != nil {
+		n.system.Shutdown()
+	}
+	if n.apiSub != nil {
+		errs = append(errs, n.apiSub.Unsubscribe())
+	}
+	if n.nc != nil {
+		// Drain flushes what the node published last (leaves, goodbyes)
+		// before closing.
+		if err := n.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			errs = append(errs, err)
+		}
+		for !n.nc.IsClosed() && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if n.ns != nil {
+		n.ns.Shutdown()
+		n.ns.WaitForShutdown()
+	}
+	return errors.Join(errs...)
+}
+
+// newNodeID appends a random per-boot suffix to name, so that connection
+// ids (which start with the node id) are never reused by a restarted node.
+func newNodeID(name string) string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return name + "-" + strings.ToLower(base32.StdEncoding.EncodeToString(b[:]))
+}
+
+// setLogLevel sets zerolog's global level, which reload changes without
+// rebuilding every logger that actors hold.
+func setLogLevel(level string) {
+	l, err := zerolog.ParseLevel(level)
+	if err != nil {
+		l = zerolog.InfoLevel // Validate allows only parseable levels
+	}
+	zerolog.SetGlobalLevel(l)
+}
+
+// pid is the process id reported by the status API.
+var pid = os.Getpid()

@@ -1,0 +1,135 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"tether/config"
+	"tether/test/check"
+)
+
+// testConfig is a node on loopback with random ports everywhere.
+func testConfig() *config.Config {
+	cfg := config.Default()
+	cfg.Node.Name = "t"
+	cfg.NATS.Embedded.Port = -1
+	cfg.HTTP.Address = "127.0.0.1:0"
+	cfg.Listeners = nil
+	return cfg
+}
+
+func startNode(t *testing.T, cfg *config.Config) *Node {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(Options{Config: cfg, Log: zerolog.New(zerolog.NewTestWriter(t)), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Shutdown(context.Background()) })
+	return n
+}
+
+func TestNodeStartsAnswersOnNATSAndStops(t *testing.T) {
+	n := startNode(t, testConfig())
+	url := n.NATSURL()
+
+	// Another client of the embedded server asks the node for its status.
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	msg, err := nc.Request("tether.api.status", nil, 2*time.Second)
+	if err != nil {
+		t.Fatalf("status over NATS: %v", err)
+	}
+	var st Status
+	if err := json.Unmarshal(msg.Data, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Node != n.ID() || !st.EmbeddedNATS || st.Version != "test" {
+		t.Errorf("status over NATS: %+v", st)
+	}
+
+	// The admin server answers too.
+	resp, err := http.Get(fmt.Sprintf("http://%s/healthz", n.HTTPAddr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("healthz: %s", resp.Status)
+	}
+
+	httpAddr := n.HTTPAddr().String()
+	natsAddr := url[len("nats://"):]
+	if err := n.Shutdown(context.Background()); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	// Everything the node listened on is closed once Shutdown returns.
+	for _, addr := range []string{httpAddr, natsAddr} {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts after shutdown", addr)
+		}
+	}
+	if !nc.IsConnected() {
+		return
+	}
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if nc.IsConnected() {
+			return fmt.Errorf("client still connected to the embedded server")
+		}
+		return nil
+	})
+}
+
+func TestNodeIDsDifferPerBoot(t *testing.T) {
+	a, b := newNodeID("edge1"), newNodeID("edge1")
+	if a == b || len(a) <= len("edge1-") || a[:6] != "edge1-" {
+		t.Fatalf("node ids: %q %q", a, b)
+	}
+}
+
+func TestAdminAPIRequiresToken(t *testing.T) {
+	cfg := testConfig()
+	cfg.HTTP.Token = "s3cret"
+	n := startNode(t, cfg)
+	base := fmt.Sprintf("http://%s", n.HTTPAddr())
+	for _, c := range []struct {
+		auth string
+		want int
+	}{{"", http.StatusUnauthorized}, {"Bearer wrong", http.StatusUnauthorized}, {"Bearer s3cret", http.StatusOK}} {
+		req, _ := http.NewRequest(http.MethodGet, base+"/api/status", nil)
+		if c.auth != "" {
+			req.Header.Set("Authorization", c.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("auth %q: got %s, want %d", c.auth, resp.Status, c.want)
+		}
+	}
+	// /healthz is for load balancers: no token.
+	resp, err := http.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("healthz with token set: %s", resp.Status)
+	}
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tether/actors/node"
+	"tether/config"
+)
+
+func stopCmd() *cobra.Command {
+	var cf configFlags
+	cmd := &cobra.Command{
+		Use:   "stop",
+		Short: "stop the node named by the pid file (SIGTERM) and wait until it exits",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, pid, err := running(&cf)
+			if err != nil {
+				return err
+			}
+			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+				return fmt.Errorf("signal pid %d: %w", pid, err)
+			}
+			deadline := time.Now().Add(cfg.ShutdownTimeout.D() + 5*time.Second)
+			for processAlive(pid) {
+				if time.Now().After(deadline) {
+					return fmt.Errorf("pid %d still running after %s", pid, cfg.ShutdownTimeout.D()+5*time.Second)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "stopped (pid %d)\n", pid)
+			return nil
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func reloadCmd() *cobra.Command {
+	var cf configFlags
+	cmd := &cobra.Command{
+		Use:   "reload",
+		Short: "make the node re-read its configuration file (SIGHUP)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, pid, err := running(&cf)
+			if err != nil {
+				return err
+			}
+			if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+				return fmt.Errorf("signal pid %d: %w", pid, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "reload requested (pid %d)\n", pid)
+			return nil
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func statusCmd() *cobra.Command {
+	var cf configFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "say whether the node runs and what it listens on (exit 0 running, 3 not running)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, pid, err := running(&cf)
+			out := cmd.OutOrStdout()
+			if err != nil {
+				fmt.Fprintln(out, "not running:", err)
+				return exitCode(3)
+			}
+			st, err := fetchStatus(cfg)
+			if err != nil {
+				fmt.Fprintf(out, "running (pid %d); admin API not answering: %v\n", pid, err)
+				return nil
+			}
+			fmt.Fprintf(out, "running (pid %d) node %s version %s since %s\n", pid, st.Node, st.Version, st.Started.Format(time.RFC3339))
+			fmt.Fprintf(out, "  nats  %s (embedded: %v)\n", st.NATS, st.EmbeddedNATS)
+			fmt.Fprintf(out, "  http  %s\n", st.HTTP)
+			for _, l := range st.Listeners {
+				fmt.Fprintf(out, "  %-9s %-5s %s\n", l.Protocol, l.Name, l.Address)
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+// running loads the configuration and returns the pid of the live node
+// its pid file names.
+func running(cf *configFlags) (*config.Config, int, error) {
+	cfg, err := cf.load()
+	if err != nil {
+		return nil, 0, err
+	}
+	if cfg.PIDFile == "" {
+		return cfg, 0, fmt.Errorf("pid_file is empty: nothing to find the node by")
+	}
+	pid, err := readPIDFile(cfg.PIDFile)
+	if err != nil {
+		return cfg, 0, fmt.Errorf("no pid file %s", cfg.PIDFile)
+	}
+	if !processAlive(pid) {
+		return cfg, 0, fmt.Errorf("pid %d from %s is not running (stale pid file)", pid, cfg.PIDFile)
+	}
+	return cfg, pid, nil
+}
+
+func readPIDFile(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// processAlive reports whether pid runs; a zombie (exited, not yet reaped
+// by its parent) does not.
+func processAlive(pid int) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // not Linux /proc: trust kill
+	}
+	// The state follows the parenthesised command name: "pid (comm) S ...".
+	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2] != 'Z'
+	}
+	return true
+}
+
+func fetchStatus(cfg *config.Config) (*node.Status, error) {
+	if cfg.HTTP.Address == "" {
+		return nil, fmt.Errorf("http.address is empty")
+	}
+	req, err := http.NewRequest(http.MethodGet, "http://"+dialable(cfg.HTTP.Address)+"/api/status", nil)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.HTTP.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+cfg.HTTP.Token)
+	}
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var st node.Status
+	return &st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// dialable turns a listen address into one a client can dial: an
+// unspecified host (0.0.0.0, ::, empty) becomes loopback.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"tether/actors/node"
+)
+
+func serveCmd() *cobra.Command {
+	var cf configFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "run a node (with the embedded NATS unless nats.url is set)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg, err := cf.load()
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg.Log, os.Stderr)
+			if err := writePIDFile(cfg.PIDFile); err != nil {
+				return err
+			}
+			defer removePIDFile(cfg.PIDFile)
+
+			// Listen for signals before the node starts so that an early
+			// SIGTERM is not lost.
+			sigs := make(chan os.Signal, 1)
+			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+
+			n, err := node.Start(node.Options{Config: cfg, Log: log, Version: version})
+			if err != nil {
+				return err
+			}
+			for sig := range sigs {
+				if sig == syscall.SIGHUP {
+					newCfg, err := cf.load()
+					if err != nil {
+						log.Error().Err(err).Msg("reload: configuration rejected; keeping the running one")
+						continue
+					}
+					n.Reload(newCfg)
+					continue
+				}
+				log.Info().Str("signal", sig.String()).Msg("stopping")
+				break
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), n.Config().ShutdownTimeout.D())
+			defer cancel()
+			return n.Shutdown(ctx)
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+// writePIDFile records this process, refusing to start over a live node.
+func writePIDFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	if pid, err := readPIDFile(path); err == nil && processAlive(pid) {
+		return fmt.Errorf("already running with pid %d (pid file %s)", pid, path)
+	}
+	if err := os.WriteFile(path, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
+		return fmt.Errorf("pid_file: %w", err)
+	}
+	return nil
+}
+
+func removePIDFile(path string) {
+	if path == "" {
+		return
+	}
+	// Only remove our own: a second serve that failed must not delete the
+	// file of the node that runs.
+	if pid, err := readPIDFile(path); err == nil && pid == os.Getpid() {
+		_ = os.Remove(path)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		_ = os.Remove(path)
+	}
+}

@@ -1,0 +1,390 @@
+// Package config is tether's typed configuration: every key a node reads,
+// its default, and the rules that make a value valid.
+//
+// Configuration is layered: defaults, then one YAML file, then TETHER_*
+// environment variables, then --set flags (see Load). Nothing else in
+// tether reads files, flags or the environment for configuration: the rest
+// of the code receives a validated *Config.
+//
+// Every key has a default (see Default and DefaultListener) and an entry in
+// example.yaml, which a test loads and checks for completeness.
+package config
+
+import (
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is everything one tether node reads at start-up.
+type Config struct {
+	// Node names this process in the cluster.
+	Node Node `yaml:"node"`
+	// PIDFile is where `tether serve` writes its process id, and where
+	// `tether stop|reload|status` look for it. Default "tether.pid".
+	PIDFile string `yaml:"pid_file"`
+	// Log sets the level and format of the node's log.
+	Log Log `yaml:"log"`
+	// HTTP is the admin server: /healthz, /metrics and /api.
+	HTTP HTTP `yaml:"http"`
+	// NATS is the bus between nodes: an external URL, or the embedded server.
+	NATS NATS `yaml:"nats"`
+	// Cluster sets how nodes learn that other nodes are alive.
+	Cluster Cluster `yaml:"cluster"`
+	// Rooms limits and tunes rooms.
+	Rooms Rooms `yaml:"rooms"`
+	// Listeners are the sockets clients connect to. Default: one TCP
+	// listener "tcp" on 0.0.0.0:9501 with length-prefix framing and one
+	// WebSocket listener "ws" on 0.0.0.0:9502 serving the chat page.
+	// A file that lists listeners replaces both defaults.
+	Listeners []Listener `yaml:"listeners"`
+	// ShutdownTimeout bounds how long a SIGTERM waits for clients to be
+	// told and outbound queues to drain before the node exits. Default 30s.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// Node identifies this process.
+type Node struct {
+	// Name is the node's stable name. Default: the first label of the host
+	// name. The node id adds a per-boot suffix (name-xxxxxx), so connection
+	// ids of a restarted node never collide with the old ones.
+	Name string `yaml:"name"`
+}
+
+// Log configures zerolog.
+type Log struct {
+	// Level is one of debug, info, warn, error. Default info. Changes on
+	// reload.
+	Level string `yaml:"level"`
+	// Format is auto, json or console. auto (the default) writes console
+	// lines when stderr is a terminal and JSON otherwise.
+	Format string `yaml:"format"`
+}
+
+// HTTP configures the admin server.
+type HTTP struct {
+	// Address is host:port of the admin server. Default 127.0.0.1:9600.
+	// An empty address turns the admin server off.
+	Address string `yaml:"address"`
+	// Token, when set, must be sent as "Authorization: Bearer <token>" on
+	// /api. It is required when Address is not a loopback address.
+	// Default "".
+	Token string `yaml:"token"`
+	// Pprof mounts net/http/pprof under /debug/pprof. Default false.
+	Pprof bool `yaml:"pprof"`
+}
+
+// NATS configures the connection to NATS and the embedded server.
+type NATS struct {
+	// URL of the NATS server(s) to use, comma separated. Empty (the
+	// default) starts the embedded server and connects to it.
+	URL string `yaml:"url"`
+	// Embedded configures the in-process nats-server used when URL is empty.
+	Embedded Embedded `yaml:"embedded"`
+	// SubjectPrefix is the first token of every subject tether uses.
+	// Default "tether".
+	SubjectPrefix string `yaml:"subject_prefix"`
+	// ReconnectWait is the pause between reconnect attempts. Default 500ms.
+	ReconnectWait Duration `yaml:"reconnect_wait"`
+	// ReconnectBuffer is how much the client buffers while disconnected
+	// before publications fail (and are counted as lost). Default 8MiB.
+	ReconnectBuffer Size `yaml:"reconnect_buffer"`
+}
+
+// Embedded configures the in-process nats-server.
+type Embedded struct {
+	// Host the embedded server listens on. Default 127.0.0.1.
+	Host string `yaml:"host"`
+	// Port for clients; -1 picks a free port. Default 4222.
+	Port int `yaml:"port"`
+	// Cluster joins embedded servers of several nodes by routes.
+	Cluster EmbeddedCluster `yaml:"cluster"`
+}
+
+// EmbeddedCluster configures NATS routes between embedded servers.
+type EmbeddedCluster struct {
+	// Name of the NATS cluster; every server of one cluster uses the same
+	// name. Default "" (no cluster); required when Port is set.
+	Name string `yaml:"name"`
+	// Host the route listener binds. Default 127.0.0.1.
+	Host string `yaml:"host"`
+	// Port for routes from other servers; 0 (the default) turns routes off,
+	// -1 picks a free port.
+	Port int `yaml:"port"`
+	// Routes are nats-route://host:port URLs of the other servers.
+	// Default none.
+	Routes []string `yaml:"routes"`
+}
+
+// Cluster tunes node liveness across the cluster.
+type Cluster struct {
+	// HeartbeatInterval is how often a node announces itself on the
+	// cluster subject. Default 1s.
+	HeartbeatInterval Duration `yaml:"heartbeat_interval"`
+	// DeadAfter is how long a node may stay silent before the others
+	// declare it dead and emit left (node_down) for its members. It must
+	// be at least twice HeartbeatInterval. Default 5s.
+	DeadAfter Duration `yaml:"dead_after"`
+}
+
+// Rooms limits rooms and tunes presence in large ones.
+type Rooms struct {
+	// MaxPerConnection is how many rooms one connection may be in.
+	// Default 32.
+	MaxPerConnection int `yaml:"max_per_connection"`
+	// AnnounceLimit is the room size above which joins and leaves are no
+	// longer announced one by one but as a periodic presence diff.
+	// Default 1000.
+	AnnounceLimit int `yaml:"announce_limit"`
+	// PresenceInterval is the most often a large room sends its presence
+	// diff. Default 1s.
+	PresenceInterval Duration `yaml:"presence_interval"`
+}
+
+// Protocols a listener speaks.
+const (
+	ProtocolTCP       = "tcp"
+	ProtocolWebSocket = "websocket"
+)
+
+// Applications a listener runs on its connections.
+const (
+	AppChat  = "chat"
+	AppRelay = "relay"
+)
+
+// Framing types.
+const (
+	FramingLength    = "length"
+	FramingEOF       = "eof"
+	FramingWebSocket = "websocket"
+)
+
+// What to do when a connection's outbound queue is full.
+const (
+	OnFullClose = "close"
+	OnFullDrop  = "drop"
+)
+
+// Listener is one socket clients connect to.
+type Listener struct {
+	// Name identifies the listener in logs, metrics, connection info and
+	// relay subjects (tether.events.<name>). Letters, digits, - and _.
+	// Required.
+	Name string `yaml:"name"`
+	// Protocol is tcp or websocket. Default tcp.
+	Protocol string `yaml:"protocol"`
+	// Address is host:port to listen on. Required; the defaults use
+	// 0.0.0.0:9501 (tcp) and 0.0.0.0:9502 (websocket).
+	Address string `yaml:"address"`
+	// Path is the URL path of the WebSocket upgrade. Default /ws.
+	// WebSocket only.
+	Path string `yaml:"path"`
+	// StaticDir is a directory served over HTTP on the WebSocket listener
+	// (Swoole's document_root). Empty (the default) serves the chat page
+	// embedded in the binary. WebSocket only.
+	StaticDir string `yaml:"static_dir"`
+	// AllowedOrigins lists the Origin header values allowed to upgrade; "*"
+	// (the default) allows any. WebSocket only.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// HandshakeTimeout bounds the time from accept until the WebSocket
+	// upgrade is done (slowloris guard). Default 10s. WebSocket only.
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
+	// App is the application run on each connection: chat (rooms, the
+	// client protocol) or relay (events to NATS workers). Default chat.
+	App string `yaml:"app"`
+	// Framing cuts the byte stream into messages.
+	Framing Framing `yaml:"framing"`
+	// TCPKeepalive sets the kernel's keepalive probes on accepted sockets.
+	TCPKeepalive TCPKeepalive `yaml:"tcp_keepalive"`
+	// TCPUserTimeout sets TCP_USER_TIMEOUT: data unacknowledged this long
+	// closes the socket (reason user_timeout). 0 (the default) leaves the
+	// kernel's behaviour.
+	TCPUserTimeout Duration `yaml:"tcp_user_timeout"`
+	// Heartbeat sets the application-level liveness checks.
+	Heartbeat Heartbeat `yaml:"heartbeat"`
+	// Limits bounds connections and their outbound queues.
+	Limits Limits `yaml:"limits"`
+}
+
+// Framing configures how a stream is cut into messages (Swoole's
+// open_length_check / open_eof_split options).
+type Framing struct {
+	// Type is length or eof on tcp listeners, websocket on websocket
+	// listeners. Default length (tcp), websocket (websocket).
+	Type string `yaml:"type"`
+	// EOF is the delimiter of eof framing, 1 to 8 bytes (Swoole's
+	// package_eof). Default "\r\n".
+	EOF string `yaml:"eof"`
+	// LengthType is the PHP pack code of the length field: c C s S n N l L
+	// v V (Swoole's package_length_type). Default N.
+	LengthType string `yaml:"length_type"`
+	// LengthOffset is where the length field starts (Swoole's
+	// package_length_offset). Default 0.
+	LengthOffset int `yaml:"length_offset"`
+	// BodyOffset is where the body starts; the length counts the body
+	// only, so a packet is BodyOffset+length bytes (Swoole's
+	// package_body_offset). Default 4.
+	BodyOffset int `yaml:"body_offset"`
+	// MaxFrame is the largest frame accepted; a larger one closes the
+	// connection with frame_too_large (Swoole's package_max_length).
+	// Default 2MiB.
+	MaxFrame Size `yaml:"max_frame"`
+}
+
+// TCPKeepalive sets SO_KEEPALIVE and its timers on accepted sockets. A
+// peer that stops answering is closed by the kernel after
+// Idle + Interval*Count (reason keepalive).
+type TCPKeepalive struct {
+	// Enabled turns SO_KEEPALIVE on. Default true.
+	Enabled bool `yaml:"enabled"`
+	// Idle is TCP_KEEPIDLE: silence before the first probe. Default 60s.
+	Idle Duration `yaml:"idle"`
+	// Interval is TCP_KEEPINTVL: time between probes. Default 30s.
+	Interval Duration `yaml:"interval"`
+	// Count is TCP_KEEPCNT: unanswered probes before the kernel gives up.
+	// Default 3.
+	Count int `yaml:"count"`
+}
+
+// Heartbeat is the application-level liveness of a connection: Swoole's
+// heartbeat_idle_time/heartbeat_check_interval and Workerman's
+// pingInterval/pingNotResponseLimit/pingData. A duration of 0 turns its
+// mode off. Changes apply to live connections on reload.
+type Heartbeat struct {
+	// IdleTimeout closes a connection that sent nothing for this long
+	// (reason idle). Default 60s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// CheckInterval is the granularity of the idle check: a connection's
+	// deadline is rounded up to a multiple of it, so a silent connection
+	// closes within IdleTimeout+CheckInterval and the timers of many
+	// connections fire together. 0 checks at the exact deadline.
+	// Default 5s.
+	CheckInterval Duration `yaml:"check_interval"`
+	// PingInterval sends PingData to a connection that sent nothing for
+	// this long. Default 0 (off) on tcp, 25s on websocket.
+	PingInterval Duration `yaml:"ping_interval"`
+	// PingNotResponseLimit closes a connection (reason no_pong) after this
+	// many ping intervals with nothing received; 0 pings but never
+	// closes. Default 2.
+	PingNotResponseLimit int `yaml:"ping_not_response_limit"`
+	// PingData is the ping sent: one frame on tcp, the payload of a
+	// WebSocket ping control frame on websocket (at most 125 bytes there).
+	// Empty sends no pings and only expects the client's own heartbeats.
+	// Default {"op":"ping"}.
+	PingData string `yaml:"ping_data"`
+}
+
+// Limits bounds a listener's connections.
+type Limits struct {
+	// MaxConnections is the most connections this listener holds; one
+	// more is closed at once, logged and counted. Default 100000.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxPerIP is the most connections from one remote IP; 0 (the
+	// default) is unlimited.
+	MaxPerIP int `yaml:"max_per_ip"`
+	// OutboundQueue is the most bytes queued for one connection that the
+	// kernel has not taken yet. Default 1MiB.
+	OutboundQueue Size `yaml:"outbound_queue"`
+	// WriteTimeout is how long a write may wait for the peer to take
+	// bytes before the connection is closed (reason write_timeout).
+	// Default 5s.
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// OnFull is what a full outbound queue does: close (the default,
+	// reason slow_consumer) or drop (drop the newest message, counted).
+	OnFull string `yaml:"on_full"`
+}
+
+// Default returns the configuration a node runs with when no file is given.
+func Default() *Config {
+	return &Config{
+		Node:    Node{Name: defaultNodeName()},
+		PIDFile: "tether.pid",
+		Log:     Log{Level: "info", Format: "auto"},
+		HTTP:    HTTP{Address: "127.0.0.1:9600"},
+		NATS: NATS{
+			Embedded:        Embedded{Host: "127.0.0.1", Port: 4222, Cluster: EmbeddedCluster{Host: "127.0.0.1"}},
+			SubjectPrefix:   "tether",
+			ReconnectWait:   Duration(500 * time.Millisecond),
+			ReconnectBuffer: 8 << 20,
+		},
+		Cluster: Cluster{HeartbeatInterval: Duration(time.Second), DeadAfter: Duration(5 * time.Second)},
+		Rooms:   Rooms{MaxPerConnection: 32, AnnounceLimit: 1000, PresenceInterval: Duration(time.Second)},
+		Listeners: []Listener{
+			withNameAddress(DefaultListener(ProtocolTCP), "tcp", "0.0.0.0:9501"),
+			withNameAddress(DefaultListener(ProtocolWebSocket), "ws", "0.0.0.0:9502"),
+		},
+		ShutdownTimeout: Duration(30 * time.Second),
+	}
+}
+
+// DefaultListener returns the defaults of a listener of the given
+// protocol; a listener in a file starts from these and overrides what it
+// names.
+func DefaultListener(protocol string) Listener {
+	l := Listener{
+		Protocol: ProtocolTCP,
+		App:      AppChat,
+		Framing: Framing{
+			Type: FramingLength, EOF: "\r\n", LengthType: "N",
+			LengthOffset: 0, BodyOffset: 4, MaxFrame: 2 << 20,
+		},
+		TCPKeepalive: TCPKeepalive{Enabled: true, Idle: Duration(60 * time.Second), Interval: Duration(30 * time.Second), Count: 3},
+		Heartbeat: Heartbeat{
+			IdleTimeout: Duration(60 * time.Second), CheckInterval: Duration(5 * time.Second),
+			PingNotResponseLimit: 2, PingData: `{"op":"ping"}`,
+		},
+		Limits: Limits{
+			MaxConnections: 100000, OutboundQueue: 1 << 20,
+			WriteTimeout: Duration(5 * time.Second), OnFull: OnFullClose,
+		},
+	}
+	if protocol == ProtocolWebSocket {
+		l.Protocol = ProtocolWebSocket
+		l.Path = "/ws"
+		l.AllowedOrigins = []string{"*"}
+		l.HandshakeTimeout = Duration(10 * time.Second)
+		l.Framing.Type = FramingWebSocket
+		l.Heartbeat.PingInterval = Duration(25 * time.Second)
+	}
+	return l
+}
+
+// Listener returns the listener with the given name, or nil.
+func (c *Config) Listener(name string) *Listener {
+	for i := range c.Listeners {
+		if c.Listeners[i].Name == name {
+			return &c.Listeners[i]
+		}
+	}
+	return nil
+}
+
+func withNameAddress(l Listener, name, address string) Listener {
+	l.Name, l.Address = name, address
+	return l
+}
+
+// defaultNodeName is the first label of the host name, cleaned to the
+// characters a NATS subject token and a connection id allow.
+func defaultNodeName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		return "tether"
+	}
+	host, _, _ = strings.Cut(host, ".")
+	name := strings.Map(func(r rune) rune {
+		if isNameRune(r) {
+			return r
+		}
+		return '-'
+	}, strings.ToLower(host))
+	if name == "" {
+		return "tether"
+	}
+	return name
+}
+
+func isNameRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
+}

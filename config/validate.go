@@ -1,0 +1,305 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// LengthTypes are the PHP pack codes a length field may use, with their
+// size in bytes.
+var LengthTypes = map[string]int{
+	"c": 1, "C": 1, "s": 2, "S": 2, "n": 2, "v": 2, "l": 4, "L": 4, "N": 4, "V": 4,
+}
+
+// maxFrameLimit caps max_frame: a frame is held whole in memory.
+const maxFrameLimit = 1 << 30
+
+// Validate checks every key and returns one error per bad key, each naming
+// the key and what it allows.
+func (c *Config) Validate() error {
+	v := &validator{}
+	v.name("node.name", c.Node.Name)
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "auto", "json", "console")
+	if c.HTTP.Address != "" {
+		host := v.address("http.address", c.HTTP.Address)
+		if c.HTTP.Token == "" && host != "" && !isLoopback(host) {
+			v.add("http.token", "required when http.address is not a loopback address (%s)", c.HTTP.Address)
+		}
+	}
+	c.validateNATS(v)
+	v.positive("cluster.heartbeat_interval", c.Cluster.HeartbeatInterval)
+	if v.positive("cluster.dead_after", c.Cluster.DeadAfter) && c.Cluster.DeadAfter < 2*c.Cluster.HeartbeatInterval {
+		v.add("cluster.dead_after", "must be at least twice cluster.heartbeat_interval (%s), got %s", c.Cluster.HeartbeatInterval, c.Cluster.DeadAfter)
+	}
+	v.atLeast("rooms.max_per_connection", c.Rooms.MaxPerConnection, 1)
+	v.atLeast("rooms.announce_limit", c.Rooms.AnnounceLimit, 1)
+	v.positive("rooms.presence_interval", c.Rooms.PresenceInterval)
+	v.nonNegative("shutdown_timeout", c.ShutdownTimeout)
+
+	names := map[string]bool{}
+	addrs := map[string]string{}
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		key := fmt.Sprintf("listeners[%d]", i)
+		if l.Name != "" {
+			key = "listeners." + l.Name
+		}
+		if v.name(key+".name", l.Name) {
+			if names[l.Name] {
+				v.add(key+".name", "two listeners are named %q", l.Name)
+			}
+			names[l.Name] = true
+		}
+		if host := v.address(key+".address", l.Address); host != "" || l.Address != "" {
+			if other, dup := addrs[l.Address]; dup && !strings.HasSuffix(l.Address, ":0") {
+				v.add(key+".address", "%s is also the address of listener %s", l.Address, other)
+			}
+			addrs[l.Address] = l.Name
+		}
+		l.validate(v, key)
+	}
+	return v.err()
+}
+
+func (c *Config) validateNATS(v *validator) {
+	n := &c.NATS
+	if n.URL != "" {
+		for _, u := range strings.Split(n.URL, ",") {
+			pu, err := url.Parse(strings.TrimSpace(u))
+			if err != nil || pu.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, pu.Scheme) {
+				v.add("nats.url", "%q is not a NATS URL (want nats://host:port, tls://, ws:// or wss://, comma separated)", u)
+			}
+		}
+	} else {
+		if n.Embedded.Host == "" {
+			v.add("nats.embedded.host", "required when nats.url is empty")
+		}
+		v.port("nats.embedded.port", n.Embedded.Port)
+		cl := n.Embedded.Cluster
+		if v.port("nats.embedded.cluster.port", cl.Port) && cl.Port != 0 && cl.Name == "" {
+			v.add("nats.embedded.cluster.name", "required when nats.embedded.cluster.port is set")
+		}
+		for _, r := range cl.Routes {
+			pu, err := url.Parse(r)
+			if err != nil || pu.Host == "" || (pu.Scheme != "nats-route" && pu.Scheme != "nats") {
+				v.add("nats.embedded.cluster.routes", "%q is not a route URL (want nats-route://host:port)", r)
+			}
+		}
+		if len(cl.Routes) > 0 && cl.Port == 0 {
+			v.add("nats.embedded.cluster.port", "required (or -1) when routes are set")
+		}
+	}
+	if n.SubjectPrefix == "" || strings.ContainsAny(n.SubjectPrefix, " \t*>") ||
+		strings.HasPrefix(n.SubjectPrefix, ".") || strings.HasSuffix(n.SubjectPrefix, ".") || strings.Contains(n.SubjectPrefix, "..") {
+		v.add("nats.subject_prefix", "%q is not a NATS subject prefix (dot-separated tokens without spaces, * or >)", n.SubjectPrefix)
+	}
+	v.nonNegative("nats.reconnect_wait", n.ReconnectWait)
+	if n.ReconnectBuffer < 0 {
+		v.add("nats.reconnect_buffer", "must not be negative, got %d", n.ReconnectBuffer)
+	}
+}
+
+func (l *Listener) validate(v *validator, key string) {
+	if !v.oneOf(key+".protocol", l.Protocol, ProtocolTCP, ProtocolWebSocket) {
+		return
+	}
+	v.oneOf(key+".app", l.App, AppChat, AppRelay)
+	ws := l.Protocol == ProtocolWebSocket
+	if ws {
+		if !strings.HasPrefix(l.Path, "/") {
+			v.add(key+".path", "must start with /, got %q", l.Path)
+		}
+		if l.StaticDir != "" {
+			if st, err := os.Stat(l.StaticDir); err != nil || !st.IsDir() {
+				v.add(key+".static_dir", "%q is not a directory", l.StaticDir)
+			}
+		}
+		for _, o := range l.AllowedOrigins {
+			if o == "*" {
+				continue
+			}
+			if pu, err := url.Parse(o); err != nil || pu.Scheme == "" || pu.Host == "" || pu.Path != "" {
+				v.add(key+".allowed_origins", "%q is not an origin (want * or scheme://host[:port])", o)
+			}
+		}
+		v.nonNegative(key+".handshake_timeout", l.HandshakeTimeout)
+	} else {
+		for _, f := range []struct {
+			field string
+			set   bool
+		}{
+			{"path", l.Path != ""}, {"static_dir", l.StaticDir != ""},
+			{"allowed_origins", len(l.AllowedOrigins) > 0}, {"handshake_timeout", l.HandshakeTimeout != 0},
+		} {
+			if f.set {
+				v.add(key+"."+f.field, "applies to websocket listeners only")
+			}
+		}
+	}
+
+	f := &l.Framing
+	fk := key + ".framing"
+	maxFrameOK := f.MaxFrame > 0 && f.MaxFrame <= maxFrameLimit
+	if !maxFrameOK {
+		v.add(fk+".max_frame", "must be between 1 and 1GiB, got %s", f.MaxFrame)
+	}
+	if ws {
+		v.oneOf(fk+".type", f.Type, FramingWebSocket)
+	} else if v.oneOf(fk+".type", f.Type, FramingLength, FramingEOF) {
+		switch f.Type {
+		case FramingEOF:
+			if len(f.EOF) < 1 || len(f.EOF) > 8 {
+				v.add(fk+".eof", "must be 1 to 8 bytes, got %d", len(f.EOF))
+			} else if maxFrameOK && int64(f.MaxFrame) <= int64(len(f.EOF)) {
+				v.add(fk+".max_frame", "must be larger than the delimiter")
+			}
+		case FramingLength:
+			size, ok := LengthTypes[f.LengthType]
+			if !ok {
+				v.add(fk+".length_type", "unknown pack code %q (allowed: c C s S n N l L v V)", f.LengthType)
+				break
+			}
+			if f.LengthOffset < 0 {
+				v.add(fk+".length_offset", "must not be negative, got %d", f.LengthOffset)
+			} else if f.BodyOffset < f.LengthOffset+size {
+				v.add(fk+".body_offset", "must be at least length_offset + %d (the size of %q), got %d", size, f.LengthType, f.BodyOffset)
+			} else if maxFrameOK && int64(f.MaxFrame) <= int64(f.BodyOffset) {
+				v.add(fk+".max_frame", "must be larger than body_offset (%d)", f.BodyOffset)
+			}
+		}
+	}
+
+	ka := &l.TCPKeepalive
+	kk := key + ".tcp_keepalive"
+	if ka.Enabled {
+		// The kernel counts keepalive time in whole seconds.
+		for _, f := range []struct {
+			field string
+			d     Duration
+		}{{"idle", ka.Idle}, {"interval", ka.Interval}} {
+			if f.d < Duration(time.Second) || f.d%Duration(time.Second) != 0 {
+				v.add(kk+"."+f.field, "must be a whole number of seconds, at least 1s, got %s", f.d)
+			}
+		}
+		if ka.Count < 1 || ka.Count > 127 {
+			v.add(kk+".count", "must be between 1 and 127, got %d", ka.Count)
+		}
+	}
+	if v.nonNegative(key+".tcp_user_timeout", l.TCPUserTimeout) && l.TCPUserTimeout%Duration(time.Millisecond) != 0 {
+		v.add(key+".tcp_user_timeout", "must be a whole number of milliseconds, got %s", l.TCPUserTimeout)
+	}
+
+	hb := &l.Heartbeat
+	hk := key + ".heartbeat"
+	v.nonNegative(hk+".idle_timeout", hb.IdleTimeout)
+	v.nonNegative(hk+".check_interval", hb.CheckInterval)
+	v.nonNegative(hk+".ping_interval", hb.PingInterval)
+	v.atLeast(hk+".ping_not_response_limit", hb.PingNotResponseLimit, 0)
+	if ws && len(hb.PingData) > 125 {
+		v.add(hk+".ping_data", "must be at most 125 bytes on websocket listeners (a ping control frame), got %d", len(hb.PingData))
+	}
+
+	lim := &l.Limits
+	lk := key + ".limits"
+	v.atLeast(lk+".max_connections", lim.MaxConnections, 1)
+	v.atLeast(lk+".max_per_ip", lim.MaxPerIP, 0)
+	if lim.OutboundQueue < 1024 {
+		v.add(lk+".outbound_queue", "must be at least 1KiB, got %s", lim.OutboundQueue)
+	}
+	v.nonNegative(lk+".write_timeout", lim.WriteTimeout)
+	v.oneOf(lk+".on_full", lim.OnFull, OnFullClose, OnFullDrop)
+}
+
+// validator collects key errors so that one run reports every bad key.
+type validator struct{ errs []error }
+
+func (v *validator) add(key, format string, args ...any) {
+	v.errs = append(v.errs, keyErr(key, format, args...))
+}
+
+func (v *validator) err() error { return errors.Join(v.errs...) }
+
+func (v *validator) oneOf(key, value string, allowed ...string) bool {
+	if slices.Contains(allowed, value) {
+		return true
+	}
+	v.add(key, "unknown value %q (allowed: %s)", value, strings.Join(allowed, ", "))
+	return false
+}
+
+func (v *validator) name(key, value string) bool {
+	if value == "" {
+		v.add(key, "required")
+		return false
+	}
+	for _, r := range value {
+		if !isNameRune(r) {
+			v.add(key, "%q may hold only letters, digits, - and _", value)
+			return false
+		}
+	}
+	return true
+}
+
+func (v *validator) nonNegative(key string, d Duration) bool {
+	if d < 0 {
+		v.add(key, "must not be negative, got %s", d)
+		return false
+	}
+	return true
+}
+
+func (v *validator) positive(key string, d Duration) bool {
+	if d <= 0 {
+		v.add(key, "must be positive, got %s", d)
+		return false
+	}
+	return true
+}
+
+func (v *validator) atLeast(key string, n, least int) {
+	if n < least {
+		v.add(key, "must be at least %d, got %d", least, n)
+	}
+}
+
+func (v *validator) port(key string, p int) bool {
+	if p < -1 || p > 65535 {
+		v.add(key, "must be a port between 0 and 65535, or -1 for any free port, got %d", p)
+		return false
+	}
+	return true
+}
+
+// address checks host:port and returns the host ("" when invalid).
+func (v *validator) address(key, addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(key, "%q is not host:port", addr)
+		return ""
+	}
+	var p int
+	if _, err := fmt.Sscanf(port, "%d", &p); err != nil || p < 0 || p > 65535 {
+		v.add(key, "%q has no valid port", addr)
+		return ""
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

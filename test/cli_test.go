@@ -1,0 +1,246 @@
+package test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"tether/test/check"
+)
+
+// tetherBin is the tether binary built once for the tests that run it as
+// a real process.
+var tetherBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tether-test-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	tetherBin = filepath.Join(dir, "tether")
+	build := exec.Command("go", "build", "-race", "-o", tetherBin, "tether/cmd/tether")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build tether:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePort returns a loopback port that was free a moment ago, for
+// configurations a separate process must know in advance.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// tether runs the binary in dir to completion and returns its output and
+// exit code.
+func tether(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(tetherBin, args...)
+	cmd.Dir = dir
+	cmd.Env = cleanEnv()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// cleanEnv is the test's environment without TETHER_* variables, which
+// would change the configuration under test.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TETHER_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func TestServeRejectsBadConfigWithOneLineNamingTheKey(t *testing.T) {
+	cases := []struct{ name, yaml, key string }{
+		{"unknown key", "listeners:\n  - name: tcp\n    address: ':0'\n    heartbeat: {idle_timout: 5s}\n", "listeners.tcp.heartbeat.idle_timout: unknown key"},
+		{"negative duration", "listeners:\n  - {name: tcp, address: ':0', heartbeat: {idle_timeout: -5s}}\n", "listeners.tcp.heartbeat.idle_timeout: must not be negative"},
+		{"unknown framing type", "listeners:\n  - {name: tcp, address: ':0', framing: {type: lenght}}\n", `listeners.tcp.framing.type: unknown value "lenght"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "bad.yaml")
+			if err := os.WriteFile(path, []byte(c.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, stderr, code := tether(t, dir, "serve", "--config", path)
+			if code == 0 {
+				t.Fatal("serve accepted a bad configuration")
+			}
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], c.key) {
+				t.Fatalf("want one line naming %q, got:\n%s", c.key, stderr)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "tether.pid")); err == nil {
+				t.Error("a rejected configuration left a pid file")
+			}
+		})
+	}
+}
+
+func TestServeStatusStop(t *testing.T) {
+	dir := t.TempDir()
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	conf := filepath.Join(dir, "tether.yaml")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`
+node: {name: cli}
+log: {format: json}
+http: {address: %q}
+nats: {embedded: {port: -1}}
+listeners:
+  - {name: tcp, address: "127.0.0.1:0"}
+`, httpAddr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	if out, _, code := tether(t, dir, "status", "-c", conf); code != 3 || !strings.Contains(out, "not running") {
+		t.Fatalf("status before serve: code %d, %q", code, out)
+	}
+
+	serve := exec.Command(tetherBin, "serve", "-c", conf)
+	serve.Dir = dir
+	serve.Env = cleanEnv()
+	var logs bytes.Buffer
+	serve.Stderr = &logs
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- serve.Wait() }()
+	t.Cleanup(func() { _ = serve.Process.Kill() })
+
+	var status string
+	check.For(t, 20*time.Second, 50*time.Millisecond, func() error {
+		out, _, code := tether(t, dir, "status", "-c", conf)
+		if code != 0 || !strings.Contains(out, "node cli-") {
+			return fmt.Errorf("status: code %d, %q", code, out)
+		}
+		status = out
+		return nil
+	})
+	for _, want := range []string{fmt.Sprintf("running (pid %d)", serve.Process.Pid), "embedded: true", "http  " + httpAddr} {
+		if !strings.Contains(status, want) {
+			t.Errorf("status lacks %q:\n%s", want, status)
+		}
+	}
+
+	out, stderr, code := tether(t, dir, "stop", "-c", conf)
+	if code != 0 || !strings.Contains(out, "stopped") {
+		t.Fatalf("stop: code %d, %q %q", code, out, stderr)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("serve exited with %v after SIGTERM; logs:\n%s", err, logs.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve still running after stop returned")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tether.pid")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pid file left after a clean stop: %v", err)
+	}
+	for _, want := range []string{`"message":"embedded nats listening"`, `"message":"node stopped"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %s", want)
+		}
+	}
+	if out, _, code := tether(t, dir, "status", "-c", conf); code != 3 {
+		t.Errorf("status after stop: code %d, %q", code, out)
+	}
+	if _, stderr, code := tether(t, dir, "stop", "-c", conf); code == 0 || !strings.Contains(stderr, "no pid file") {
+		t.Errorf("stop when not running: code %d, %q", code, stderr)
+	}
+}
+
+func TestReloadKeepsNodeRunningAndRejectsBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "tether.yaml")
+	write := func(level string) {
+		body := fmt.Sprintf("node: {name: rl}\nlog: {format: json, level: %s}\nhttp: {address: ''}\nnats: {embedded: {port: -1}}\nlisteners: []\n", level)
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("info")
+	serve := exec.Command(tetherBin, "serve", "-c", conf)
+	serve.Dir = dir
+	serve.Env = cleanEnv()
+	logs := &syncBuffer{}
+	serve.Stderr = logs
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = serve.Process.Kill(); _ = serve.Wait() }()
+	check.For(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), `"node started"`) {
+			return errors.New("node not started yet")
+		}
+		return nil
+	})
+
+	write("loud") // invalid: the running configuration stays
+	if _, stderr, code := tether(t, dir, "reload", "-c", conf); code == 0 {
+		t.Fatal("reload accepted an invalid file in the CLI")
+	} else if !strings.Contains(stderr, "log.level") {
+		t.Errorf("reload error does not name the key: %q", stderr)
+	}
+	if err := serve.Process.Signal(syscall.SIGHUP); err != nil { // as if sent by hand
+		t.Fatal(err)
+	}
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "configuration rejected") {
+			return errors.New("no rejection logged")
+		}
+		return nil
+	})
+
+	write("debug")
+	if _, stderr, code := tether(t, dir, "reload", "-c", conf); code != 0 {
+		t.Fatalf("reload: %d %s", code, stderr)
+	}
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(line, `"configuration reloaded"`) && strings.Contains(line, `"log_level":"debug"`) {
+				return nil
+			}
+		}
+		return errors.New("reload to debug not logged")
+	})
+	if err := serve.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := serve.Wait(); err != nil {
+		t.Fatalf("serve after SIGTERM: %v", err)
+	}
+}

@@ -1,0 +1,81 @@
+package transport
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	stdlog "log"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// HTTPServer is an http.Server bound to its address before it serves, so
+// that a taken port fails the node's start instead of a goroutine later.
+type HTTPServer struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// ListenHTTP binds addr and serves handler on it in a goroutine.
+func ListenHTTP(addr string, handler http.Handler, log zerolog.Logger) (*HTTPServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &HTTPServer{
+		ln: ln,
+		srv: &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          zerologStd(log),
+		},
+	}
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Str("address", addr).Msg("http server stopped")
+		}
+	}()
+	return s, nil
+}
+
+// Addr is the bound address (useful when the configured port was 0).
+func (s *HTTPServer) Addr() net.Addr { return s.ln.Addr() }
+
+// Shutdown stops accepting and waits for requests in flight until ctx ends.
+func (s *HTTPServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+// RequireToken lets a request through only with "Authorization: Bearer
+// token". An empty token lets every request through: Validate only allows
+// that on a loopback address.
+func RequireToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tether"`)
+			http.Error(w, `{"error":"unauthorized"}`, http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// zerologStd adapts net/http's error log (TLS handshake errors and the
+// like) to zerolog at warn level.
+func zerologStd(log zerolog.Logger) *stdlog.Logger {
+	return stdlog.New(stdLogWriter{log.With().Str("component", "http").Logger()}, "", 0)
+}
+
+type stdLogWriter struct{ log zerolog.Logger }
+
+func (w stdLogWriter) Write(p []byte) (int, error) {
+	w.log.Warn().Msg(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

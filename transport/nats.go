@@ -1,0 +1,102 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"tether/config"
+)
+
+// StartEmbeddedNATS starts the in-process nats-server a node uses when no
+// NATS URL is configured, and waits until it accepts clients. Its log goes
+// through log. With cluster routes configured, the embedded servers of
+// several nodes form one NATS cluster.
+func StartEmbeddedNATS(cfg config.Embedded, log zerolog.Logger) (*server.Server, error) {
+	opts := &server.Options{
+		ServerName: "", // nats-server picks its own id
+		Host:       cfg.Host,
+		Port:       cfg.Port,
+		NoSigs:     true, // signals belong to tether, not to the embedded server
+		MaxPayload: 8 << 20,
+	}
+	if cfg.Cluster.Port != 0 {
+		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: cfg.Cluster.Host, Port: cfg.Cluster.Port}
+		opts.Routes = server.RoutesFromStr(strings.Join(cfg.Cluster.Routes, ","))
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	ns.SetLogger(natsLogger{log.With().Str("component", "nats-server").Logger()}, false, false)
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("embedded nats: not ready within 10s (is the port in use?)")
+	}
+	return ns, nil
+}
+
+// NATSEvents are called on the client's connection state changes. Any may
+// be nil.
+type NATSEvents struct {
+	Disconnected func(err error)
+	Reconnected  func()
+}
+
+// ConnectNATS connects to url and keeps reconnecting for ever: a node
+// whose NATS goes away keeps serving its local connections and comes back
+// into the cluster by itself.
+func ConnectNATS(url, name string, cfg config.NATS, log zerolog.Logger, ev NATSEvents) (*nats.Conn, error) {
+	log = log.With().Str("component", "nats").Logger()
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(cfg.ReconnectWait.D()),
+		nats.ReconnectJitter(cfg.ReconnectWait.D()/5, cfg.ReconnectWait.D()/5),
+		nats.ReconnectBufSize(int(cfg.ReconnectBuffer)),
+		nats.RetryOnFailedConnect(false),
+		nats.NoEcho(), // a node delivers its own publications locally
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if c.IsClosed() || c.IsDraining() {
+				return // our own shutdown, not an outage
+			}
+			log.Warn().Err(err).Msg("nats disconnected; reconnecting")
+			if ev.Disconnected != nil {
+				ev.Disconnected(err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected")
+			if ev.Reconnected != nil {
+				ev.Reconnected()
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Error().Err(err)
+			if sub != nil {
+				ev = ev.Str("subject", sub.Subject)
+			}
+			ev.Msg("nats async error")
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("nats connect %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// natsLogger writes nats-server's log lines through zerolog.
+type natsLogger struct{ log zerolog.Logger }
+
+func (l natsLogger) Noticef(format string, v ...any) { l.log.Info().Msgf(format, v...) }
+func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
+func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
+func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
+func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug().Msgf(format, v...) }
+func (l natsLogger) Tracef(format string, v ...any)  { l.log.Trace().Msgf(format, v...) }
