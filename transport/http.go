@@ -26,20 +26,18 @@ func ListenHTTP(addr string, handler http.Handler, log zerolog.Logger) (*HTTPSer
 	if err != nil {
 		return nil, err
 	}
-	s := &HTTPServer{
-		ln: ln,
-		srv: &http.Server{
-			Handler:           handler,
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          zerologStd(log),
-		},
-	}
+	return serveHTTP(ln, &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}, log), nil
+}
+
+func serveHTTP(ln net.Listener, srv *http.Server, log zerolog.Logger) *HTTPServer {
+	srv.ErrorLog = zerologStd(log)
+	s := &HTTPServer{ln: ln, srv: srv}
 	go func() {
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error().Err(err).Str("address", addr).Msg("http server stopped")
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Str("address", ln.Addr().String()).Msg("http server stopped")
 		}
 	}()
-	return s, nil
+	return s
 }
 
 // Addr is the bound address (useful when the configured port was 0).

@@ -1,26 +1,71 @@
 package node
 
 import (
+	"fmt"
+
 	"github.com/asynkron/protoactor-go/actor"
 
+	"tether/actors/listener"
 	"tether/config"
 )
 
 // reload carries a new configuration down the tree.
 type reload struct{ cfg *config.Config }
 
-// nodeActor is the root of the supervision tree: it owns the listeners,
-// the rooms and the cluster bridge, and stops them (children first) when
+// spawnListeners asks the node actor to spawn the listener actors as its
+// children; the reply maps listener names to their PIDs.
+type spawnListeners struct{ listeners []*listener.Actor }
+
+// drain asks the node actor to drain every listener; it answers drained
+// once they all have.
+type drain struct{}
+
+type drained struct{}
+
+// nodeActor is the root of the supervision tree: it owns the listeners
+// (and, with them, every connection), and stops them children first when
 // the node stops.
 type nodeActor struct {
-	n *Node
+	listeners map[string]*actor.PID
+	drainer   *actor.PID
+	pending   int
 }
 
 func (a *nodeActor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
-	case *reload:
-		for _, child := range ctx.Children() {
-			ctx.Send(child, msg)
+	case *spawnListeners:
+		a.listeners = map[string]*actor.PID{}
+		for _, l := range msg.listeners {
+			name := l.Name()
+			pid, err := ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return l }), name)
+			if err != nil {
+				ctx.Respond(fmt.Errorf("spawn listener %s: %w", name, err))
+				return
+			}
+			a.listeners[name] = pid
 		}
+		ctx.Respond(a.listeners)
+	case *reload:
+		for name, pid := range a.listeners {
+			if l := msg.cfg.Listener(name); l != nil {
+				ctx.Send(pid, &listener.Reload{Config: *l})
+			}
+		}
+	case *drain:
+		a.drainer, a.pending = ctx.Sender(), len(a.listeners)
+		for _, pid := range a.listeners {
+			ctx.Request(pid, &listener.Drain{})
+		}
+		a.maybeDrained(ctx)
+	case *listener.Drained:
+		a.pending--
+		a.maybeDrained(ctx)
+	}
+}
+
+func (a *nodeActor) maybeDrained(ctx actor.Context) {
+	if a.drainer != nil && a.pending <= 0 {
+		ctx.Send(a.drainer, &drained{})
+		a.drainer = nil
 	}
 }

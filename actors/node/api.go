@@ -3,10 +3,12 @@ package node
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"tether/actors/conn"
 	"tether/transport"
 )
 
@@ -41,7 +43,28 @@ func (n *Node) Status() Status {
 	if a := n.HTTPAddr(); a != nil {
 		st.HTTP = a.String()
 	}
+	for _, b := range n.listeners {
+		if b.addr != nil {
+			st.Listeners = append(st.Listeners, ListenerStatus{Name: b.cfg.Name, Protocol: b.cfg.Protocol, Address: b.addr.String()})
+		}
+	}
 	return st
+}
+
+// infoTimeout bounds asking a connection actor for its info.
+const infoTimeout = 2 * time.Second
+
+// ConnInfo returns the info of one of this node's connections, live or
+// recently closed (then with its close reason).
+func (n *Node) ConnInfo(id string) (*conn.Info, bool) {
+	if e := n.registry.Get(id); e != nil {
+		res, err := n.system.Root.RequestFuture(e.PID, &conn.InfoRequest{}, infoTimeout).Result()
+		if info, ok := res.(*conn.Info); ok && err == nil {
+			return info, true
+		}
+		// It closed meanwhile: the registry has its final info.
+	}
+	return n.registry.ClosedInfo(id)
 }
 
 // apiQueue is the queue group of the NATS admin API: one node answers
@@ -67,7 +90,17 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": n.id})
 	})
+	mux.Handle("GET /metrics", n.metrics.Handler())
 	mux.Handle("/api/", transport.RequireToken(n.Config().HTTP.Token, api))
+	if n.Config().HTTP.Pprof {
+		prof := http.NewServeMux()
+		prof.HandleFunc("/debug/pprof/", pprof.Index)
+		prof.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		prof.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		prof.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("/debug/pprof/", transport.RequireToken(n.Config().HTTP.Token, prof))
+	}
 	return mux
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -22,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"tether/actors/conn"
 	"tether/config"
 	"tether/transport"
 )
@@ -35,6 +37,9 @@ type Options struct {
 	Log zerolog.Logger
 	// Version is reported by the status API.
 	Version string
+	// WrapApp, when set, wraps the application of every listener: tests
+	// use it to make handling misbehave (panic) on demand.
+	WrapApp func(listener string, app conn.NewApp) conn.NewApp
 }
 
 // Node is one running tether process.
@@ -47,12 +52,16 @@ type Node struct {
 	mu  sync.Mutex // guards cfg against Reload
 	cfg *config.Config
 
-	ns     *server.Server // the embedded server, nil with an external URL
-	nc     *nats.Conn
-	system *actor.ActorSystem
-	root   *actor.PID // the node actor, root of the supervision tree
-	admin  *transport.HTTPServer
-	apiSub *nats.Subscription
+	ns        *server.Server // the embedded server, nil with an external URL
+	nc        *nats.Conn
+	system    *actor.ActorSystem
+	root      *actor.PID // the node actor, root of the supervision tree
+	admin     *transport.HTTPServer
+	apiSub    *nats.Subscription
+	metrics   *transport.Metrics
+	registry  *conn.Registry
+	seq       atomic.Uint64 // connection ids: node id + "." + seq
+	listeners []*boundListener
 
 	stopOnce sync.Once
 	stopErr  error
@@ -92,9 +101,14 @@ func Start(opts Options) (_ *Node, err error) {
 	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(zerolog.NewSlogHandler(n.log.With().Str("component", "actor").Logger()))
 	}))
-	n.root, err = n.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &nodeActor{n: n} }), "node")
+	n.root, err = n.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &nodeActor{} }), "node")
 	if err != nil {
 		return nil, fmt.Errorf("spawn node actor: %w", err)
+	}
+	n.metrics = transport.NewMetrics()
+	n.registry = conn.NewRegistry()
+	if err := n.startListeners(opts); err != nil {
+		return nil, err
 	}
 
 	if n.apiSub, err = n.serveNATSAPI(); err != nil {
@@ -160,6 +174,19 @@ func (n *Node) stop(ctx context.Context) error {
 	if n.admin != nil {
 		errs = append(errs, n.admin.Shutdown(ctx))
 	}
+	for _, l := range n.listeners {
+		if l.ws != nil { // stop taking upgrades; upgraded sockets are the actors'
+			errs = append(errs, l.ws.Shutdown(ctx))
+		}
+	}
+	if n.root != nil && n.listeners != nil {
+		// Tell every client and let queues drain, within the deadline;
+		// whatever is left is closed hard when the tree stops.
+		wait := time.Until(deadline(ctx, n.Config().ShutdownTimeout.D()))
+		if err := n.system.Root.RequestFuture(n.root, &drain{}, max(wait, time.Millisecond)).Wait(); err != nil {
+			n.log.Warn().Err(err).Msg("drain did not finish in time; closing the rest")
+		}
+	}
 	if n.root != nil {
 		if err := n.system.Root.PoisonFuture(n.root).Wait(); err != nil {
 			errs = append(errs, fmt.Errorf("stop actors: %w", err))
@@ -186,6 +213,14 @@ func (n *Node) stop(ctx context.Context) error {
 		n.ns.WaitForShutdown()
 	}
 	return errors.Join(errs...)
+}
+
+// deadline is ctx's deadline, or fallback from now.
+func deadline(ctx context.Context, fallback time.Duration) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now().Add(fallback)
 }
 
 // newNodeID appends a random per-boot suffix to name, so that connection

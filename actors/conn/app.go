@@ -1,0 +1,24 @@
+package conn
+
+// App is the application that runs on a connection's messages: chat (the
+// client protocol and rooms) or relay (events to NATS workers). Its
+// methods run inside the connection actor, one at a time, so an App needs
+// no locks; it must not block.
+type App interface {
+	// Opened runs once, before the first frame (chat sends welcome).
+	Opened(c *Actor)
+	// Frame runs for each whole message the client sent. data is valid
+	// only during the call: copy what is kept or sent to another actor.
+	Frame(c *Actor, data []byte)
+	// Receive runs for actor messages the connection itself does not
+	// handle (replies from rooms, pushes).
+	Receive(c *Actor, msg any)
+	// Closed runs once, after the socket is closed, with the reason.
+	Closed(c *Actor, reason Reason)
+	// Describe adds the application's part (rooms, user id) to the
+	// connection's info.
+	Describe(info *Info)
+}
+
+// NewApp makes the App of one connection.
+type NewApp func(c *Actor) App

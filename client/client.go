@@ -1,0 +1,387 @@
+// Package client is a Go client of tether's chat protocol, over TCP (with
+// any of tether's framings) or WebSocket. Tests, the bench tool and users
+// use it.
+//
+// Recv returns the server's messages in order, and Call sends a request
+// with an id and returns its reply, keeping the events that arrive
+// meanwhile for later Recv calls. A Client may have one goroutine in Recv
+// or Expect while another is in Send or SendRaw; Call both sends and
+// receives, so it runs alone.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"tether/framing"
+)
+
+// Member is one member of a room.
+type Member struct {
+	Conn   string `json:"conn"`
+	Name   string `json:"name"`
+	Avatar string `json:"avatar,omitempty"`
+	Node   string `json:"node,omitempty"`
+}
+
+// Heartbeat is the liveness rules a welcome announces.
+type Heartbeat struct {
+	IdleTimeoutMS        int64 `json:"idle_timeout_ms"`
+	PingIntervalMS       int64 `json:"ping_interval_ms"`
+	PingNotResponseLimit int   `json:"ping_not_response_limit"`
+}
+
+// Event is any message from the server; which fields are set depends on Op.
+type Event struct {
+	Op        string          `json:"op"`
+	ID        json.RawMessage `json:"id,omitempty"`
+	Conn      string          `json:"conn,omitempty"`
+	Node      string          `json:"node,omitempty"`
+	Room      string          `json:"room,omitempty"`
+	From      string          `json:"from,omitempty"`
+	Name      string          `json:"name,omitempty"`
+	Avatar    string          `json:"avatar,omitempty"`
+	Reason    string          `json:"reason,omitempty"`
+	Code      string          `json:"code,omitempty"`
+	Message   string          `json:"message,omitempty"`
+	Data      json.RawMessage `json:"data,omitempty"`
+	Time      time.Time       `json:"time,omitzero"`
+	Members   []Member        `json:"members,omitempty"`
+	Joined    []Member        `json:"joined,omitempty"`
+	Left      []Member        `json:"left,omitempty"`
+	Heartbeat *Heartbeat      `json:"heartbeat,omitempty"`
+}
+
+// Request is a client message; Call fills ID.
+type Request struct {
+	Op     string `json:"op"`
+	ID     int64  `json:"id,omitempty"`
+	Room   string `json:"room,omitempty"`
+	Name   string `json:"name,omitempty"`
+	Avatar string `json:"avatar,omitempty"`
+	To     string `json:"to,omitempty"`
+	Echo   bool   `json:"echo,omitempty"`
+	Data   any    `json:"data,omitempty"`
+}
+
+// ErrClosed is returned by Recv once the server closed the connection. The
+// WebSocket close code and reason are in CloseError.
+var ErrClosed = errors.New("client: connection closed by server")
+
+// CloseError is the server's WebSocket close frame.
+type CloseError struct {
+	Code   uint16
+	Reason string
+}
+
+func (e *CloseError) Error() string { return fmt.Sprintf("closed by server: %d %s", e.Code, e.Reason) }
+
+// Is makes errors.Is(err, ErrClosed) true for a close frame too.
+func (e *CloseError) Is(target error) bool { return target == ErrClosed }
+
+// Client is one connection to a tether node.
+type Client struct {
+	conn    net.Conn
+	wire    wire
+	nextID  int64
+	backlog []*Event
+	// Welcome is the server's first message.
+	Welcome *Event
+}
+
+// wire is a transport: a TCP framing or WebSocket.
+type wire interface {
+	write(payload []byte) error
+	read() ([]byte, error)
+}
+
+// TCPOptions choose the framing of a TCP connection; the zero value is
+// tether's default (length prefix, pack code N, body at 4).
+type TCPOptions struct {
+	Framing string // "length" (default) or "eof"
+	Length  framing.LengthOptions
+	EOF     []byte // delimiter, default "\r\n"
+}
+
+// DialTCP connects to a TCP listener and reads the welcome.
+func DialTCP(ctx context.Context, addr string, o TCPOptions) (*Client, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	w, err := newTCPWire(c, o)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return start(ctx, c, w)
+}
+
+// Wrap starts a client on a socket already connected to a TCP listener
+// (dialed from a chosen source address, say) and reads the welcome.
+func Wrap(c net.Conn, o TCPOptions, timeout time.Duration) (*Client, error) {
+	w, err := newTCPWire(c, o)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return start(ctx, c, w)
+}
+
+// NewTCPFramer returns the framer the options describe, for code that
+// frames by hand (tests sending PHP-style packets).
+func NewTCPFramer(o TCPOptions) (framing.Framer, error) {
+	switch o.Framing {
+	case "", "length":
+		lo := o.Length
+		if lo.Type == 0 {
+			lo = framing.LengthOptions{Type: 'N', BodyOffset: 4}
+		}
+		if lo.MaxFrame == 0 {
+			lo.MaxFrame = framing.DefaultMaxFrame
+		}
+		return framing.NewLength(lo)
+	case "eof":
+		delim := o.EOF
+		if len(delim) == 0 {
+			delim = []byte("\r\n")
+		}
+		return framing.NewEOF(framing.EOFOptions{Delimiter: delim, MaxFrame: framing.DefaultMaxFrame})
+	}
+	return nil, fmt.Errorf("client: unknown framing %q", o.Framing)
+}
+
+// DialWebSocket connects to a WebSocket listener (ws://host:port/ws) and
+// reads the welcome.
+func DialWebSocket(ctx context.Context, url string) (*Client, error) {
+	c, br, _, err := ws.Dial(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	var r io.Reader = c
+	if br != nil { // bytes the server sent right after its handshake
+		r = io.MultiReader(br, c)
+	}
+	return start(ctx, c, &wsWire{conn: c, r: r})
+}
+
+func start(ctx context.Context, c net.Conn, w wire) (*Client, error) {
+	cl := &Client{conn: c, wire: w}
+	if d, ok := ctx.Deadline(); ok {
+		_ = c.SetReadDeadline(d)
+		defer c.SetReadDeadline(time.Time{})
+	}
+	ev, err := cl.Recv()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("client: no welcome: %w", err)
+	}
+	if ev.Op != "welcome" {
+		c.Close()
+		return nil, fmt.Errorf("client: first message is %q, not welcome", ev.Op)
+	}
+	cl.Welcome = ev
+	return cl, nil
+}
+
+// ID is the connection id the server gave this client.
+func (c *Client) ID() string { return c.Welcome.Conn }
+
+// Conn is the underlying socket (for deadlines, or to misbehave in tests).
+func (c *Client) Conn() net.Conn { return c.conn }
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// SendRaw sends payload as one message.
+func (c *Client) SendRaw(payload []byte) error { return c.wire.write(payload) }
+
+// Send sends a request without waiting for a reply.
+func (c *Client) Send(r Request) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return c.wire.write(b)
+}
+
+// RecvRaw returns the next message as bytes, skipping any backlog.
+func (c *Client) RecvRaw() ([]byte, error) { return c.wire.read() }
+
+// Recv returns the next message from the server.
+func (c *Client) Recv() (*Event, error) {
+	if len(c.backlog) > 0 {
+		ev := c.backlog[0]
+		c.backlog = c.backlog[1:]
+		return ev, nil
+	}
+	return c.readEvent()
+}
+
+// readEvent reads and decodes the next message from the wire.
+func (c *Client) readEvent() (*Event, error) {
+	b, err := c.wire.read()
+	if err != nil {
+		return nil, err
+	}
+	var ev Event
+	if err := json.Unmarshal(b, &ev); err != nil {
+		return nil, fmt.Errorf("client: bad message %q: %w", b, err)
+	}
+	return &ev, nil
+}
+
+// Call sends r with a fresh id and returns the reply with that id. Events
+// that arrive first are kept for Recv. A reply with op "error" is returned
+// as an *Event and an error.
+func (c *Client) Call(r Request) (*Event, error) {
+	c.nextID++
+	r.ID = c.nextID
+	if err := c.Send(r); err != nil {
+		return nil, err
+	}
+	want := strconv.FormatInt(r.ID, 10)
+	var kept []*Event
+	defer func() { c.backlog = append(kept, c.backlog...) }()
+	for {
+		ev, err := c.readEvent()
+		if err != nil {
+			return nil, err
+		}
+		if string(ev.ID) != want {
+			kept = append(kept, ev)
+			continue
+		}
+		if ev.Op == "error" {
+			return ev, fmt.Errorf("%s: %s", ev.Code, ev.Message)
+		}
+		return ev, nil
+	}
+}
+
+// Expect reads messages until one has op, discarding the others, or
+// fails once timeout has passed.
+func (c *Client) Expect(op string, timeout time.Duration) (*Event, error) {
+	_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
+	defer c.conn.SetReadDeadline(time.Time{})
+	for {
+		ev, err := c.Recv()
+		if err != nil {
+			return nil, fmt.Errorf("waiting for %q: %w", op, err)
+		}
+		if ev.Op == op {
+			return ev, nil
+		}
+	}
+}
+
+// Ping sends ping and waits for pong.
+func (c *Client) Ping() error {
+	_, err := c.Call(Request{Op: "ping"})
+	return err
+}
+
+type tcpWire struct {
+	conn   net.Conn
+	framer framing.Framer
+	buf    []byte
+	out    []byte
+	queue  [][]byte
+}
+
+func newTCPWire(c net.Conn, o TCPOptions) (*tcpWire, error) {
+	f, err := NewTCPFramer(o)
+	if err != nil {
+		return nil, err
+	}
+	return &tcpWire{conn: c, framer: f, buf: make([]byte, 32<<10)}, nil
+}
+
+func (w *tcpWire) write(payload []byte) error {
+	var err error
+	w.out, err = w.framer.AppendFrame(w.out[:0], framing.OpBinary, payload)
+	if err != nil {
+		return err
+	}
+	_, err = w.conn.Write(w.out)
+	return err
+}
+
+func (w *tcpWire) read() ([]byte, error) {
+	for len(w.queue) == 0 {
+		n, err := w.conn.Read(w.buf)
+		if n > 0 {
+			w.framer.Feed(w.buf[:n])
+			for {
+				f, ok, ferr := w.framer.Next()
+				if ferr != nil {
+					return nil, ferr
+				}
+				if !ok {
+					break
+				}
+				w.queue = append(w.queue, append([]byte(nil), f.Payload...))
+			}
+		}
+		if err != nil && len(w.queue) == 0 {
+			if errors.Is(err, io.EOF) {
+				return nil, ErrClosed
+			}
+			return nil, err
+		}
+	}
+	p := w.queue[0]
+	w.queue = w.queue[1:]
+	return p, nil
+}
+
+type wsWire struct {
+	conn net.Conn
+	r    io.Reader
+}
+
+func (w *wsWire) write(payload []byte) error {
+	return wsutil.WriteClientMessage(w.conn, ws.OpText, payload)
+}
+
+func (w *wsWire) read() ([]byte, error) {
+	for {
+		h, err := ws.ReadHeader(w.r)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, ErrClosed
+			}
+			return nil, err
+		}
+		payload := make([]byte, h.Length)
+		if _, err := io.ReadFull(w.r, payload); err != nil {
+			return nil, err
+		}
+		switch h.OpCode {
+		case ws.OpText, ws.OpBinary:
+			if !h.Fin {
+				return nil, errors.New("client: fragmented server messages are not supported")
+			}
+			return payload, nil
+		case ws.OpPing:
+			if err := wsutil.WriteClientMessage(w.conn, ws.OpPong, payload); err != nil {
+				return nil, err
+			}
+		case ws.OpClose:
+			code, reason := framing.ParseClose(payload)
+			_ = wsutil.WriteClientMessage(w.conn, ws.OpClose, ws.NewCloseFrameBody(ws.StatusCode(code), ""))
+			return nil, &CloseError{Code: code, Reason: reason}
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"tether/actors/conn"
+	"tether/client"
+	"tether/config"
+)
+
+// peerNamespace is a network namespace made by the test, joined to the
+// test's own namespace by a veth pair: a remote host whose cable can be
+// pulled (link down: no FIN, no RST, packets just vanish).
+type peerNamespace struct {
+	name   string
+	hostIf string // veth end in the test's namespace
+	peerIf string // veth end inside the namespace
+	hostIP string
+	peerIP string
+	t      *testing.T
+}
+
+// newPeerNamespace creates the namespace and the veth pair; it needs root.
+func newPeerNamespace(t *testing.T) *peerNamespace {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root (CI runs as root)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Fatal("ip (iproute2) is missing; .ci/run installs it")
+	}
+	id := os.Getpid() % 250
+	p := &peerNamespace{
+		name: fmt.Sprintf("tether-test-%d", os.Getpid()), t: t,
+		hostIf: fmt.Sprintf("tth%da", os.Getpid()%100000), peerIf: fmt.Sprintf("tth%db", os.Getpid()%100000),
+		hostIP: fmt.Sprintf("10.231.%d.1", id), peerIP: fmt.Sprintf("10.231.%d.2", id),
+	}
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "netns", "del", p.name).Run() // takes the veth pair with it
+		_ = exec.Command("ip", "link", "del", p.hostIf).Run()
+	})
+	p.run("ip", "netns", "add", p.name)
+	p.run("ip", "link", "add", p.hostIf, "type", "veth", "peer", "name", p.peerIf)
+	p.run("ip", "link", "set", p.peerIf, "netns", p.name)
+	p.run("ip", "addr", "add", p.hostIP+"/30", "dev", p.hostIf)
+	p.run("ip", "link", "set", p.hostIf, "up")
+	p.run("ip", "netns", "exec", p.name, "ip", "addr", "add", p.peerIP+"/30", "dev", p.peerIf)
+	p.run("ip", "netns", "exec", p.name, "ip", "link", "set", p.peerIf, "up")
+	p.run("ip", "netns", "exec", p.name, "ip", "link", "set", "lo", "up")
+	return p
+}
+
+func (p *peerNamespace) run(args ...string) {
+	p.t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		p.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// pullCable takes the namespace's end of the link down: the peer stops
+// answering without a FIN or a reset.
+func (p *peerNamespace) pullCable() {
+	p.run("ip", "netns", "exec", p.name, "ip", "link", "set", p.peerIf, "down")
+}
+
+// dial connects to addr from inside the namespace. The socket is created
+// by a thread switched into the namespace, and belongs to it for good.
+func (p *peerNamespace) dial(addr string) (*client.Client, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	defer self.Close()
+	target, err := os.Open("/var/run/netns/" + p.name)
+	if err != nil {
+		return nil, err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return nil, err
+	}
+	// Back to our own namespace before the thread is unlocked.
+	defer func() {
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+			panic("cannot return to the test's network namespace: " + err.Error())
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return client.DialTCP(ctx, addr, client.TCPOptions{})
+}
+
+// TestDeadPeerWithoutFIN: a peer whose link goes down sends nothing more.
+// On a listener with OS keepalive the kernel gives up after idle +
+// interval*count and the node closes the connection as keepalive; on a
+// listener with TCP_USER_TIMEOUT whose server keeps writing (pings), the
+// unacknowledged data closes it as user_timeout.
+func TestDeadPeerWithoutFIN(t *testing.T) {
+	ns := newPeerNamespace(t)
+	const (
+		idle, interval = time.Second, time.Second
+		count          = 2
+		userTimeout    = 2 * time.Second
+		pingInterval   = time.Second
+	)
+	n := startNode(t, func(c *config.Config) {
+		ka := config.DefaultListener(config.ProtocolTCP)
+		ka.Name, ka.Address = "keepalive", net.JoinHostPort(ns.hostIP, "0")
+		ka.TCPKeepalive = config.TCPKeepalive{Enabled: true, Idle: config.Duration(idle), Interval: config.Duration(interval), Count: count}
+		ka.Heartbeat.IdleTimeout = 0
+
+		ut := config.DefaultListener(config.ProtocolTCP)
+		ut.Name, ut.Address = "usertimeout", net.JoinHostPort(ns.hostIP, "0")
+		ut.TCPKeepalive.Enabled = false
+		ut.TCPUserTimeout = config.Duration(userTimeout)
+		ut.Heartbeat.IdleTimeout = 0
+		ut.Heartbeat.PingInterval, ut.Heartbeat.PingNotResponseLimit = config.Duration(pingInterval), 0 // ping, never kick
+
+		c.Listeners = []config.Listener{ka, ut}
+	})
+	kaClient, err := ns.dial(n.addr("keepalive"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kaClient.Close()
+	utClient, err := ns.dial(n.addr("usertimeout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer utClient.Close()
+
+	pulled := time.Now()
+	ns.pullCable()
+
+	kaLimit := idle + interval*count + time.Second
+	if r := n.closeReason(t, kaClient.ID(), kaLimit+2*time.Second); r != conn.ReasonKeepalive {
+		t.Errorf("keepalive listener: reason %s, want keepalive", r)
+	}
+	if info, _ := n.ConnInfo(kaClient.ID()); info.Closed.Sub(pulled) > kaLimit {
+		t.Errorf("keepalive closed %s after the cable was pulled, want within %s", info.Closed.Sub(pulled), kaLimit)
+	}
+
+	utLimit := pingInterval + userTimeout + time.Second
+	if r := n.closeReason(t, utClient.ID(), utLimit+2*time.Second); r != conn.ReasonUserTimeout {
+		t.Errorf("user timeout listener: reason %s, want user_timeout", r)
+	}
+	if info, _ := n.ConnInfo(utClient.ID()); info.Closed.Sub(pulled) > utLimit {
+		t.Errorf("user timeout closed %s after the cable was pulled, want within %s", info.Closed.Sub(pulled), utLimit)
+	}
+}

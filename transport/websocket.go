@@ -1,0 +1,148 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/rs/zerolog"
+)
+
+// WebSocketOptions configure the HTTP side of a WebSocket listener.
+type WebSocketOptions struct {
+	// Path is where clients upgrade; every other path goes to Static.
+	Path string
+	// AllowedOrigins are the Origin values allowed to upgrade; "*" allows
+	// any. A request without Origin (not a browser) is allowed: the check
+	// exists to stop other web pages from using a visitor's browser.
+	AllowedOrigins []string
+	// HandshakeTimeout bounds accept-to-upgrade; a request not complete by
+	// then gets 408 and is closed.
+	HandshakeTimeout time.Duration
+	// Static serves the other paths (the chat page, or static_dir).
+	Static http.Handler
+	// Upgraded receives each upgraded socket, with the bytes the client
+	// sent after its request (the start of the WebSocket stream). It takes
+	// ownership of the socket.
+	Upgraded func(c net.Conn, preread []byte)
+	Log      zerolog.Logger
+}
+
+// ListenWebSocket binds addr and serves WebSocket upgrades and static
+// files on it. The upgrade uses gobwas/ws on the hijacked connection; once
+// it is done no HTTP buffer is kept: the socket goes to its connection
+// actor with only the bytes already read.
+func ListenWebSocket(addr string, o WebSocketOptions) (*HTTPServer, error) {
+	lc := net.ListenConfig{KeepAlive: -1} // the listener's tcp_keepalive applies instead
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	log := o.Log.With().Str("component", "websocket").Logger()
+	mux := http.NewServeMux()
+	mux.Handle(o.Path, upgradeHandler(o, log))
+	mux.Handle("/", o.Static)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: o.HandshakeTimeout,
+		IdleTimeout:       o.HandshakeTimeout,
+		MaxHeaderBytes:    16 << 10,
+	}
+	return serveHTTP(guardedListener{ln}, srv, log), nil
+}
+
+func upgradeHandler(o WebSocketOptions, log zerolog.Logger) http.Handler {
+	upgrader := ws.HTTPUpgrader{Timeout: 5 * time.Second}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if origin := r.Header.Get("Origin"); origin != "" && !originAllowed(origin, o.AllowedOrigins) {
+			log.Info().Str("origin", origin).Str("remote", r.RemoteAddr).Msg("websocket origin refused")
+			http.Error(w, "origin not allowed", http.StatusForbidden)
+			return
+		}
+		c, rw, _, err := upgrader.Upgrade(r, w)
+		if err != nil {
+			// gobwas/ws has answered with the RFC's status (400, or 426
+			// with the versions it speaks).
+			log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("websocket handshake refused")
+			if c != nil {
+				_ = c.Close()
+			}
+			return
+		}
+		var preread []byte
+		if n := rw.Reader.Buffered(); n > 0 {
+			preread = make([]byte, n)
+			_, _ = rw.Reader.Read(preread)
+		}
+		if g, ok := c.(*handshakeConn); ok {
+			c = g.Conn // the actor wants the *net.TCPConn and its descriptor
+		}
+		_ = c.SetDeadline(time.Time{})
+		o.Upgraded(c, preread)
+	})
+}
+
+func originAllowed(origin string, allowed []string) bool {
+	for _, a := range allowed {
+		if a == "*" || strings.EqualFold(a, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// guardedListener wraps accepted connections in handshakeConn.
+type guardedListener struct{ net.Listener }
+
+func (l guardedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &handshakeConn{Conn: c}, nil
+}
+
+// handshakeConn answers a first request that is still incomplete when the
+// handshake timeout passes (a slowloris client) with 408 Request Timeout,
+// as RFC 9110 section 15.5.9 describes; net/http itself closes such a
+// connection without a word. net/http serialises its reads, so the state
+// needs no lock.
+type handshakeConn struct {
+	net.Conn
+	matched  int  // bytes of "\r\n\r\n" seen in a row
+	complete bool // the first request's header is in
+	answered bool
+}
+
+const requestTimeout = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 16\r\n\r\nrequest timeout\n"
+
+func (c *handshakeConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if !c.complete {
+		for _, b := range p[:n] {
+			switch {
+			case b == "\r\n\r\n"[c.matched]:
+				c.matched++
+			case b == '\r':
+				c.matched = 1
+			default:
+				c.matched = 0
+			}
+			if c.matched == 4 {
+				c.complete = true
+				break
+			}
+		}
+	}
+	var ne net.Error
+	if err != nil && !c.complete && !c.answered && errors.As(err, &ne) && ne.Timeout() {
+		c.answered = true
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = c.Conn.Write([]byte(requestTimeout))
+	}
+	return n, err
+}
