@@ -42,23 +42,27 @@ type Heartbeat struct {
 
 // Event is any message from the server; which fields are set depends on Op.
 type Event struct {
-	Op        string          `json:"op"`
-	ID        json.RawMessage `json:"id,omitempty"`
-	Conn      string          `json:"conn,omitempty"`
-	Node      string          `json:"node,omitempty"`
-	Room      string          `json:"room,omitempty"`
-	From      string          `json:"from,omitempty"`
-	Name      string          `json:"name,omitempty"`
-	Avatar    string          `json:"avatar,omitempty"`
-	Reason    string          `json:"reason,omitempty"`
-	Code      string          `json:"code,omitempty"`
-	Message   string          `json:"message,omitempty"`
-	Data      json.RawMessage `json:"data,omitempty"`
-	Time      time.Time       `json:"time,omitzero"`
-	Members   []Member        `json:"members,omitempty"`
-	Joined    []Member        `json:"joined,omitempty"`
-	Left      []Member        `json:"left,omitempty"`
-	Heartbeat *Heartbeat      `json:"heartbeat,omitempty"`
+	Op      string          `json:"op"`
+	ID      json.RawMessage `json:"id,omitempty"`
+	Conn    string          `json:"conn,omitempty"`
+	Node    string          `json:"node,omitempty"`
+	Room    string          `json:"room,omitempty"`
+	From    string          `json:"from,omitempty"`
+	Name    string          `json:"name,omitempty"`
+	Avatar  string          `json:"avatar,omitempty"`
+	Reason  string          `json:"reason,omitempty"`
+	Code    string          `json:"code,omitempty"`
+	Message string          `json:"message,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+	Time    time.Time       `json:"time,omitzero"`
+	Members []Member        `json:"members,omitempty"`
+	Joined  []Member        `json:"joined,omitempty"`
+	Left    []Member        `json:"left,omitempty"`
+	// Presence diffs: whole counts, and whether the lists were cut.
+	JoinedCount int        `json:"joined_count,omitempty"`
+	LeftCount   int        `json:"left_count,omitempty"`
+	Truncated   bool       `json:"truncated,omitempty"`
+	Heartbeat   *Heartbeat `json:"heartbeat,omitempty"`
 }
 
 // Request is a client message; Call fills ID.

@@ -284,7 +284,8 @@ type Limits struct {
 	// default) is unlimited.
 	MaxPerIP int `yaml:"max_per_ip"`
 	// OutboundQueue is the most bytes queued for one connection that the
-	// kernel has not taken yet. Default 1MiB.
+	// kernel has not taken yet. A message that finds the queue empty is
+	// always taken, so the bound is this plus one message. Default 1MiB.
 	OutboundQueue Size `yaml:"outbound_queue"`
 	// WriteTimeout is how long a write may wait for the peer to take
 	// bytes before the connection is closed (reason write_timeout).

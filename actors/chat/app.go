@@ -1,29 +1,59 @@
 // Package chat is the application `chat`: the client protocol of
-// DESIGN.md section 5 on top of a connection actor.
+// DESIGN.md section 5 on a connection actor. It answers requests, keeps
+// the connection's rooms, and talks to the room actors; it runs inside the
+// connection actor and never blocks it: every question to another actor
+// is a message whose answer comes back through Receive.
 package chat
 
 import (
 	"encoding/json"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	"tether/actors/conn"
+	"tether/actors/protocol"
+	"tether/actors/room"
+)
+
+// Deps are what the chat application needs from its node.
+type Deps struct {
+	Rooms    *actor.PID // the room manager
+	Registry *conn.Registry
+	MaxRooms int // rooms.max_per_connection
+}
+
+// Limits on client-chosen strings.
+const (
+	maxRoomName = 64
+	maxName     = 64
+	maxAvatar   = 512
 )
 
 // App is the chat application of one connection.
-type App struct{}
+type App struct {
+	deps         *Deps
+	name, avatar string                // from the latest join; whispers carry them
+	rooms        map[string]*actor.PID // joined rooms; nil while the join is on its way
+}
 
 // New returns the conn.NewApp of listeners running chat.
-func New() conn.NewApp {
-	return func(*conn.Actor) conn.App { return &App{} }
+func New(deps *Deps) conn.NewApp {
+	return func(*conn.Actor) conn.App { return &App{deps: deps} }
 }
 
 // Opened sends welcome with the connection id and the heartbeat rules.
 func (a *App) Opened(c *conn.Actor) {
 	s := c.Settings()
-	c.Send(encode(&Welcome{
+	c.Send(protocol.Encode(&protocol.Welcome{
 		Op: "welcome", Conn: c.ID(), Node: c.Node(),
-		Heartbeat: Heartbeat{
-			IdleTimeoutMS:        msToInt(s.IdleTimeout),
-			PingIntervalMS:       msToInt(s.PingInterval),
+		Heartbeat: protocol.Heartbeat{
+			IdleTimeoutMS:        s.IdleTimeout.Milliseconds(),
+			PingIntervalMS:       s.PingInterval.Milliseconds(),
 			PingNotResponseLimit: s.PingLimit,
 		},
 	}))
@@ -32,29 +62,170 @@ func (a *App) Opened(c *conn.Actor) {
 // Frame handles one request. A bad request is answered with an error and
 // never closes the connection.
 func (a *App) Frame(c *conn.Actor, data []byte) {
-	var req Request
+	var req protocol.Request
 	if err := json.Unmarshal(data, &req); err != nil {
-		c.Send(encode(&Reply{Op: "error", Code: CodeBadRequest, Message: "invalid JSON: " + err.Error()}))
+		a.fail(c, nil, protocol.CodeBadRequest, "invalid JSON: "+err.Error())
 		return
 	}
 	switch req.Op {
 	case "ping":
 		// Always answered, id or not: clients use it as their heartbeat.
-		c.Send(encode(&Reply{Op: "pong", ID: req.ID}))
+		c.Send(protocol.Encode(&protocol.Reply{Op: "pong", ID: req.ID}))
 	case "pong":
 		// The answer to a server ping; receiving it was the point.
+	case "join":
+		a.join(c, &req)
+	case "leave":
+		if a.checkRoom(c, &req) {
+			delete(a.rooms, req.Room)
+			c.Context().Request(a.deps.Rooms, &room.Leave{Room: req.Room, Conn: c.ID(), Ref: req.ID})
+		}
+	case "send":
+		a.send(c, &req)
+	case "whisper":
+		a.whisper(c, &req)
+	case "members":
+		if req.Room == "" {
+			a.fail(c, req.ID, protocol.CodeBadRequest, "members needs a room")
+			return
+		}
+		c.Context().Request(a.deps.Rooms, &room.Members{Room: req.Room, Ref: req.ID})
 	case "":
-		c.Send(encode(&Reply{Op: "error", ID: req.ID, Code: CodeBadRequest, Message: "missing op"}))
+		a.fail(c, req.ID, protocol.CodeBadRequest, "missing op")
 	default:
-		c.Send(encode(&Reply{Op: "error", ID: req.ID, Code: CodeUnknownOp, Message: "unknown op " + req.Op}))
+		a.fail(c, req.ID, protocol.CodeUnknownOp, "unknown op "+req.Op)
 	}
 }
 
-// Receive handles messages for the application from other actors.
-func (a *App) Receive(*conn.Actor, any) {}
+func (a *App) join(c *conn.Actor, req *protocol.Request) {
+	switch {
+	case !validRoom(req.Room):
+		a.fail(c, req.ID, protocol.CodeBadRequest, "room must be 1 to 64 printable characters without spaces, '.', '*' or '>'")
+		return
+	case len(req.Name) > maxName || len(req.Avatar) > maxAvatar:
+		a.fail(c, req.ID, protocol.CodeBadRequest, "name is at most 64 bytes, avatar 512")
+		return
+	}
+	if _, in := a.rooms[req.Room]; !in && len(a.rooms) >= a.deps.MaxRooms {
+		a.fail(c, req.ID, protocol.CodeTooManyRooms, "already in the most rooms a connection may join")
+		return
+	}
+	name := req.Name
+	if name == "" {
+		name = c.ID()
+	}
+	a.name, a.avatar = name, req.Avatar
+	if a.rooms == nil {
+		a.rooms = map[string]*actor.PID{}
+	}
+	if _, in := a.rooms[req.Room]; !in {
+		a.rooms[req.Room] = nil // joining
+	}
+	c.Context().Request(a.deps.Rooms, &room.Join{
+		Room:   req.Room,
+		Member: protocol.Member{Conn: c.ID(), Name: name, Avatar: req.Avatar, Node: c.Node()},
+		PID:    c.Context().Self(), Ref: req.ID,
+	})
+}
 
-// Closed runs when the connection has closed.
+func (a *App) send(c *conn.Actor, req *protocol.Request) {
+	if !a.checkRoom(c, req) {
+		return
+	}
+	if req.Data == nil {
+		a.fail(c, req.ID, protocol.CodeBadRequest, "send needs data")
+		return
+	}
+	pid := a.rooms[req.Room]
+	if pid == nil {
+		a.fail(c, req.ID, protocol.CodeNotInRoom, "the join of "+req.Room+" is not done yet")
+		return
+	}
+	c.Context().Send(pid, &room.Send{From: c.ID(), Data: req.Data, Echo: req.Echo})
+	a.ok(c, req.ID)
+}
+
+func (a *App) whisper(c *conn.Actor, req *protocol.Request) {
+	if req.To == "" || req.Data == nil {
+		a.fail(c, req.ID, protocol.CodeBadRequest, "whisper needs to and data")
+		return
+	}
+	target := a.deps.Registry.Get(req.To)
+	if target == nil {
+		a.fail(c, req.ID, protocol.CodeNotFound, "no connection "+req.To)
+		return
+	}
+	name := a.name
+	if name == "" {
+		name = c.ID()
+	}
+	c.Context().Send(target.PID, &conn.Deliver{Payload: protocol.Encode(&protocol.Message{
+		Op: "message", From: c.ID(), Name: name, Avatar: a.avatar, Data: req.Data, Time: time.Now().UTC(),
+	})})
+	a.ok(c, req.ID)
+}
+
+// checkRoom answers not_in_room and returns false when the connection is
+// not in req.Room.
+func (a *App) checkRoom(c *conn.Actor, req *protocol.Request) bool {
+	if _, in := a.rooms[req.Room]; !in {
+		a.fail(c, req.ID, protocol.CodeNotInRoom, "not in room "+req.Room)
+		return false
+	}
+	return true
+}
+
+// Receive takes the rooms' answers and turns them into replies.
+func (a *App) Receive(c *conn.Actor, msg any) {
+	switch m := msg.(type) {
+	case *room.JoinReply:
+		if _, in := a.rooms[m.Name]; in { // not left meanwhile
+			a.rooms[m.Name] = m.Room
+		}
+		a.ok(c, m.Ref)
+	case *room.LeaveReply:
+		if m.Err != "" {
+			a.fail(c, m.Ref, m.Err, "not in room "+m.Room)
+			return
+		}
+		a.ok(c, m.Ref)
+	case *room.MembersReply:
+		c.Send(protocol.Encode(&protocol.Members{Op: "members", ID: m.Ref, Room: m.Room, Members: m.Members}))
+	}
+}
+
+// Closed needs nothing: every room the connection was in watches it and
+// emits the left event with the close reason.
 func (a *App) Closed(*conn.Actor, conn.Reason) {}
 
-// Describe adds nothing yet: rooms and user ids come with rooms.
-func (a *App) Describe(*conn.Info) {}
+// Describe adds the connection's rooms to its info.
+func (a *App) Describe(info *conn.Info) {
+	if len(a.rooms) > 0 {
+		info.Rooms = slices.Sorted(maps.Keys(a.rooms))
+	}
+}
+
+// ok answers a request that carried an id.
+func (a *App) ok(c *conn.Actor, id json.RawMessage) {
+	if id != nil {
+		c.Send(protocol.Encode(&protocol.Reply{Op: "ok", ID: id}))
+	}
+}
+
+// fail answers with an error, id or not: errors are always answered.
+func (a *App) fail(c *conn.Actor, id json.RawMessage, code, message string) {
+	c.Send(protocol.Encode(&protocol.Reply{Op: "error", ID: id, Code: code, Message: message}))
+}
+
+// validRoom: room names become NATS subject tokens in a cluster.
+func validRoom(name string) bool {
+	if name == "" || len(name) > maxRoomName || strings.ContainsAny(name, ".*>") {
+		return false
+	}
+	for _, r := range name {
+		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}

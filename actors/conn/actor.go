@@ -362,7 +362,10 @@ func (a *Actor) enqueue(op framing.Op, payload []byte, control bool) {
 		return
 	}
 	*a.pending = buf
-	if !control && a.queued() > a.settings.OutboundQueue {
+	// A message that finds the queue empty is always taken, however
+	// large: the bound is outbound_queue plus one message, and a client
+	// that keeps up is never refused.
+	if !control && queuedBefore > 0 && a.queued() > a.settings.OutboundQueue {
 		*a.pending = (*a.pending)[:before]
 		if a.settings.DropWhenFull {
 			a.dropped++

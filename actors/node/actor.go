@@ -16,6 +16,13 @@ type reload struct{ cfg *config.Config }
 // children; the reply maps listener names to their PIDs.
 type spawnListeners struct{ listeners []*listener.Actor }
 
+// spawnChild asks the node actor to spawn a child (the rooms, the
+// cluster bridge); the reply is its PID or an error.
+type spawnChild struct {
+	props *actor.Props
+	name  string
+}
+
 // drain asks the node actor to drain every listener; it answers drained
 // once they all have.
 type drain struct{}
@@ -23,8 +30,8 @@ type drain struct{}
 type drained struct{}
 
 // nodeActor is the root of the supervision tree: it owns the listeners
-// (and, with them, every connection), and stops them children first when
-// the node stops.
+// (and, with them, every connection), the rooms and the cluster bridge,
+// and stops them children first when the node stops.
 type nodeActor struct {
 	listeners map[string]*actor.PID
 	drainer   *actor.PID
@@ -33,6 +40,13 @@ type nodeActor struct {
 
 func (a *nodeActor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
+	case *spawnChild:
+		pid, err := ctx.SpawnNamed(msg.props, msg.name)
+		if err != nil {
+			ctx.Respond(fmt.Errorf("spawn %s: %w", msg.name, err))
+			return
+		}
+		ctx.Respond(pid)
 	case *spawnListeners:
 		a.listeners = map[string]*actor.PID{}
 		for _, l := range msg.listeners {

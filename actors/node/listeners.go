@@ -89,7 +89,7 @@ func (n *Node) newApp(lc config.Listener, opts Options) (conn.NewApp, error) {
 	var app conn.NewApp
 	switch lc.App {
 	case config.AppChat:
-		app = chat.New()
+		app = chat.New(n.chat)
 	default:
 		return nil, fmt.Errorf("listeners.%s.app: %q is not available in this build", lc.Name, lc.App)
 	}

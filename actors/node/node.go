@@ -23,7 +23,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"tether/actors/chat"
 	"tether/actors/conn"
+	"tether/actors/room"
 	"tether/config"
 	"tether/transport"
 )
@@ -62,6 +64,7 @@ type Node struct {
 	registry  *conn.Registry
 	seq       atomic.Uint64 // connection ids: node id + "." + seq
 	listeners []*boundListener
+	chat      *chat.Deps
 
 	stopOnce sync.Once
 	stopErr  error
@@ -107,6 +110,14 @@ func Start(opts Options) (_ *Node, err error) {
 	}
 	n.metrics = transport.NewMetrics()
 	n.registry = conn.NewRegistry()
+	rooms, err := n.spawn(room.NewManager(&room.Deps{
+		Node: n.id, Registry: n.registry, Metrics: n.metrics, Log: n.log,
+		AnnounceLimit: cfg.Rooms.AnnounceLimit, PresenceInterval: cfg.Rooms.PresenceInterval.D(),
+	}), "rooms")
+	if err != nil {
+		return nil, err
+	}
+	n.chat = &chat.Deps{Rooms: rooms, Registry: n.registry, MaxRooms: cfg.Rooms.MaxPerConnection}
 	if err := n.startListeners(opts); err != nil {
 		return nil, err
 	}
@@ -213,6 +224,18 @@ func (n *Node) stop(ctx context.Context) error {
 		n.ns.WaitForShutdown()
 	}
 	return errors.Join(errs...)
+}
+
+// spawn makes props a child of the node actor.
+func (n *Node) spawn(props *actor.Props, name string) (*actor.PID, error) {
+	res, err := n.system.Root.RequestFuture(n.root, &spawnChild{props: props, name: name}, spawnTimeout).Result()
+	if err != nil {
+		return nil, fmt.Errorf("spawn %s: %w", name, err)
+	}
+	if err, ok := res.(error); ok {
+		return nil, err
+	}
+	return res.(*actor.PID), nil
 }
 
 // deadline is ctx's deadline, or fallback from now.

@@ -26,7 +26,7 @@ func benchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "generate load against a running node and report figures for BENCHMARKS.md",
 	}
-	cmd.AddCommand(benchIdleCmd(), benchWorkerCmd())
+	cmd.AddCommand(benchIdleCmd(), benchRoomCmd(), benchWorkerCmd())
 	return cmd
 }
 
@@ -38,7 +38,8 @@ type workerReport struct {
 	Error     string    `json:"error,omitempty"`
 	Latencies []float64 `json:"latencies,omitempty"` // milliseconds, one per message (room bench)
 	Received  int       `json:"received,omitempty"`
-	Sent      int       `json:"sent,omitempty"`
+	LastRecv  int64     `json:"last_recv,omitempty"` // unix nanoseconds of the last delivery
+
 }
 
 // workers starts n worker processes with args (plus --worker i) and

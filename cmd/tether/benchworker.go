@@ -19,7 +19,7 @@ import (
 // process.
 func benchWorkerCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "worker", Hidden: true}
-	cmd.AddCommand(idleWorkerCmd())
+	cmd.AddCommand(idleWorkerCmd(), roomWorkerCmd())
 	return cmd
 }
 

@@ -1,0 +1,307 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"github.com/spf13/cobra"
+
+	"tether/client"
+)
+
+// benchRoomCmd measures one room's fan-out: members WebSocket clients in
+// worker processes join one room; the parent sends messages at a fixed
+// rate, each carrying its send time; every worker records, per message,
+// when its last member had it. The figure per message is the time from
+// send until the last member of the whole room had it.
+func benchRoomCmd() *cobra.Command {
+	var o roomBench
+	cmd := &cobra.Command{
+		Use:   "room",
+		Short: "fan-out latency and throughput of one room of many WebSocket members",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd.Context(), cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.url, "url", "ws://127.0.0.1:9502/ws", "WebSocket listener")
+	f.StringVar(&o.sendURL, "send-url", "", "where the sender connects (default --url; another node's for a cluster run)")
+	f.IntVar(&o.members, "members", 10000, "members in the room")
+	f.IntVar(&o.procs, "procs", 4, "worker processes holding the members")
+	f.IntVar(&o.messages, "messages", 500, "messages to send")
+	f.IntVar(&o.rate, "rate", 50, "messages per second")
+	f.IntVar(&o.size, "size", 128, "bytes of data per message")
+	f.StringVar(&o.room, "room", "bench", "room name")
+	return cmd
+}
+
+type roomBench struct {
+	url, sendURL, room   string
+	members, procs       int
+	messages, rate, size int
+}
+
+func (o *roomBench) run(ctx context.Context, out io.Writer) error {
+	if o.sendURL == "" {
+		o.sendURL = o.url
+	}
+	per := (o.members + o.procs - 1) / o.procs
+	w, err := startWorkers(o.procs, "room", "--url", o.url, "--members", strconv.Itoa(per), "--room", o.room,
+		"--messages", strconv.Itoa(o.messages))
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	joinStart := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	if _, err := w.waitAll(wctx, "connected"); err != nil {
+		return err
+	}
+	joinTime := time.Since(joinStart)
+
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+	sender, err := client.DialWebSocket(dctx, o.sendURL)
+	dcancel()
+	if err != nil {
+		return err
+	}
+	defer sender.Close()
+	if _, err := sender.Call(client.Request{Op: "join", Room: o.room, Name: "sender"}); err != nil {
+		return err
+	}
+	go func() { // the sender reads nothing of interest; keep its queue empty
+		for {
+			if _, err := sender.RecvRaw(); err != nil {
+				return
+			}
+		}
+	}()
+	pad := strings.Repeat("x", max(0, o.size-len(`{"seq":0000,"t":0000000000000000000,"pad":""}`)))
+	interval := time.Second / time.Duration(o.rate)
+	first := time.Now()
+	next := first
+	for seq := range o.messages {
+		time.Sleep(time.Until(next))
+		next = next.Add(interval)
+		data := fmt.Sprintf(`{"seq":%d,"t":%d,"pad":"%s"}`, seq, time.Now().UnixNano(), pad)
+		if err := sender.SendRaw([]byte(`{"op":"send","room":"` + o.room + `","data":` + data + `}`)); err != nil {
+			return err
+		}
+	}
+	sendTime := time.Since(first)
+	results, err := w.waitAll(wctx, "result")
+	if err != nil {
+		return err
+	}
+
+	lastMember := make([]float64, o.messages) // per message: when the last member had it
+	delivered, lastRecv := 0, int64(0)
+	for _, r := range results {
+		delivered += r.Received
+		lastRecv = max(lastRecv, r.LastRecv)
+		for i, l := range r.Latencies {
+			lastMember[i] = max(lastMember[i], l)
+		}
+	}
+	missing := 0
+	for _, l := range lastMember {
+		if l < 0 {
+			missing++
+		}
+	}
+	slices.Sort(lastMember)
+	elapsed := time.Duration(lastRecv - first.UnixNano())
+	fmt.Fprintf(out, "members             %d in one room (%d worker processes; joined in %s)\n", o.members, o.procs, joinTime.Round(time.Millisecond))
+	fmt.Fprintf(out, "messages            %d x %d bytes of data at %d/s (sent in %s)\n", o.messages, o.size, o.rate, sendTime.Round(time.Millisecond))
+	fmt.Fprintf(out, "deliveries          %d of %d\n", delivered, o.members*o.messages)
+	fmt.Fprintf(out, "send to last member p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+		percentile(lastMember, 0.50), percentile(lastMember, 0.99), lastMember[len(lastMember)-1])
+	fmt.Fprintf(out, "delivered/s         %.0f (deliveries / time from first send to last delivery, %s)\n",
+		float64(delivered)/elapsed.Seconds(), elapsed.Round(time.Millisecond))
+	if missing > 0 || delivered != o.members*o.messages {
+		return fmt.Errorf("%d deliveries missing", o.members*o.messages-delivered)
+	}
+	return nil
+}
+
+// percentile of sorted values (nearest rank).
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return math.NaN()
+	}
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// roomWorkerCmd holds members of the room bench.
+func roomWorkerCmd() *cobra.Command {
+	var (
+		url, room         string
+		members, messages int
+		worker            int
+	)
+	cmd := &cobra.Command{
+		Use: "room",
+		RunE: func(*cobra.Command, []string) error {
+			rec := newRecorder(messages)
+			var done sync.WaitGroup
+			for i := range members {
+				c, r, err := joinMember(url, room, worker, i)
+				if err != nil {
+					return fail(worker, fmt.Errorf("member %d: %w", i, err))
+				}
+				done.Add(1)
+				go func() { defer done.Done(); rec.member(c, r) }()
+			}
+			report(workerReport{Worker: worker, Event: "connected", Conns: members})
+			done.Wait()
+			report(workerReport{Worker: worker, Event: "result", Latencies: rec.latencies(), Received: int(rec.received.Load()), LastRecv: rec.lastRecv.Load()})
+			select {} // until the parent kills us
+		},
+	}
+	cmd.Flags().StringVar(&url, "url", "", "")
+	cmd.Flags().StringVar(&room, "room", "", "")
+	cmd.Flags().IntVar(&members, "members", 0, "")
+	cmd.Flags().IntVar(&messages, "messages", 0, "")
+	cmd.Flags().IntVar(&worker, "worker", 0, "")
+	return cmd
+}
+
+// joinMember connects one member from its own source address and joins.
+// The reader returned holds what the handshake read past the response.
+func joinMember(url, room string, worker, i int) (net.Conn, io.Reader, error) {
+	d := ws.Dialer{
+		Timeout: 30 * time.Second,
+		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: sourceIP(worker, i)}}
+			return nd.DialContext(ctx, network, addr)
+		},
+	}
+	c, br, _, err := d.Dial(context.Background(), url)
+	if err != nil {
+		return nil, nil, err
+	}
+	var r io.Reader = c
+	if br != nil {
+		r = io.MultiReader(br, c)
+	}
+	req := fmt.Sprintf(`{"op":"join","id":1,"room":%q,"name":"m%d-%d"}`, room, worker, i)
+	if err := wsutil.WriteClientText(c, []byte(req)); err != nil {
+		return nil, nil, err
+	}
+	return c, r, nil
+}
+
+// recorder collects, per message, the latest latency seen by any member
+// of this worker (milliseconds; -1 for none), and the deliveries.
+type recorder struct {
+	maxNanos []atomic.Int64
+	received atomic.Int64
+	lastRecv atomic.Int64
+}
+
+func newRecorder(messages int) *recorder {
+	r := &recorder{maxNanos: make([]atomic.Int64, messages)}
+	for i := range r.maxNanos {
+		r.maxNanos[i].Store(-1)
+	}
+	return r
+}
+
+var (
+	seqKey = []byte(`"seq":`)
+	tKey   = []byte(`"t":`)
+)
+
+// member reads one member's frames until it has every message, answering
+// pings, and records each message's latency. It parses only the two
+// numbers it needs: the clients share the machine with the server, and
+// must cost it as little as possible.
+func (r *recorder) member(c net.Conn, in io.Reader) {
+	br := bufio.NewReaderSize(in, 4096)
+	buf := make([]byte, 0, 1024)
+	got := 0
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Minute))
+	for got < len(r.maxNanos) {
+		h, err := ws.ReadHeader(br)
+		if err != nil {
+			return
+		}
+		if int64(cap(buf)) < h.Length {
+			buf = make([]byte, h.Length)
+		}
+		p := buf[:h.Length]
+		if _, err := io.ReadFull(br, p); err != nil {
+			return
+		}
+		now := time.Now().UnixNano()
+		if h.OpCode == ws.OpPing {
+			_ = wsutil.WriteClientMessage(c, ws.OpPong, p)
+			continue
+		}
+		if h.OpCode != ws.OpText || !bytes.HasPrefix(p, []byte(`{"op":"message"`)) {
+			continue
+		}
+		seq, okS := number(p, seqKey)
+		sent, okT := number(p, tKey)
+		if !okS || !okT || seq < 0 || seq >= int64(len(r.maxNanos)) {
+			continue
+		}
+		lat := now - sent
+		for {
+			old := r.maxNanos[seq].Load()
+			if lat <= old || r.maxNanos[seq].CompareAndSwap(old, lat) {
+				break
+			}
+		}
+		r.received.Add(1)
+		for {
+			old := r.lastRecv.Load()
+			if now <= old || r.lastRecv.CompareAndSwap(old, now) {
+				break
+			}
+		}
+		got++
+	}
+}
+
+// number reads the integer after key in p.
+func number(p, key []byte) (int64, bool) {
+	i := bytes.Index(p, key)
+	if i < 0 {
+		return 0, false
+	}
+	j := i + len(key)
+	k := j
+	for k < len(p) && p[k] >= '0' && p[k] <= '9' {
+		k++
+	}
+	v, err := strconv.ParseInt(string(p[j:k]), 10, 64)
+	return v, err == nil
+}
+
+func (r *recorder) latencies() []float64 {
+	out := make([]float64, len(r.maxNanos))
+	for i := range out {
+		out[i] = float64(r.maxNanos[i].Load()) / 1e6
+		if r.maxNanos[i].Load() < 0 {
+			out[i] = -1
+		}
+	}
+	return out
+}

@@ -1,0 +1,407 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"tether/client"
+	"tether/config"
+	"tether/test/check"
+)
+
+// wsListener adds a WebSocket listener "ws" on a random port.
+func wsListener(c *config.Config) {
+	ws := config.DefaultListener(config.ProtocolWebSocket)
+	ws.Name, ws.Address = "ws", "127.0.0.1:0"
+	c.Listeners = append(c.Listeners, ws)
+}
+
+// dialWS connects the project's own client to the "ws" listener.
+func (n *testNode) dialWS(t *testing.T) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := client.DialWebSocket(ctx, "ws://"+n.addr("ws")+"/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func join(t *testing.T, c *client.Client, room, name string) {
+	t.Helper()
+	if _, err := c.Call(client.Request{Op: "join", Room: room, Name: name, Avatar: name[:1]}); err != nil {
+		t.Fatalf("%s joins %s: %v", name, room, err)
+	}
+}
+
+func say(t *testing.T, c *client.Client, room string, data any) {
+	t.Helper()
+	if _, err := c.Call(client.Request{Op: "send", Room: room, Data: data}); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+}
+
+// expectMessage waits for a message event and checks who sent what.
+func expectMessage(t *testing.T, c *client.Client, room, from, data string) {
+	t.Helper()
+	ev, err := c.Expect("message", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	_ = json.Unmarshal(ev.Data, &got)
+	if ev.Room != room || ev.From != from || got != data || ev.Time.IsZero() {
+		t.Fatalf("message: %+v, want room %q from %s data %q", ev, room, from, data)
+	}
+}
+
+// TestTCPAndWebSocketShareARoom: a length-prefixed TCP client and a
+// WebSocket client in one room see each other and talk both ways.
+func TestTCPAndWebSocketShareARoom(t *testing.T) {
+	n := startNode(t, wsListener)
+	tcp := n.dial(t, "tcp")
+	ws := n.dialWS(t)
+
+	join(t, tcp, "lobby", "tara")
+	join(t, ws, "lobby", "wendy")
+	ev, err := tcp.Expect("joined", 5*time.Second)
+	if err != nil || ev.Conn != ws.ID() || ev.Name != "wendy" || ev.Avatar != "w" || ev.Room != "lobby" {
+		t.Fatalf("tcp sees ws join: %+v %v", ev, err)
+	}
+
+	say(t, tcp, "lobby", "hello from tcp")
+	expectMessage(t, ws, "lobby", tcp.ID(), "hello from tcp")
+	say(t, ws, "lobby", "hello from ws")
+	expectMessage(t, tcp, "lobby", ws.ID(), "hello from ws")
+
+	members, err := tcp.Call(client.Request{Op: "members", Room: "lobby"})
+	if err != nil || len(members.Members) != 2 {
+		t.Fatalf("members: %+v %v", members, err)
+	}
+	for _, m := range members.Members {
+		if m.Node != n.ID() || (m.Conn != tcp.ID() && m.Conn != ws.ID()) {
+			t.Errorf("member %+v", m)
+		}
+	}
+}
+
+// TestSendEchoAndWhisper: the sender does not get its own send unless it
+// asks (echo), a whisper reaches one connection as a message without a
+// room, and data passes through untouched.
+func TestSendEchoAndWhisper(t *testing.T) {
+	n := startNode(t, nil)
+	a, b := n.dial(t, "tcp"), n.dial(t, "tcp")
+	join(t, a, "r", "ann")
+	join(t, b, "r", "bob")
+	if _, err := a.Expect("joined", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	say(t, a, "r", "no echo")
+	expectMessage(t, b, "r", a.ID(), "no echo")
+	if _, err := a.Call(client.Request{Op: "send", Room: "r", Data: "echoed", Echo: true}); err != nil {
+		t.Fatal(err)
+	}
+	expectMessage(t, a, "r", a.ID(), "echoed") // the first message a sees is its echo, not "no echo"
+	expectMessage(t, b, "r", a.ID(), "echoed")
+
+	data := map[string]any{"n": 1.5, "list": []any{"x", true, nil}}
+	if _, err := b.Call(client.Request{Op: "whisper", To: a.ID(), Data: data}); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := a.Expect("message", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(ev.Data, &got); err != nil || ev.Room != "" || ev.From != b.ID() || ev.Name != "bob" ||
+		fmt.Sprint(got) != fmt.Sprint(data) {
+		t.Fatalf("whisper: %+v data %v", ev, got)
+	}
+}
+
+func TestRoomErrors(t *testing.T) {
+	n := startNode(t, func(c *config.Config) { c.Rooms.MaxPerConnection = 2 })
+	c := n.dial(t, "tcp")
+	cases := []struct {
+		req  client.Request
+		code string
+	}{
+		{client.Request{Op: "send", Room: "nowhere", Data: 1}, "not_in_room"},
+		{client.Request{Op: "leave", Room: "nowhere"}, "not_in_room"},
+		{client.Request{Op: "join", Room: "a.b", Name: "x"}, "bad_request"},
+		{client.Request{Op: "join", Room: "", Name: "x"}, "bad_request"},
+		{client.Request{Op: "whisper", To: n.ID() + ".999999", Data: 1}, "not_found"},
+		{client.Request{Op: "whisper", To: "x"}, "bad_request"},
+		{client.Request{Op: "members"}, "bad_request"},
+		{client.Request{Op: "dance"}, "unknown_op"},
+	}
+	for _, tc := range cases {
+		ev, err := c.Call(tc.req)
+		if err == nil || ev == nil || ev.Op != "error" || ev.Code != tc.code {
+			t.Errorf("%+v: got %+v, want error %s", tc.req, ev, tc.code)
+		}
+	}
+	join(t, c, "one", "x")
+	join(t, c, "two", "x")
+	if ev, err := c.Call(client.Request{Op: "join", Room: "three", Name: "x"}); err == nil || ev.Code != "too_many_rooms" {
+		t.Errorf("third room: %+v %v", ev, err)
+	}
+	join(t, c, "two", "x") // a rejoin is not a new room
+	if err := c.SendRaw([]byte(`{"op":"send","room":"one"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := c.Expect("error", 5*time.Second); err != nil || ev.Code != "bad_request" {
+		t.Errorf("send without data: %+v %v", ev, err)
+	}
+	if err := c.Ping(); err != nil {
+		t.Fatalf("errors must not close the connection: %v", err)
+	}
+	info, _ := n.ConnInfo(c.ID())
+	if fmt.Sprint(info.Rooms) != "[one two]" {
+		t.Errorf("info rooms: %v", info.Rooms)
+	}
+}
+
+// TestRoomLifecycle: a room exists while it has members; a member that
+// dies by heartbeat timeout produces exactly one left (reason idle) to
+// every other member; a leave gives reason left; the empty room is gone.
+func TestRoomLifecycle(t *testing.T) {
+	n := startNode(t, func(c *config.Config) {
+		hb := &c.Listeners[0].Heartbeat
+		hb.IdleTimeout, hb.CheckInterval = config.Duration(time.Second), config.Duration(100*time.Millisecond)
+	})
+	quiet := n.dial(t, "tcp")
+	others := []*client.Client{n.dial(t, "tcp"), n.dial(t, "tcp"), n.dial(t, "tcp")}
+	join(t, quiet, "life", "quiet")
+	for i, o := range others {
+		join(t, o, "life", fmt.Sprintf("o%d", i))
+	}
+	if got := gaugeValue(t, n, "tether_rooms"); got != 1 {
+		t.Fatalf("rooms: %v", got)
+	}
+
+	// Everyone but quiet keeps talking to the server; quiet falls silent.
+	stop := make(chan struct{})
+	defer close(stop)
+	for _, o := range others {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(300 * time.Millisecond): // the clients' heartbeat period
+					_ = o.Send(client.Request{Op: "ping"})
+				}
+			}
+		}()
+	}
+	for i, o := range others {
+		ev, err := waitLeft(o, quiet.ID(), 5*time.Second)
+		if err != nil {
+			t.Fatalf("other %d: %v", i, err)
+		}
+		if ev.Reason != "idle" || ev.Name != "quiet" || ev.Room != "life" {
+			t.Errorf("other %d got %+v, want left idle", i, ev)
+		}
+	}
+	// Exactly one: the next left event anyone sees is o0's leave, not a
+	// second one for quiet.
+	if _, err := others[0].Call(client.Request{Op: "leave", Room: "life"}); err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range others[1:] {
+		ev, err := o.Expect("left", 5*time.Second)
+		if err != nil || ev.Conn != others[0].ID() || ev.Reason != "left" {
+			t.Fatalf("other %d: next left is %+v (%v), want o0 leaving", i+1, ev, err)
+		}
+	}
+	others[1].Close()
+	ev, err := others[2].Expect("left", 5*time.Second)
+	if err != nil || ev.Conn != others[1].ID() || ev.Reason != "client_closed" {
+		t.Fatalf("closed member: %+v %v", ev, err)
+	}
+	if _, err := others[2].Call(client.Request{Op: "leave", Room: "life"}); err != nil {
+		t.Fatal(err)
+	}
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if got := gaugeValue(t, n, "tether_rooms"); got != 0 {
+			return fmt.Errorf("%v rooms left after everyone left", got)
+		}
+		if got := gaugeValue(t, n, "tether_room_members"); got != 0 {
+			return fmt.Errorf("%v memberships left", got)
+		}
+		return nil
+	})
+	// A room of the same name starts afresh.
+	join(t, others[2], "life", "again")
+	if m, err := others[2].Call(client.Request{Op: "members", Room: "life"}); err != nil || len(m.Members) != 1 {
+		t.Fatalf("new room: %+v %v", m, err)
+	}
+}
+
+// waitLeft reads until a left event for conn.
+func waitLeft(c *client.Client, conn string, timeout time.Duration) (*client.Event, error) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		ev, err := c.Expect("left", time.Until(deadline))
+		if err != nil {
+			return nil, err
+		}
+		if ev.Conn == conn {
+			return ev, nil
+		}
+	}
+	return nil, errors.New("no left for " + conn)
+}
+
+// TestLargeRoomSendsPresenceDiffs: above rooms.announce_limit, joins and
+// leaves go out as one presence diff per interval instead of one event
+// per member.
+func TestLargeRoomSendsPresenceDiffs(t *testing.T) {
+	n := startNode(t, func(c *config.Config) {
+		c.Rooms.AnnounceLimit = 2
+		c.Rooms.PresenceInterval = config.Duration(200 * time.Millisecond)
+	})
+	first := n.dial(t, "tcp")
+	join(t, first, "big", "first")
+	second := n.dial(t, "tcp")
+	join(t, second, "big", "second")
+	if ev, err := first.Expect("joined", 5*time.Second); err != nil || ev.Conn != second.ID() {
+		t.Fatalf("small room announces: %+v %v", ev, err)
+	}
+	var late []*client.Client
+	for i := range 3 {
+		c := n.dial(t, "tcp")
+		join(t, c, "big", fmt.Sprintf("late%d", i))
+		late = append(late, c)
+	}
+	seen := map[string]bool{}
+	_ = first.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+	check.For(t, 5*time.Second, time.Millisecond, func() error {
+		ev, err := first.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch ev.Op {
+		case "joined":
+			t.Fatalf("a room over the limit announced a join one by one: %+v", ev)
+		case "presence":
+			for _, m := range ev.Joined {
+				seen[m.Conn] = true
+			}
+		}
+		if len(seen) < 3 {
+			return fmt.Errorf("presence named %d of 3 late joiners", len(seen))
+		}
+		return nil
+	})
+	for _, c := range late {
+		if !seen[c.ID()] {
+			t.Errorf("presence lacks %s", c.ID())
+		}
+	}
+	if m, err := first.Call(client.Request{Op: "members", Room: "big"}); err != nil || len(m.Members) != 5 {
+		t.Fatalf("members always lists all: %d %v", len(m.Members), err)
+	}
+}
+
+// TestPresenceDiffIsCapped: a join storm in a large room reaches members
+// as bounded diffs with whole counts.
+func TestPresenceDiffIsCapped(t *testing.T) {
+	const storm = 130 // more than protocol.PresenceMaxEntries
+	n := startNode(t, func(c *config.Config) {
+		c.Rooms.AnnounceLimit = 1
+		c.Rooms.PresenceInterval = config.Duration(500 * time.Millisecond)
+	})
+	watcher := n.dial(t, "tcp")
+	join(t, watcher, "storm", "watcher")
+	for i := range storm {
+		join(t, n.dial(t, "tcp"), "storm", fmt.Sprintf("s%d", i))
+	}
+	total := 0
+	_ = watcher.Conn().SetReadDeadline(time.Now().Add(10 * time.Second))
+	check.For(t, 10*time.Second, time.Millisecond, func() error {
+		ev, err := watcher.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Op == "presence" {
+			if len(ev.Joined) > 100 || ev.Truncated != (len(ev.Joined) < ev.JoinedCount) {
+				t.Fatalf("diff of %d entries, count %d, truncated %v", len(ev.Joined), ev.JoinedCount, ev.Truncated)
+			}
+			total += ev.JoinedCount
+		}
+		if total < storm {
+			return fmt.Errorf("counted %d of %d joins", total, storm)
+		}
+		return nil
+	})
+	if total != storm {
+		t.Errorf("counted %d joins, want %d", total, storm)
+	}
+}
+
+// TestOnFullDrop: with on_full: drop, a member that never reads loses the
+// newest messages (counted) instead of its connection; the others in the
+// room get every message.
+func TestOnFullDrop(t *testing.T) {
+	// Enough bytes to fill the kernel's socket buffers (megabytes on
+	// loopback) before the queue.
+	const messages = 400
+	n := startNode(t, func(c *config.Config) {
+		c.Listeners[0].Limits.OutboundQueue = 16 << 10
+		c.Listeners[0].Limits.OnFull = config.OnFullDrop
+	})
+	deaf := n.dial(t, "tcp")
+	if tcp, ok := deaf.Conn().(*net.TCPConn); ok {
+		_ = tcp.SetReadBuffer(4096)
+	}
+	reader, sender := n.dial(t, "tcp"), n.dial(t, "tcp")
+	join(t, deaf, "flood", "deaf")
+	join(t, reader, "flood", "reader")
+	join(t, sender, "flood", "sender")
+
+	big := strings.Repeat("x", 32<<10)
+	got := make(chan int)
+	go func() {
+		count := 0
+		_ = reader.Conn().SetReadDeadline(time.Now().Add(30 * time.Second))
+		for count < messages {
+			ev, err := reader.Recv()
+			if err != nil {
+				break
+			}
+			if ev.Op == "message" {
+				count++
+			}
+		}
+		got <- count
+	}()
+	for range messages {
+		if err := sender.Send(client.Request{Op: "send", Room: "flood", Data: big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if count := <-got; count != messages {
+		t.Fatalf("the reading member got %d of %d messages", count, messages)
+	}
+	info, ok := n.ConnInfo(deaf.ID())
+	if !ok || info.Closed != nil {
+		t.Fatalf("the deaf member was closed (%+v); on_full: drop keeps it", info)
+	}
+	if info.Dropped == 0 || info.Queued > 16<<10 {
+		t.Errorf("deaf member: dropped %d, queued %d", info.Dropped, info.Queued)
+	}
+	if got := counterValue(t, n, `tether_dropped_total{listener="tcp"}`); got != float64(info.Dropped) {
+		t.Errorf("dropped counted %v, info says %d", got, info.Dropped)
+	}
+}
