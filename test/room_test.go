@@ -15,11 +15,14 @@ import (
 	"tether/test/check"
 )
 
-// wsListener adds a WebSocket listener "ws" on a random port.
-func wsListener(c *config.Config) {
-	ws := config.DefaultListener(config.ProtocolWebSocket)
-	ws.Name, ws.Address = "ws", "127.0.0.1:0"
-	c.Listeners = append(c.Listeners, ws)
+// wsListener adds the WebSocket listener "ws" on address (127.0.0.1:0 for
+// a random port), which upgrades at /ws and serves the chat page at /.
+func wsListener(address string) func(*config.Config) {
+	return func(c *config.Config) {
+		ws := config.DefaultListener(config.ProtocolWebSocket)
+		ws.Name, ws.Address = "ws", address
+		c.Listeners = append(c.Listeners, ws)
+	}
 }
 
 // dialWS connects the project's own client to the "ws" listener.
@@ -66,7 +69,7 @@ func expectMessage(t *testing.T, c *client.Client, room, from, data string) {
 // TestTCPAndWebSocketShareARoom: a length-prefixed TCP client and a
 // WebSocket client in one room see each other and talk both ways.
 func TestTCPAndWebSocketShareARoom(t *testing.T) {
-	n := startNode(t, wsListener)
+	n := startNode(t, wsListener("127.0.0.1:0"))
 	tcp := n.dial(t, "tcp")
 	ws := n.dialWS(t)
 
@@ -360,6 +363,9 @@ func TestOnFullDrop(t *testing.T) {
 	n := startNode(t, func(c *config.Config) {
 		c.Listeners[0].Limits.OutboundQueue = 16 << 10
 		c.Listeners[0].Limits.OnFull = config.OnFullDrop
+		// A client that reads nothing for write_timeout is closed; this
+		// test is about dropping, so the timer must not fire first.
+		c.Listeners[0].Limits.WriteTimeout = config.Duration(time.Minute)
 	})
 	deaf := n.dial(t, "tcp")
 	if tcp, ok := deaf.Conn().(*net.TCPConn); ok {

@@ -78,7 +78,7 @@ func (c *rawWS) closeCode(timeout time.Duration) (uint16, string, error) {
 // connection.
 func TestWebSocketBadInput(t *testing.T) {
 	n := startNode(t, func(c *config.Config) {
-		wsListener(c)
+		wsListener("127.0.0.1:0")(c)
 		ws := &c.Listeners[len(c.Listeners)-1]
 		ws.Framing.MaxFrame = 1024
 		ws.HandshakeTimeout = config.Duration(time.Second)
