@@ -233,6 +233,10 @@ func (c *Client) Recv() (*Event, error) {
 	return c.readEvent()
 }
 
+// Pending are the events received (while Call waited for its reply) that
+// Recv has not returned yet.
+func (c *Client) Pending() []*Event { return c.backlog }
+
 // readEvent reads and decodes the next message from the wire.
 func (c *Client) readEvent() (*Event, error) {
 	b, err := c.wire.read()

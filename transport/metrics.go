@@ -14,24 +14,27 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	Connections *prometheus.GaugeVec   // open connections by listener, protocol
-	Accepts     *prometheus.CounterVec // accepted sockets by listener
-	Rejects     *prometheus.CounterVec // sockets closed at accept by listener, why
-	Closes      *prometheus.CounterVec // closed connections by listener, reason
-	FramesIn    *prometheus.CounterVec
-	FramesOut   *prometheus.CounterVec
-	BytesIn     *prometheus.CounterVec
-	BytesOut    *prometheus.CounterVec
-	Queued      *prometheus.GaugeVec   // outbound bytes not yet taken by the kernel
-	Dropped     *prometheus.CounterVec // messages dropped on a full queue (on_full: drop)
-	Pings       *prometheus.CounterVec // server pings sent
-	Panics      *prometheus.CounterVec // connection actor panics
-	Rooms       prometheus.Gauge       // rooms with a local member
-	RoomMembers prometheus.Gauge       // local room memberships
-	NATSOut     *prometheus.CounterVec // publications by kind
-	NATSIn      *prometheus.CounterVec // messages received by kind
-	NATSLost    prometheus.Counter     // publications that failed (NATS away, buffer full)
-	Delivery    prometheus.Histogram   // seconds from a room send to the fan-out's last write
+	Connections     *prometheus.GaugeVec   // open connections by listener, protocol
+	Accepts         *prometheus.CounterVec // accepted sockets by listener
+	Rejects         *prometheus.CounterVec // sockets closed at accept by listener, why
+	Closes          *prometheus.CounterVec // closed connections by listener, reason
+	FramesIn        *prometheus.CounterVec
+	FramesOut       *prometheus.CounterVec
+	BytesIn         *prometheus.CounterVec
+	BytesOut        *prometheus.CounterVec
+	Queued          *prometheus.GaugeVec   // outbound bytes not yet taken by the kernel
+	Dropped         *prometheus.CounterVec // messages dropped on a full queue (on_full: drop)
+	Pings           *prometheus.CounterVec // server pings sent
+	Panics          *prometheus.CounterVec // connection actor panics
+	Rooms           prometheus.Gauge       // rooms with a local member
+	RoomMembers     prometheus.Gauge       // local room memberships
+	NATSOut         *prometheus.CounterVec // publications by kind
+	NATSIn          *prometheus.CounterVec // messages received by kind
+	NATSLost        prometheus.Counter     // publications that failed (NATS away, buffer full)
+	NATSDisconnects prometheus.Counter     // NATS connection losses
+	NodesAlive      prometheus.Gauge       // other nodes heard from within cluster.dead_after
+	NodesDown       prometheus.Counter     // nodes declared dead
+	Delivery        prometheus.Histogram   // seconds from a room send to the fan-out's last write
 }
 
 // NewMetrics registers a node's metrics, and Go runtime and process
@@ -50,24 +53,27 @@ func NewMetrics() *Metrics {
 		return g
 	}
 	m := &Metrics{
-		Registry:    reg,
-		Connections: gauge("connections", "Open connections.", "listener", "protocol"),
-		Accepts:     counter("accepts_total", "Accepted sockets.", "listener"),
-		Rejects:     counter("rejects_total", "Sockets closed at accept because of a limit.", "listener", "why"),
-		Closes:      counter("closes_total", "Closed connections by close reason.", "listener", "reason"),
-		FramesIn:    counter("frames_in_total", "Frames received.", "listener"),
-		FramesOut:   counter("frames_out_total", "Frames queued for sending.", "listener"),
-		BytesIn:     counter("bytes_in_total", "Bytes received.", "listener"),
-		BytesOut:    counter("bytes_out_total", "Bytes the kernel took for sending.", "listener"),
-		Queued:      gauge("outbound_queued_bytes", "Outbound bytes queued and not yet taken by the kernel.", "listener"),
-		Dropped:     counter("dropped_total", "Messages dropped on a full outbound queue.", "listener"),
-		Pings:       counter("pings_total", "Server pings sent.", "listener"),
-		Panics:      counter("panics_total", "Panics while handling a connection's messages.", "listener"),
-		Rooms:       prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tether", Name: "rooms", Help: "Rooms with a member on this node."}),
-		RoomMembers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tether", Name: "room_members", Help: "Room memberships of this node's connections."}),
-		NATSOut:     counter("nats_published_total", "Messages published to NATS.", "kind"),
-		NATSIn:      counter("nats_received_total", "Messages received from NATS.", "kind"),
-		NATSLost:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tether", Name: "nats_lost_total", Help: "Publications that failed while NATS was unreachable."}),
+		Registry:        reg,
+		Connections:     gauge("connections", "Open connections.", "listener", "protocol"),
+		Accepts:         counter("accepts_total", "Accepted sockets.", "listener"),
+		Rejects:         counter("rejects_total", "Sockets closed at accept because of a limit.", "listener", "why"),
+		Closes:          counter("closes_total", "Closed connections by close reason.", "listener", "reason"),
+		FramesIn:        counter("frames_in_total", "Frames received.", "listener"),
+		FramesOut:       counter("frames_out_total", "Frames queued for sending.", "listener"),
+		BytesIn:         counter("bytes_in_total", "Bytes received.", "listener"),
+		BytesOut:        counter("bytes_out_total", "Bytes the kernel took for sending.", "listener"),
+		Queued:          gauge("outbound_queued_bytes", "Outbound bytes queued and not yet taken by the kernel.", "listener"),
+		Dropped:         counter("dropped_total", "Messages dropped on a full outbound queue.", "listener"),
+		Pings:           counter("pings_total", "Server pings sent.", "listener"),
+		Panics:          counter("panics_total", "Panics while handling a connection's messages.", "listener"),
+		Rooms:           prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tether", Name: "rooms", Help: "Rooms with a member on this node."}),
+		RoomMembers:     prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tether", Name: "room_members", Help: "Room memberships of this node's connections."}),
+		NATSOut:         counter("nats_published_total", "Messages published to NATS.", "kind"),
+		NATSIn:          counter("nats_received_total", "Messages received from NATS.", "kind"),
+		NATSLost:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tether", Name: "nats_lost_total", Help: "Publications that failed while NATS was unreachable."}),
+		NATSDisconnects: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tether", Name: "nats_disconnects_total", Help: "Times the NATS connection was lost."}),
+		NodesAlive:      prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tether", Name: "cluster_nodes_alive", Help: "Other nodes heard from within cluster.dead_after."}),
+		NodesDown:       prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tether", Name: "cluster_nodes_down_total", Help: "Nodes declared dead after cluster.dead_after of silence."}),
 		Delivery: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "tether", Name: "room_delivery_seconds",
 			Help:    "Time from a room receiving a message to handing it to every local member.",
@@ -77,6 +83,9 @@ func NewMetrics() *Metrics {
 	f(m.Rooms)
 	f(m.RoomMembers)
 	f(m.NATSLost)
+	f(m.NATSDisconnects)
+	f(m.NodesAlive)
+	f(m.NodesDown)
 	f(m.Delivery)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

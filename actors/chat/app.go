@@ -6,7 +6,9 @@
 package chat
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"tether/actors/cluster"
 	"tether/actors/conn"
 	"tether/actors/protocol"
 	"tether/actors/room"
@@ -24,7 +27,15 @@ import (
 type Deps struct {
 	Rooms    *actor.PID // the room manager
 	Registry *conn.Registry
-	MaxRooms int // rooms.max_per_connection
+	MaxRooms int          // rooms.max_per_connection
+	Bus      *cluster.Bus // whispers to connections of other nodes
+}
+
+// whisperDone is the answer of another node to a whisper.
+type whisperDone struct {
+	ref json.RawMessage
+	to  string
+	err error
 }
 
 // Limits on client-chosen strings.
@@ -150,19 +161,29 @@ func (a *App) whisper(c *conn.Actor, req *protocol.Request) {
 		a.fail(c, req.ID, protocol.CodeBadRequest, "whisper needs to and data")
 		return
 	}
-	target := a.deps.Registry.Get(req.To)
-	if target == nil {
-		a.fail(c, req.ID, protocol.CodeNotFound, "no connection "+req.To)
-		return
-	}
 	name := a.name
 	if name == "" {
 		name = c.ID()
 	}
-	c.Context().Send(target.PID, &conn.Deliver{Payload: protocol.Encode(&protocol.Message{
+	payload := protocol.Encode(&protocol.Message{
 		Op: "message", From: c.ID(), Name: name, Avatar: a.avatar, Data: req.Data, Time: time.Now().UTC(),
-	})})
-	a.ok(c, req.ID)
+	})
+	if target := a.deps.Registry.Get(req.To); target != nil {
+		c.Context().Send(target.PID, &conn.Deliver{Payload: payload})
+		a.ok(c, req.ID)
+		return
+	}
+	if cluster.NodeOf(req.To) == c.Node() { // ours, and gone
+		a.fail(c, req.ID, protocol.CodeNotFound, "no connection "+req.To)
+		return
+	}
+	// Another node's: ask it, on NATS, off this actor; the answer comes
+	// back as a message.
+	system, self, bus, ref, to := c.Context().ActorSystem(), c.Context().Self(), a.deps.Bus, req.ID, req.To
+	go func() {
+		err := bus.Deliver(context.Background(), to, payload)
+		system.Root.Send(self, &whisperDone{ref: ref, to: to, err: err})
+	}()
 }
 
 // checkRoom answers not_in_room and returns false when the connection is
@@ -191,6 +212,16 @@ func (a *App) Receive(c *conn.Actor, msg any) {
 		a.ok(c, m.Ref)
 	case *room.MembersReply:
 		c.Send(protocol.Encode(&protocol.Members{Op: "members", ID: m.Ref, Room: m.Room, Members: m.Members}))
+	case *whisperDone:
+		var refused *cluster.ReplyError
+		switch {
+		case m.err == nil:
+			a.ok(c, m.ref)
+		case errors.As(m.err, &refused), errors.Is(m.err, cluster.ErrNoNode):
+			a.fail(c, m.ref, protocol.CodeNotFound, "no connection "+m.to)
+		default:
+			a.fail(c, m.ref, protocol.CodeUnavailable, "the cluster did not answer: "+m.err.Error())
+		}
 	}
 }
 

@@ -147,6 +147,9 @@ func (a *Actor) ID() string { return a.id }
 // Node is the id of the node holding the connection.
 func (a *Actor) Node() string { return a.deps.Node }
 
+// RemoteAddr is the client's address, ip:port.
+func (a *Actor) RemoteAddr() string { return a.sock.RemoteAddr().String() }
+
 // Settings are the listener's settings in force.
 func (a *Actor) Settings() *Settings { return a.settings }
 
@@ -685,6 +688,9 @@ func (a *Actor) info() *Info {
 	}
 	if a.lastSend != 0 {
 		info.LastSend = wall(a.lastSend)
+	}
+	if e := a.deps.Registry.Get(a.id); e != nil {
+		info.User = e.User
 	}
 	if a.app != nil {
 		a.app.Describe(info)

@@ -49,20 +49,90 @@ const closedKept = 10000
 type Registry struct {
 	mu     sync.RWMutex
 	live   map[string]*Entry
+	users  map[string]map[string]bool // user id → its live connections here
 	closed map[string]*Info
 	ring   []string // closed ids, oldest first once full
 	next   int
+
+	// OnUser, when set, learns that a user now has a connection on this
+	// node (present) or no more (the cluster subscribes to the user's
+	// subject only meanwhile). It is called outside the lock; set it
+	// before the first connection.
+	OnUser func(user string, present bool)
 }
 
 // Entry is a live connection in the registry.
 type Entry struct {
 	PID      *actor.PID
 	Listener string
+	User     string // bound by the backend; "" for none
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{live: map[string]*Entry{}, closed: map[string]*Info{}}
+	return &Registry{live: map[string]*Entry{}, users: map[string]map[string]bool{}, closed: map[string]*Info{}}
+}
+
+// Bind binds a live connection to a user id (replacing an earlier one).
+func (r *Registry) Bind(id, user string) bool {
+	r.mu.Lock()
+	e := r.live[id]
+	if e == nil {
+		r.mu.Unlock()
+		return false
+	}
+	old := e.User
+	gone := r.unbindLocked(id, old)
+	e.User = user
+	first := len(r.users[user]) == 0
+	if r.users[user] == nil {
+		r.users[user] = map[string]bool{}
+	}
+	r.users[user][id] = true
+	r.mu.Unlock()
+	if r.OnUser != nil {
+		if gone {
+			r.OnUser(old, false)
+		}
+		if first {
+			r.OnUser(user, true)
+		}
+	}
+	return true
+}
+
+// unbindLocked removes id from user's set and reports whether the user
+// has no connection left here.
+func (r *Registry) unbindLocked(id, user string) bool {
+	if user == "" || r.users[user] == nil {
+		return false
+	}
+	delete(r.users[user], id)
+	if len(r.users[user]) == 0 {
+		delete(r.users, user)
+		return true
+	}
+	return false
+}
+
+// User lists the live connections bound to user on this node.
+func (r *Registry) User(user string) []*Entry {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*Entry, 0, len(r.users[user]))
+	for id := range r.users[user] {
+		out = append(out, r.live[id])
+	}
+	return out
+}
+
+// Each calls f for every live connection; f must not call the registry.
+func (r *Registry) Each(f func(id string, e *Entry)) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for id, e := range r.live {
+		f(id, e)
+	}
 }
 
 // Add records a live connection.
@@ -86,23 +156,18 @@ func (r *Registry) Len() int {
 	return len(r.live)
 }
 
-// IDs lists the live connections.
-func (r *Registry) IDs() []string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	ids := make([]string, 0, len(r.live))
-	for id := range r.live {
-		ids = append(ids, id)
-	}
-	return ids
-}
-
 // Closed moves a connection from live to closed, keeping its final info.
 // The connection calls it before its actor stops, so that whoever watches
 // the actor finds the reason here when the Terminated message arrives.
 func (r *Registry) Closed(info *Info) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	var gone string
+	if e := r.live[info.ID]; e != nil {
+		info.User = e.User
+		if r.unbindLocked(info.ID, e.User) {
+			gone = e.User
+		}
+	}
 	delete(r.live, info.ID)
 	if len(r.ring) < closedKept {
 		r.ring = append(r.ring, info.ID)
@@ -112,6 +177,10 @@ func (r *Registry) Closed(info *Info) {
 		r.next = (r.next + 1) % closedKept
 	}
 	r.closed[info.ID] = info
+	r.mu.Unlock()
+	if gone != "" && r.OnUser != nil {
+		r.OnUser(gone, false)
+	}
 }
 
 // ClosedInfo returns the final info of a recently closed connection.

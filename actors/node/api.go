@@ -1,19 +1,79 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"net/http/pprof"
+	"slices"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/nats-io/nats.go"
 
+	"tether/actors/cluster"
 	"tether/actors/conn"
+	"tether/actors/protocol"
+	"tether/actors/room"
 	"tether/transport"
 )
 
-// Status is what a node says about itself: GET /api/status, or a request
-// on <prefix>.api.status over NATS.
+// The admin API: the same operations over HTTP (token-protected, /api/...)
+// and over NATS request/reply (<prefix>.api.<op>, answered by one node of
+// a queue group). Every operation works cluster-wide: a node that does
+// not hold a connection asks the one that does.
+//
+//	op       HTTP                              request body (NATS, and HTTP POST)
+//	push     POST /api/push                    {"conn"|"user"|"room"|"all":true, "data": any}
+//	kick     POST /api/kick                    {"conn"}
+//	bind     POST /api/bind                    {"conn", "user"}
+//	info     GET  /api/conns/{conn}            {"conn"}
+//	members  GET  /api/rooms/{room}/members    {"room"}
+//	rooms    GET  /api/rooms                   {}
+//	nodes    GET  /api/nodes                   {}
+//	stats    GET  /api/stats                   {}
+//	status   GET  /api/status                  {}
+//
+// Answers are JSON; failures are {"error": code, "message": text} with an
+// HTTP status (400 bad_request, 404 not_found, 503 unavailable).
+
+// APIRequest is the body of every operation; each uses its own fields.
+type APIRequest struct {
+	Conn string          `json:"conn,omitempty"`
+	User string          `json:"user,omitempty"`
+	Room string          `json:"room,omitempty"`
+	All  bool            `json:"all,omitempty"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// APIError is a failed operation.
+type APIError struct {
+	Code    string `json:"error"`
+	Message string `json:"message"`
+}
+
+func (e *APIError) Error() string { return e.Code + ": " + e.Message }
+
+func (e *APIError) status() int {
+	switch e.Code {
+	case protocol.CodeNotFound:
+		return http.StatusNotFound
+	case protocol.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusBadRequest
+}
+
+func badRequest(format string, args ...any) *APIError {
+	return &APIError{Code: protocol.CodeBadRequest, Message: fmt.Sprintf(format, args...)}
+}
+
+// Status is what a node says about itself.
 type Status struct {
 	Node         string           `json:"node"`
 	Name         string           `json:"name"`
@@ -33,6 +93,22 @@ type ListenerStatus struct {
 	Address  string `json:"address"`
 }
 
+// Stats are one node's figures.
+type Stats struct {
+	Node        string `json:"node"`
+	Connections int    `json:"connections"`
+	Rooms       int    `json:"rooms"`
+	NATSLost    int64  `json:"nats_lost"`
+	Uptime      string `json:"uptime"`
+}
+
+// RoomInfo is one room of the cluster.
+type RoomInfo struct {
+	Room    string         `json:"room"`
+	Members int            `json:"members"`
+	Nodes   map[string]int `json:"nodes"` // members per node
+}
+
 // Status reports the node's identity and what it listens on.
 func (n *Node) Status() Status {
 	st := Status{
@@ -49,6 +125,255 @@ func (n *Node) Status() Status {
 		}
 	}
 	return st
+}
+
+// apiTimeout bounds one operation.
+const apiTimeout = 5 * time.Second
+
+// gatherWindow is how long a cluster-wide listing waits for nodes that
+// have not answered yet.
+const gatherWindow = time.Second
+
+// Call runs one admin operation.
+func (n *Node) Call(ctx context.Context, op string, req *APIRequest) (any, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	switch op {
+	case "push":
+		return n.push(ctx, req)
+	case "kick":
+		return n.onConn(ctx, req, cluster.KindKick, func(e *conn.Entry) {
+			n.system.Root.Send(e.PID, &conn.Close{Reason: conn.ReasonKicked})
+		})
+	case "bind":
+		if !validToken(req.User) {
+			return nil, badRequest("user must be 1 to 128 printable characters without spaces, '.', '*' or '>'")
+		}
+		return n.onConn(ctx, req, cluster.KindBind, func(*conn.Entry) { n.registry.Bind(req.Conn, req.User) })
+	case "info":
+		return n.info(ctx, req.Conn)
+	case "members":
+		if req.Room == "" {
+			return nil, badRequest("members needs a room")
+		}
+		res, err := n.system.Root.RequestFuture(n.rooms, &room.Members{Room: req.Room}, apiTimeout).Result()
+		if err != nil {
+			return nil, &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
+		}
+		return res.(*room.MembersReply).Members, nil
+	case "rooms":
+		return n.roomsOfCluster(ctx)
+	case "nodes":
+		res, err := n.system.Root.RequestFuture(n.bridge.Load(), &cluster.Nodes{}, apiTimeout).Result()
+		if err != nil {
+			return nil, &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
+		}
+		return res, nil
+	case "stats":
+		return n.statsOfCluster(ctx)
+	case "status":
+		return n.Status(), nil
+	}
+	return nil, &APIError{Code: protocol.CodeUnknownOp, Message: "unknown operation " + op}
+}
+
+// push delivers data, as a message event from the server (empty from),
+// to a connection, a user's connections, a room, or everyone.
+func (n *Node) push(ctx context.Context, req *APIRequest) (any, error) {
+	if req.Data == nil {
+		return nil, badRequest("push needs data")
+	}
+	payload := protocol.Encode(&protocol.Message{Op: "message", Room: req.Room, Data: req.Data, Time: time.Now().UTC()})
+	d := &conn.Deliver{Payload: payload}
+	switch {
+	case req.Conn != "":
+		if e := n.registry.Get(req.Conn); e != nil {
+			n.system.Root.Send(e.PID, d)
+			return ok, nil
+		}
+		return ok, n.remote(n.bus.Deliver(ctx, req.Conn, payload))
+	case req.User != "":
+		for _, e := range n.registry.User(req.User) {
+			n.system.Root.Send(e.PID, d)
+		}
+		m := n.bus.Msg(n.bus.Subjects.User(req.User), cluster.KindDeliver, payload)
+		n.bus.Publish(m)
+	case req.Room != "":
+		n.system.Root.Send(n.rooms, &room.Push{Room: req.Room, Payload: payload})
+		n.bus.PublishRoom(req.Room, &room.Remote{Kind: room.KindMessage, Body: payload})
+	case req.All:
+		n.registry.Each(func(_ string, e *conn.Entry) { n.system.Root.Send(e.PID, d) })
+		n.bus.Publish(n.bus.Msg(n.bus.Subjects.All(), cluster.KindDeliver, payload))
+	default:
+		return nil, badRequest("push needs conn, user, room or all")
+	}
+	return ok, nil
+}
+
+var ok = map[string]bool{"ok": true}
+
+// onConn runs local on a connection of this node, or asks its node.
+func (n *Node) onConn(ctx context.Context, req *APIRequest, kind string, local func(*conn.Entry)) (any, error) {
+	if req.Conn == "" {
+		return nil, badRequest("needs conn")
+	}
+	if e := n.registry.Get(req.Conn); e != nil {
+		local(e)
+		return ok, nil
+	}
+	m := n.bus.Msg(n.bus.Subjects.Node(cluster.NodeOf(req.Conn)), kind, nil)
+	m.Header.Set(cluster.HeaderConn, req.Conn)
+	m.Header.Set(cluster.HeaderUser, req.User)
+	_, err := n.bus.Request(ctx, m)
+	return ok, n.remote(err)
+}
+
+func (n *Node) info(ctx context.Context, id string) (any, error) {
+	if id == "" {
+		return nil, badRequest("info needs conn")
+	}
+	if cluster.NodeOf(id) == n.id {
+		if info, found := n.ConnInfo(id); found {
+			return info, nil
+		}
+		return nil, &APIError{Code: protocol.CodeNotFound, Message: "no connection " + id}
+	}
+	m := n.bus.Msg(n.bus.Subjects.Node(cluster.NodeOf(id)), cluster.KindInfo, nil)
+	m.Header.Set(cluster.HeaderConn, id)
+	body, err := n.bus.Request(ctx, m)
+	if err != nil {
+		return nil, n.remote(err)
+	}
+	var info conn.Info
+	if err := json.Unmarshal(body, &info); err != nil {
+		return nil, &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
+	}
+	return &info, nil
+}
+
+// remote turns another node's refusal or silence into an API error.
+func (n *Node) remote(err error) error {
+	var refused *cluster.ReplyError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &refused):
+		return &APIError{Code: refused.Code, Message: "refused by the connection's node"}
+	case errors.Is(err, cluster.ErrNoNode):
+		return &APIError{Code: protocol.CodeNotFound, Message: err.Error()}
+	}
+	return &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
+}
+
+// nodeRooms is one node's answer to the rooms gather.
+type nodeRooms struct {
+	Node  string         `json:"node"`
+	Rooms map[string]int `json:"rooms"` // room → members on the node
+}
+
+// gather answers the other nodes' gathers (the bridge's Gatherer).
+func (n *Node) gather(what string) any {
+	switch what {
+	case "rooms":
+		return nodeRooms{Node: n.id, Rooms: n.localRooms()}
+	case "stats":
+		return n.stats()
+	}
+	return nil
+}
+
+func (n *Node) localRooms() map[string]int {
+	out := map[string]int{}
+	res, err := n.system.Root.RequestFuture(n.rooms, &room.List{}, apiTimeout).Result()
+	if err != nil {
+		return out
+	}
+	for _, l := range res.([]room.Local) {
+		out[l.Room] = l.Members
+	}
+	return out
+}
+
+func (n *Node) stats() Stats {
+	return Stats{
+		Node: n.id, Connections: n.registry.Len(), Rooms: len(n.localRooms()),
+		NATSLost: n.bus.Lost(), Uptime: time.Since(n.started).Round(time.Second).String(),
+	}
+}
+
+// alivePeers is how many other nodes are alive: a gather can stop once
+// they have all answered.
+func (n *Node) alivePeers() int {
+	res, err := n.system.Root.RequestFuture(n.bridge.Load(), &cluster.Nodes{}, apiTimeout).Result()
+	if err != nil {
+		return 0
+	}
+	alive := 0
+	for _, info := range res.([]cluster.NodeInfo)[1:] { // [0] is this node
+		if info.Alive {
+			alive++
+		}
+	}
+	return alive
+}
+
+func (n *Node) roomsOfCluster(ctx context.Context) (any, error) {
+	replies, err := n.bus.Gather(ctx, "rooms", n.alivePeers(), gatherWindow)
+	if err != nil {
+		return nil, &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
+	}
+	rooms := map[string]*RoomInfo{}
+	add := func(nr nodeRooms) {
+		for name, members := range nr.Rooms {
+			r := rooms[name]
+			if r == nil {
+				r = &RoomInfo{Room: name, Nodes: map[string]int{}}
+				rooms[name] = r
+			}
+			r.Members += members
+			r.Nodes[nr.Node] = members
+		}
+	}
+	add(nodeRooms{Node: n.id, Rooms: n.localRooms()})
+	for _, body := range replies {
+		var nr nodeRooms
+		if json.Unmarshal(body, &nr) == nil {
+			add(nr)
+		}
+	}
+	out := make([]*RoomInfo, 0, len(rooms))
+	for _, name := range slices.Sorted(maps.Keys(rooms)) {
+		out = append(out, rooms[name])
+	}
+	return out, nil
+}
+
+func (n *Node) statsOfCluster(ctx context.Context) (any, error) {
+	replies, err := n.bus.Gather(ctx, "stats", n.alivePeers(), gatherWindow)
+	if err != nil {
+		return nil, &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
+	}
+	out := []Stats{n.stats()}
+	for _, body := range replies {
+		var s Stats
+		if json.Unmarshal(body, &s) == nil {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// validToken: user ids become NATS subject tokens.
+func validToken(s string) bool {
+	if s == "" || len(s) > 128 || strings.ContainsAny(s, ".*>") {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // infoTimeout bounds asking a connection actor for its info.
@@ -71,21 +396,72 @@ func (n *Node) ConnInfo(id string) (*conn.Info, bool) {
 // each request.
 const apiQueue = "tether-api"
 
+// serveNATSAPI answers <prefix>.api.<op>.
 func (n *Node) serveNATSAPI() (*nats.Subscription, error) {
-	subject := n.Config().NATS.SubjectPrefix + ".api.status"
-	return n.nc.QueueSubscribe(subject, apiQueue, func(m *nats.Msg) {
-		body, _ := json.Marshal(n.Status())
-		if err := m.Respond(body); err != nil {
-			n.log.Warn().Err(err).Str("subject", m.Subject).Msg("api reply failed")
+	prefix := n.Config().NATS.SubjectPrefix + ".api."
+	return n.nc.QueueSubscribe(prefix+"*", apiQueue, func(m *nats.Msg) {
+		op := strings.TrimPrefix(m.Subject, prefix)
+		req := &APIRequest{}
+		var res any
+		var err error
+		if len(m.Data) > 0 && json.Unmarshal(m.Data, req) != nil {
+			err = badRequest("body is not a JSON request")
+		} else {
+			res, err = n.Call(context.Background(), op, req)
+		}
+		body, _ := json.Marshal(answer(res, err))
+		if rerr := m.Respond(body); rerr != nil {
+			n.log.Warn().Err(rerr).Str("subject", m.Subject).Msg("api reply failed")
 		}
 	})
 }
 
+// answer is the JSON of a result or an error.
+func answer(res any, err error) any {
+	if err == nil {
+		return res
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
+}
+
 func (n *Node) adminHandler() http.Handler {
 	api := http.NewServeMux()
-	api.HandleFunc("GET /api/status", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, n.Status())
-	})
+	handle := func(pattern, op string, fromPath func(r *http.Request, req *APIRequest)) {
+		api.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			req := &APIRequest{}
+			if r.Method == http.MethodPost {
+				body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+				if err != nil || json.Unmarshal(body, req) != nil {
+					writeJSON(w, http.StatusBadRequest, badRequest("body is not a JSON request"))
+					return
+				}
+			}
+			if fromPath != nil {
+				fromPath(r, req)
+			}
+			res, err := n.Call(r.Context(), op, req)
+			if err != nil {
+				ae, _ := answer(nil, err).(*APIError)
+				writeJSON(w, ae.status(), ae)
+				return
+			}
+			writeJSON(w, http.StatusOK, res)
+		})
+	}
+	handle("POST /api/push", "push", nil)
+	handle("POST /api/kick", "kick", nil)
+	handle("POST /api/bind", "bind", nil)
+	handle("GET /api/conns/{conn}", "info", func(r *http.Request, req *APIRequest) { req.Conn = r.PathValue("conn") })
+	handle("GET /api/rooms/{room}/members", "members", func(r *http.Request, req *APIRequest) { req.Room = r.PathValue("room") })
+	handle("GET /api/rooms", "rooms", nil)
+	handle("GET /api/nodes", "nodes", nil)
+	handle("GET /api/stats", "stats", nil)
+	handle("GET /api/status", "status", nil)
+
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": n.id})

@@ -11,6 +11,7 @@ import (
 	"tether/actors/chat"
 	"tether/actors/conn"
 	"tether/actors/listener"
+	"tether/actors/relay"
 	"tether/config"
 	"tether/transport"
 	"tether/web"
@@ -90,6 +91,8 @@ func (n *Node) newApp(lc config.Listener, opts Options) (conn.NewApp, error) {
 	switch lc.App {
 	case config.AppChat:
 		app = chat.New(n.chat)
+	case config.AppRelay:
+		app = relay.New(n.bus, lc.Name)
 	default:
 		return nil, fmt.Errorf("listeners.%s.app: %q is not available in this build", lc.Name, lc.App)
 	}

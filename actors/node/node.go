@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"tether/actors/chat"
+	"tether/actors/cluster"
 	"tether/actors/conn"
 	"tether/actors/room"
 	"tether/config"
@@ -65,6 +66,9 @@ type Node struct {
 	seq       atomic.Uint64 // connection ids: node id + "." + seq
 	listeners []*boundListener
 	chat      *chat.Deps
+	bus       *cluster.Bus
+	bridge    atomic.Pointer[actor.PID] // read by the NATS reconnect handler
+	rooms     *actor.PID
 
 	stopOnce sync.Once
 	stopErr  error
@@ -97,9 +101,19 @@ func Start(opts Options) (_ *Node, err error) {
 		url = n.ns.ClientURL()
 		n.log.Info().Str("url", url).Msg("embedded nats listening")
 	}
-	if n.nc, err = transport.ConnectNATS(url, "tether "+n.id, cfg.NATS, n.log, transport.NATSEvents{}); err != nil {
+	n.metrics = transport.NewMetrics()
+	n.bus = cluster.NewBus(n.id, cfg.NATS.SubjectPrefix, n.metrics)
+	if n.nc, err = transport.ConnectNATS(url, "tether "+n.id, cfg.NATS, n.log, transport.NATSEvents{
+		Disconnected: n.bus.Disconnected,
+		Reconnected: func() {
+			if pid := n.bridge.Load(); pid != nil {
+				n.system.Root.Send(pid, &cluster.Reconnected{})
+			}
+		},
+	}); err != nil {
 		return nil, err
 	}
+	n.bus.Attach(n.nc)
 
 	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(zerolog.NewSlogHandler(n.log.With().Str("component", "actor").Logger()))
@@ -108,16 +122,31 @@ func Start(opts Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("spawn node actor: %w", err)
 	}
-	n.metrics = transport.NewMetrics()
 	n.registry = conn.NewRegistry()
-	rooms, err := n.spawn(room.NewManager(&room.Deps{
+	bridge, err := n.spawn(cluster.NewBridge(cluster.BridgeOptions{
+		Bus: n.bus, Registry: n.registry, Log: n.log, Gather: n.gather,
+		HeartbeatInterval: cfg.Cluster.HeartbeatInterval.D(), DeadAfter: cfg.Cluster.DeadAfter.D(),
+	}), "cluster")
+	if err != nil {
+		return nil, err
+	}
+	n.bridge.Store(bridge)
+	n.registry.OnUser = func(user string, present bool) {
+		if present {
+			n.system.Root.Send(bridge, &cluster.WatchUser{User: user})
+		} else {
+			n.system.Root.Send(bridge, &cluster.UnwatchUser{User: user})
+		}
+	}
+	n.rooms, err = n.spawn(room.NewManager(&room.Deps{
 		Node: n.id, Registry: n.registry, Metrics: n.metrics, Log: n.log,
 		AnnounceLimit: cfg.Rooms.AnnounceLimit, PresenceInterval: cfg.Rooms.PresenceInterval.D(),
+		Bridge: bridge, Cluster: n.bus, ResyncWindow: 2 * cfg.Cluster.HeartbeatInterval.D(),
 	}), "rooms")
 	if err != nil {
 		return nil, err
 	}
-	n.chat = &chat.Deps{Rooms: rooms, Registry: n.registry, MaxRooms: cfg.Rooms.MaxPerConnection}
+	n.chat = &chat.Deps{Rooms: n.rooms, Registry: n.registry, MaxRooms: cfg.Rooms.MaxPerConnection, Bus: n.bus}
 	if err := n.startListeners(opts); err != nil {
 		return nil, err
 	}

@@ -1,7 +1,10 @@
 package room
 
 import (
+	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -18,9 +21,14 @@ type Manager struct {
 }
 
 type entry struct {
-	pid   *actor.PID
-	joins int // joins forwarded to the room
+	pid     *actor.PID
+	joins   int // joins forwarded to the room
+	members int // its members on this node, as it last said
 }
+
+// gatherWindow is how long a members request for a room with no member
+// here waits for the other nodes' answers.
+const gatherWindow = 300 * time.Millisecond
 
 // NewManager returns the props of the rooms actor. A panic in a room is
 // logged and the room resumed: its members stay, the message is skipped.
@@ -55,10 +63,36 @@ func (m *Manager) Receive(ctx actor.Context) {
 		}
 	case *Members:
 		if e, ok := m.rooms[msg.Room]; ok {
-			ctx.Forward(e.pid)
-		} else {
-			ctx.Respond(&MembersReply{Room: msg.Room, Members: []protocol.Member{}, Ref: msg.Ref})
+			ctx.Forward(e.pid) // the room's view covers every node
+			return
 		}
+		// No member here, so no view: ask the nodes that have members,
+		// off this actor, and answer the asker when they have.
+		system, asker, cluster := ctx.ActorSystem(), ctx.Sender(), m.deps.Cluster
+		go func() {
+			ms, err := cluster.GatherMembers(context.Background(), msg.Room, gatherWindow)
+			if err != nil {
+				m.deps.Log.Warn().Err(err).Str("room", msg.Room).Msg("members gather failed")
+			}
+			if ms == nil {
+				ms = []protocol.Member{}
+			}
+			system.Root.Send(asker, &MembersReply{Room: msg.Room, Members: ms, Ref: msg.Ref})
+		}()
+	case *Push:
+		if e, ok := m.rooms[msg.Room]; ok {
+			ctx.Forward(e.pid)
+		}
+	case *count:
+		if e, ok := m.rooms[msg.name]; ok && e.pid.Equal(msg.pid) {
+			e.members = msg.members
+		}
+	case *List:
+		out := make([]Local, 0, len(m.rooms))
+		for _, name := range slices.Sorted(maps.Keys(m.rooms)) {
+			out = append(out, Local{Room: name, Members: m.rooms[name].members})
+		}
+		ctx.Respond(out)
 	case *emptied:
 		// Stop the room only if no join is on its way to it: every join
 		// goes through here, so equal counts mean none is.

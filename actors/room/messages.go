@@ -71,5 +71,80 @@ type emptied struct {
 	joins int
 }
 
+// Push delivers an encoded event (a message from the server) to a room's
+// members on this node. Send it to the Manager; other nodes get it from
+// the room's subject.
+type Push struct {
+	Room    string
+	Payload []byte
+}
+
+// count tells the manager a room's local size, for List.
+type count struct {
+	name    string
+	pid     *actor.PID
+	members int
+}
+
+// List asks the manager for this node's rooms (the reply is []Local).
+type List struct{}
+
+// Local is one room with its members on this node.
+type Local struct {
+	Room    string `json:"room"`
+	Members int    `json:"members"`
+}
+
 // flushPresence makes a large room send its pending presence diff.
 type flushPresence struct{}
+
+// Kinds of room events between nodes (the cluster package's wire names).
+const (
+	KindMessage = "message"
+	KindJoined  = "joined"
+	KindLeft    = "left"
+	KindSync    = "sync"
+	KindState   = "state"
+	KindMembers = "members"
+)
+
+// Subscribe asks the cluster bridge to route the room's subject to PID;
+// the bridge answers Subscribed once the subscription is in place. A room
+// sends it with its first member, Unsubscribe when it stops.
+type Subscribe struct {
+	Room string
+	PID  *actor.PID
+}
+
+// Subscribed tells a room that other nodes' events now reach it: it
+// publishes a sync with its members (taken now, so no join is missed).
+type Subscribed struct{}
+
+// Unsubscribe ends a room's subscription, if PID still holds it (a new
+// actor of the same room may have subscribed meanwhile).
+type Unsubscribe struct {
+	Room string
+	PID  *actor.PID
+}
+
+// Remote is a room event from another node, decoded by the bridge.
+type Remote struct {
+	Kind    string // cluster.Kind*: message, joined, left, sync, state, members
+	Node    string // the node that published it
+	Body    []byte // the client-facing event (message, joined, left)
+	Member  protocol.Member
+	Reason  string
+	Members []protocol.Member // sync, state: the node's members of the room
+	Reply   string            // members: where to answer
+}
+
+// NodeDown tells a room that a node died: its members are gone.
+type NodeDown struct{ Node string }
+
+// Resync tells a room to ask every node for its members again (NATS came
+// back, or a node thought dead spoke again).
+type Resync struct{}
+
+// resyncDone ends a resync's window: nodes that did not answer by then
+// have no members left in the room.
+type resyncDone struct{ gen int }

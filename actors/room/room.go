@@ -2,7 +2,13 @@
 // members, and a manager that creates a room on its first join and stops
 // it when its last member is gone.
 //
-// Concurrency rules (guarded by test/room_test.go):
+// In a cluster a room also keeps a view of the members other nodes hold:
+// it publishes its own joins, leaves and messages on the room's subject
+// (the same bytes it delivers locally, so every node just hands them on),
+// and a sync on start carries its members and asks the others for theirs.
+// Each node's answer replaces that node's part of the view.
+//
+// Concurrency rules (guarded by test/room_test.go and test/cluster_test.go):
 //   - A room's membership is touched only by the room actor.
 //   - A room Watches each member's connection actor, so a member that ends
 //     for any reason (close, heartbeat, panic, node shutdown) produces
@@ -13,8 +19,10 @@
 package room
 
 import (
+	"context"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -33,6 +41,19 @@ type Deps struct {
 	Log              zerolog.Logger
 	AnnounceLimit    int           // above this size joins and leaves go out as presence diffs
 	PresenceInterval time.Duration // the most often a presence diff goes out
+	Bridge           *actor.PID    // the cluster bridge, which subscribes rooms
+	Cluster          Cluster
+	ResyncWindow     time.Duration // how long a resync waits for the nodes' answers
+}
+
+// Cluster is how a room reaches the other nodes (cluster.Bus).
+type Cluster interface {
+	// PublishRoom sends a room event to every other node with members.
+	PublishRoom(room string, ev *Remote)
+	// ReplyMembers answers a members request from a node without members.
+	ReplyMembers(reply string, members []protocol.Member)
+	// GatherMembers asks the nodes with members of a room for them.
+	GatherMembers(ctx context.Context, room string, window time.Duration) ([]protocol.Member, error)
 }
 
 type member struct {
@@ -42,12 +63,17 @@ type member struct {
 
 // Actor is one room.
 type Actor struct {
-	name  string
-	deps  *Deps
-	self  *actor.PID
-	local map[string]*member // conn id → member on this node
-	byPID map[string]string  // member actor id → conn id, for Terminated
-	joins int                // joins handled, for the manager's stop decision
+	name   string
+	deps   *Deps
+	self   *actor.PID
+	local  map[string]*member                    // conn id → member on this node
+	byPID  map[string]string                     // member actor id → conn id, for Terminated
+	remote map[string]map[string]protocol.Member // node id → conn id → member
+	joins  int                                   // joins handled, for the manager's stop decision
+
+	// A resync's generation, and the nodes that answered it.
+	resyncGen  int
+	resyncSeen map[string]bool
 
 	// Presence diff of a large room, sent at most every PresenceInterval.
 	pendingJoined, pendingLeft []protocol.Member
@@ -55,7 +81,10 @@ type Actor struct {
 }
 
 func newActor(name string, deps *Deps) *Actor {
-	return &Actor{name: name, deps: deps, local: map[string]*member{}, byPID: map[string]string{}}
+	return &Actor{
+		name: name, deps: deps,
+		local: map[string]*member{}, byPID: map[string]string{}, remote: map[string]map[string]protocol.Member{},
+	}
 }
 
 // Receive is the room's mailbox handler.
@@ -64,6 +93,18 @@ func (r *Actor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		r.self = ctx.Self()
 		r.deps.Metrics.Rooms.Inc()
+	case *Remote:
+		r.remoteEvent(ctx, m)
+	case *Subscribed:
+		if len(r.local) > 0 {
+			r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindSync, Members: r.localMembers()})
+		}
+	case *NodeDown:
+		r.nodeDown(ctx, m.Node)
+	case *Resync:
+		r.resync(ctx)
+	case *resyncDone:
+		r.resyncEnded(ctx, m.gen)
 	case *Join:
 		r.join(ctx, m)
 	case *Leave:
@@ -72,6 +113,8 @@ func (r *Actor) Receive(ctx actor.Context) {
 		r.send(ctx, m)
 	case *Members:
 		ctx.Respond(&MembersReply{Room: r.name, Members: r.members(), Ref: m.Ref})
+	case *Push:
+		r.deliver(ctx, m.Payload, "")
 	case *actor.Terminated:
 		if id, ok := r.byPID[m.Who.Id]; ok {
 			reason := "client_closed"
@@ -86,6 +129,7 @@ func (r *Actor) Receive(ctx actor.Context) {
 	case *actor.Stopped:
 		r.deps.Metrics.Rooms.Dec()
 		r.deps.Metrics.RoomMembers.Sub(float64(len(r.local)))
+		ctx.Send(r.deps.Bridge, &Unsubscribe{Room: r.name, PID: r.self})
 	}
 }
 
@@ -96,18 +140,47 @@ func (r *Actor) join(ctx actor.Context, m *Join) {
 		old.Member = m.Member // a rejoin updates name and avatar
 		return
 	}
+	first := len(r.local) == 0
 	r.local[m.Member.Conn] = &member{Member: m.Member, pid: m.PID}
 	r.byPID[m.PID.Id] = m.Member.Conn
 	r.deps.Metrics.RoomMembers.Inc()
+	ctx.Send(ctx.Parent(), &count{name: r.name, pid: r.self, members: len(r.local)})
 	ctx.Watch(m.PID)
+	if first {
+		// The room's first member on this node: from now on this node
+		// wants the room's events, and the others' members.
+		ctx.Send(r.deps.Bridge, &Subscribe{Room: r.name, PID: r.self})
+	}
+	body := protocol.Encode(&protocol.Joined{
+		Op: "joined", Room: r.name, Conn: m.Member.Conn, Name: m.Member.Name, Avatar: m.Member.Avatar,
+	})
+	r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindJoined, Body: body, Member: m.Member})
+	r.announceJoined(ctx, m.Member, body, m.Member.Conn)
+}
+
+// announceJoined tells the local members (but except) that m joined: one
+// event, or a line in the next presence diff of a large room.
+func (r *Actor) announceJoined(ctx actor.Context, m protocol.Member, body []byte, except string) {
 	if r.large() {
-		r.pendingJoined = append(r.pendingJoined, m.Member)
+		r.pendingJoined = append(r.pendingJoined, m)
 		r.schedule(ctx)
 		return
 	}
-	r.deliver(ctx, protocol.Encode(&protocol.Joined{
-		Op: "joined", Room: r.name, Conn: m.Member.Conn, Name: m.Member.Name, Avatar: m.Member.Avatar,
-	}), m.Member.Conn)
+	r.deliver(ctx, body, except)
+}
+
+// announceLeft tells the local members that m left, and why.
+func (r *Actor) announceLeft(ctx actor.Context, m protocol.Member, body []byte) {
+	if r.large() || len(r.pendingJoined)+len(r.pendingLeft) > 0 {
+		r.pendingLeft = append(r.pendingLeft, m)
+		r.schedule(ctx)
+		return
+	}
+	r.deliver(ctx, body, "")
+}
+
+func leftEvent(room string, m protocol.Member, reason string) []byte {
+	return protocol.Encode(&protocol.Left{Op: "left", Room: room, Conn: m.Conn, Name: m.Name, Reason: reason})
 }
 
 func (r *Actor) leave(ctx actor.Context, m *Leave) {
@@ -121,20 +194,16 @@ func (r *Actor) leave(ctx actor.Context, m *Leave) {
 	r.remove(ctx, m.Conn, "left")
 }
 
-// remove takes a member out and tells the others, once.
+// remove takes a local member out and tells everyone, once.
 func (r *Actor) remove(ctx actor.Context, id, reason string) {
 	mem := r.local[id]
 	delete(r.local, id)
 	delete(r.byPID, mem.pid.Id)
 	r.deps.Metrics.RoomMembers.Dec()
-	if r.large() || len(r.pendingJoined)+len(r.pendingLeft) > 0 {
-		r.pendingLeft = append(r.pendingLeft, mem.Member)
-		r.schedule(ctx)
-	} else {
-		r.deliver(ctx, protocol.Encode(&protocol.Left{
-			Op: "left", Room: r.name, Conn: id, Name: mem.Name, Reason: reason,
-		}), "")
-	}
+	body := leftEvent(r.name, mem.Member, reason)
+	r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindLeft, Body: body, Member: mem.Member, Reason: reason})
+	r.announceLeft(ctx, mem.Member, body)
+	ctx.Send(ctx.Parent(), &count{name: r.name, pid: r.self, members: len(r.local)})
 	if len(r.local) == 0 {
 		ctx.Send(ctx.Parent(), &emptied{name: r.name, pid: r.self, joins: r.joins})
 	}
@@ -156,6 +225,7 @@ func (r *Actor) send(ctx actor.Context, m *Send) {
 	}
 	r.deliver(ctx, payload, except)
 	r.deps.Metrics.Delivery.Observe(time.Since(start).Seconds())
+	r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindMessage, Body: payload})
 }
 
 // deliver hands one encoded event to every local member but except.
@@ -168,7 +238,8 @@ func (r *Actor) deliver(ctx actor.Context, payload []byte, except string) {
 	}
 }
 
-func (r *Actor) members() []protocol.Member {
+// localMembers lists this node's members, sorted by connection id.
+func (r *Actor) localMembers() []protocol.Member {
 	out := make([]protocol.Member, 0, len(r.local))
 	for _, id := range slices.Sorted(maps.Keys(r.local)) {
 		out = append(out, r.local[id].Member)
@@ -176,7 +247,125 @@ func (r *Actor) members() []protocol.Member {
 	return out
 }
 
-func (r *Actor) large() bool { return len(r.local) > r.deps.AnnounceLimit }
+// members lists every member on every node, sorted by connection id.
+func (r *Actor) members() []protocol.Member {
+	out := r.localMembers()
+	for _, ms := range r.remote {
+		for _, m := range ms {
+			out = append(out, m)
+		}
+	}
+	slices.SortFunc(out, func(a, b protocol.Member) int { return strings.Compare(a.Conn, b.Conn) })
+	return out
+}
+
+func (r *Actor) size() int {
+	n := len(r.local)
+	for _, ms := range r.remote {
+		n += len(ms)
+	}
+	return n
+}
+
+func (r *Actor) large() bool { return r.size() > r.deps.AnnounceLimit }
+
+// remoteEvent applies another node's event to the view and tells the
+// local members.
+func (r *Actor) remoteEvent(ctx actor.Context, ev *Remote) {
+	switch ev.Kind {
+	case KindMessage:
+		r.deliver(ctx, ev.Body, "")
+	case KindJoined:
+		ms := r.remote[ev.Node]
+		if ms == nil {
+			ms = map[string]protocol.Member{}
+			r.remote[ev.Node] = ms
+		}
+		_, known := ms[ev.Member.Conn]
+		ms[ev.Member.Conn] = ev.Member
+		if !known {
+			r.announceJoined(ctx, ev.Member, ev.Body, "")
+		}
+	case KindLeft:
+		if _, known := r.remote[ev.Node][ev.Member.Conn]; known {
+			delete(r.remote[ev.Node], ev.Member.Conn)
+			r.announceLeft(ctx, ev.Member, ev.Body)
+		}
+	case KindSync:
+		// A node (re)joins the room: take its members, give ours.
+		r.replace(ctx, ev.Node, ev.Members)
+		if len(r.local) > 0 {
+			r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindState, Members: r.localMembers()})
+		}
+	case KindState:
+		r.replace(ctx, ev.Node, ev.Members)
+	case KindMembers:
+		r.deps.Cluster.ReplyMembers(ev.Reply, r.localMembers())
+	}
+}
+
+// replace sets a node's members of the room to ms and announces the
+// difference: joined for new ones, left for those gone (while this node
+// did not hear of it).
+func (r *Actor) replace(ctx actor.Context, node string, ms []protocol.Member) {
+	if r.resyncSeen != nil {
+		r.resyncSeen[node] = true
+	}
+	old := r.remote[node]
+	next := make(map[string]protocol.Member, len(ms))
+	for _, m := range ms {
+		next[m.Conn] = m
+		if _, known := old[m.Conn]; !known {
+			r.announceJoined(ctx, m, protocol.Encode(&protocol.Joined{
+				Op: "joined", Room: r.name, Conn: m.Conn, Name: m.Name, Avatar: m.Avatar,
+			}), "")
+		}
+	}
+	for id, m := range old {
+		if _, still := next[id]; !still {
+			r.announceLeft(ctx, m, leftEvent(r.name, m, "left"))
+		}
+	}
+	if len(next) == 0 {
+		delete(r.remote, node)
+	} else {
+		r.remote[node] = next
+	}
+}
+
+// nodeDown drops a dead node's members: each gets one left, node_down.
+func (r *Actor) nodeDown(ctx actor.Context, node string) {
+	for _, id := range slices.Sorted(maps.Keys(r.remote[node])) {
+		m := r.remote[node][id]
+		r.announceLeft(ctx, m, leftEvent(r.name, m, "node_down"))
+	}
+	delete(r.remote, node)
+}
+
+// resync asks every node for its members again. Nodes that do not answer
+// within the window have none left: their members get a left.
+func (r *Actor) resync(ctx actor.Context) {
+	if len(r.local) == 0 {
+		return
+	}
+	r.resyncGen++
+	r.resyncSeen = map[string]bool{}
+	r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindSync, Members: r.localMembers()})
+	system, self, gen := ctx.ActorSystem(), r.self, r.resyncGen
+	time.AfterFunc(r.deps.ResyncWindow, func() { system.Root.Send(self, &resyncDone{gen: gen}) })
+}
+
+func (r *Actor) resyncEnded(ctx actor.Context, gen int) {
+	if gen != r.resyncGen || r.resyncSeen == nil {
+		return
+	}
+	for _, node := range slices.Sorted(maps.Keys(r.remote)) {
+		if !r.resyncSeen[node] {
+			r.replace(ctx, node, nil)
+		}
+	}
+	r.resyncSeen = nil
+}
 
 // schedule arranges for the presence diff to go out.
 func (r *Actor) schedule(ctx actor.Context) {

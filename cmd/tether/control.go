@@ -1,9 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -146,28 +144,8 @@ func processAlive(pid int) bool {
 }
 
 func fetchStatus(cfg *config.Config) (*node.Status, error) {
-	if cfg.HTTP.Address == "" {
-		return nil, fmt.Errorf("http.address is empty")
-	}
-	req, err := http.NewRequest(http.MethodGet, "http://"+dialable(cfg.HTTP.Address)+"/api/status", nil)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.HTTP.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+cfg.HTTP.Token)
-	}
-	client := &http.Client{Timeout: 3 * time.Second}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
 	var st node.Status
-	return &st, json.NewDecoder(resp.Body).Decode(&st)
+	return &st, adminCall(cfg, http.MethodGet, "/api/status", nil, &st)
 }
 
 // dialable turns a listen address into one a client can dial: an

@@ -46,7 +46,8 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), stopCmd(), reloadCmd(), statusCmd(), versionCmd(), benchCmd())
+	root.AddCommand(serveCmd(), stopCmd(), reloadCmd(), statusCmd(), versionCmd(),
+		pushCmd(), connCmd(), roomsCmd(), nodesCmd(), benchCmd())
 	if err := root.Execute(); err != nil {
 		if code, ok := err.(exitCode); ok {
 			os.Exit(int(code)) // the command already said why

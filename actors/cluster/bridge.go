@@ -1,0 +1,357 @@
+package cluster
+
+import (
+	"encoding/json"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"tether/actors/conn"
+	"tether/actors/room"
+)
+
+// NodeInfo is what a node says of itself in its heartbeats, and what the
+// nodes API lists.
+type NodeInfo struct {
+	Node        string    `json:"node"`
+	Started     time.Time `json:"started"`
+	Connections int       `json:"connections"`
+	LastSeen    time.Time `json:"last_seen"`
+	Alive       bool      `json:"alive"`
+}
+
+// Gatherer answers a gather (the rooms and stats of the admin API) for
+// this node; it runs on its own goroutine and may take its time.
+type Gatherer func(what string) any
+
+// BridgeOptions build the bridge actor.
+type BridgeOptions struct {
+	Bus               *Bus
+	Registry          *conn.Registry
+	HeartbeatInterval time.Duration
+	DeadAfter         time.Duration
+	Gather            Gatherer
+	Log               zerolog.Logger
+}
+
+// Messages to the bridge.
+type (
+	// WatchUser and UnwatchUser follow the registry: a node subscribes to
+	// a user's subject while it holds a connection bound to that user.
+	WatchUser   struct{ User string }
+	UnwatchUser struct{ User string }
+	// Nodes asks for the cluster view (the reply is []NodeInfo).
+	Nodes struct{}
+	// Reconnected is posted by the NATS reconnect handler.
+	Reconnected struct{}
+
+	clusterMsg struct{ m *nats.Msg }
+	tick       struct{}
+)
+
+// Bridge is the cluster bridge actor: it owns the node's subscriptions
+// and its view of which nodes are alive.
+type Bridge struct {
+	o      BridgeOptions
+	log    zerolog.Logger
+	system *actor.ActorSystem
+	self   *actor.PID
+	start  time.Time
+	timer  *time.Timer
+
+	fixed []*nats.Subscription          // node, all, cluster
+	rooms map[string]*roomSub           // room name → subscription
+	users map[string]*nats.Subscription // user id → subscription
+	nodes map[string]*NodeInfo          // other nodes by id
+}
+
+type roomSub struct {
+	pid *actor.PID
+	sub *nats.Subscription
+}
+
+// NewBridge returns the props of the bridge actor.
+func NewBridge(o BridgeOptions) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &Bridge{
+			o: o, log: o.Log.With().Str("component", "cluster").Logger(),
+			rooms: map[string]*roomSub{}, users: map[string]*nats.Subscription{}, nodes: map[string]*NodeInfo{},
+		}
+	})
+}
+
+// Receive is the bridge's mailbox handler.
+func (b *Bridge) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		b.started(ctx)
+	case *room.Subscribe:
+		b.subscribeRoom(ctx, m)
+	case *room.Unsubscribe:
+		if rs, ok := b.rooms[m.Room]; ok && rs.pid.Equal(m.PID) {
+			_ = rs.sub.Unsubscribe()
+			delete(b.rooms, m.Room)
+		}
+	case *WatchUser:
+		b.watchUser(m.User)
+	case *UnwatchUser:
+		if sub, ok := b.users[m.User]; ok {
+			_ = sub.Unsubscribe()
+			delete(b.users, m.User)
+		}
+	case *clusterMsg:
+		b.clusterEvent(ctx, m.m)
+	case *tick:
+		b.heartbeat()
+		b.checkNodes(ctx)
+		b.timer.Reset(b.o.HeartbeatInterval)
+	case *Reconnected:
+		gap, buffered, lost := b.o.Bus.reconnected()
+		b.log.Warn().Str("gap", gap.Round(time.Millisecond).String()).Int("buffered", buffered).Int("lost", lost).
+			Msg("nats outage over: resubscribed; rooms resync")
+		b.heartbeat()
+		b.resyncRooms(ctx)
+	case *Nodes:
+		ctx.Respond(b.view())
+	case *actor.Stopping:
+		b.stopped()
+	}
+}
+
+func (b *Bridge) started(ctx actor.Context) {
+	b.system, b.self, b.start = ctx.ActorSystem(), ctx.Self(), time.Now()
+	bus, system, self := b.o.Bus, b.system, b.self
+	nc := bus.Conn()
+	subscribe := func(subject string, h nats.MsgHandler) {
+		sub, err := nc.Subscribe(subject, h)
+		if err != nil {
+			b.log.Error().Err(err).Str("subject", subject).Msg("subscribe failed")
+			return
+		}
+		b.fixed = append(b.fixed, sub)
+	}
+	subscribe(bus.Subjects.Node(bus.Node), b.nodeRequest)
+	subscribe(bus.Subjects.All(), func(m *nats.Msg) {
+		bus.metrics.NATSIn.WithLabelValues("all").Inc()
+		d := &conn.Deliver{Payload: m.Data}
+		b.o.Registry.Each(func(_ string, e *conn.Entry) { system.Root.Send(e.PID, d) })
+	})
+	subscribe(bus.Subjects.Cluster(), func(m *nats.Msg) { system.Root.Send(self, &clusterMsg{m: m}) })
+	b.heartbeat()
+	b.timer = time.AfterFunc(b.o.HeartbeatInterval, func() { system.Root.Send(self, &tick{}) })
+}
+
+// subscribeRoom routes a room's subject straight to the room actor (no
+// hop through the bridge), then tells the room, which publishes its sync.
+func (b *Bridge) subscribeRoom(ctx actor.Context, m *room.Subscribe) {
+	if old, ok := b.rooms[m.Room]; ok { // a previous actor of the room, stopping
+		_ = old.sub.Unsubscribe()
+	}
+	system, pid, metrics, log := b.system, m.PID, b.o.Bus.metrics, b.log
+	sub, err := b.o.Bus.Conn().Subscribe(b.o.Bus.Subjects.Room(m.Room), func(msg *nats.Msg) {
+		ev, err := decodeRoom(msg)
+		if err != nil {
+			log.Warn().Err(err).Str("subject", msg.Subject).Msg("bad room event")
+			return
+		}
+		metrics.NATSIn.WithLabelValues(ev.Kind).Inc()
+		system.Root.Send(pid, ev)
+	})
+	if err != nil {
+		b.log.Error().Err(err).Str("room", m.Room).Msg("room subscribe failed")
+		return
+	}
+	b.rooms[m.Room] = &roomSub{pid: pid, sub: sub}
+	ctx.Send(pid, &room.Subscribed{})
+}
+
+func (b *Bridge) watchUser(user string) {
+	if _, ok := b.users[user]; ok {
+		return
+	}
+	bus, system, registry := b.o.Bus, b.system, b.o.Registry
+	sub, err := bus.Conn().Subscribe(bus.Subjects.User(user), func(m *nats.Msg) {
+		bus.metrics.NATSIn.WithLabelValues("user").Inc()
+		d := &conn.Deliver{Payload: m.Data}
+		for _, e := range registry.User(user) {
+			system.Root.Send(e.PID, d)
+		}
+	})
+	if err != nil {
+		b.log.Error().Err(err).Str("user", user).Msg("user subscribe failed")
+		return
+	}
+	b.users[user] = sub
+}
+
+// nodeRequest answers what other nodes ask of this node's connections.
+// It runs on the subscription's goroutine; the registry is safe there.
+func (b *Bridge) nodeRequest(m *nats.Msg) {
+	kind := m.Header.Get(HeaderKind)
+	b.o.Bus.metrics.NATSIn.WithLabelValues(kind).Inc()
+	id := m.Header.Get(HeaderConn)
+	e := b.o.Registry.Get(id)
+	reply := func(body []byte, code string) {
+		if m.Reply == "" {
+			return
+		}
+		r := nats.NewMsg(m.Reply)
+		if code != "" {
+			r.Header.Set(HeaderReason, code)
+		}
+		r.Data = body
+		_ = m.RespondMsg(r)
+	}
+	switch kind {
+	case KindDeliver:
+		if e == nil {
+			reply(nil, "not_found")
+			return
+		}
+		b.system.Root.Send(e.PID, &conn.Deliver{Payload: m.Data})
+		reply(nil, "")
+	case KindKick:
+		if e == nil {
+			reply(nil, "not_found")
+			return
+		}
+		b.system.Root.Send(e.PID, &conn.Close{Reason: conn.ReasonKicked})
+		reply(nil, "")
+	case KindBind:
+		if !b.o.Registry.Bind(id, m.Header.Get(HeaderUser)) {
+			reply(nil, "not_found")
+			return
+		}
+		reply(nil, "")
+	case KindInfo:
+		if e != nil {
+			if res, err := b.system.Root.RequestFuture(e.PID, &conn.InfoRequest{}, requestTimeout).Result(); err == nil {
+				body, _ := json.Marshal(res)
+				reply(body, "")
+				return
+			}
+		}
+		if info, ok := b.o.Registry.ClosedInfo(id); ok {
+			body, _ := json.Marshal(info)
+			reply(body, "")
+			return
+		}
+		reply(nil, "not_found")
+	}
+}
+
+// heartbeat tells the cluster this node is alive.
+func (b *Bridge) heartbeat() {
+	body, _ := json.Marshal(&NodeInfo{Node: b.o.Bus.Node, Started: b.start, Connections: b.o.Registry.Len()})
+	b.o.Bus.Publish(b.o.Bus.Msg(b.o.Bus.Subjects.Cluster(), KindHeartbeat, body))
+}
+
+func (b *Bridge) clusterEvent(ctx actor.Context, m *nats.Msg) {
+	node, kind := m.Header.Get(HeaderNode), m.Header.Get(HeaderKind)
+	b.o.Bus.metrics.NATSIn.WithLabelValues(kind).Inc()
+	switch kind {
+	case KindHeartbeat:
+		var info NodeInfo
+		if json.Unmarshal(m.Data, &info) != nil || node == b.o.Bus.Node {
+			return
+		}
+		old, known := b.nodes[node]
+		info.LastSeen, info.Alive = time.Now(), true
+		b.nodes[node] = &info
+		b.countAlive()
+		switch {
+		case !known:
+			b.log.Info().Str("peer", node).Msg("node joined the cluster")
+		case !old.Alive:
+			// Declared dead, yet alive: its members were dropped here, so
+			// every room asks for them again.
+			b.log.Warn().Str("peer", node).Msg("node thought dead is back; rooms resync")
+			b.resyncRooms(ctx)
+		}
+	case KindGoodbye:
+		if info, ok := b.nodes[node]; ok && info.Alive {
+			b.log.Info().Str("peer", node).Msg("node left the cluster")
+			b.down(ctx, node)
+		}
+	case KindGather:
+		if m.Reply != "" && b.o.Gather != nil {
+			what := string(m.Data)
+			go func() {
+				body, _ := json.Marshal(b.o.Gather(what))
+				_ = m.Respond(body)
+			}()
+		}
+	}
+}
+
+// checkNodes declares dead the nodes silent for DeadAfter: every room
+// drops their members, with one left (node_down) each. No ghosts.
+func (b *Bridge) checkNodes(ctx actor.Context) {
+	for _, id := range slices.Sorted(maps.Keys(b.nodes)) {
+		info := b.nodes[id]
+		silent := time.Since(info.LastSeen)
+		if info.Alive && silent > b.o.DeadAfter {
+			b.log.Warn().Str("peer", id).Str("silent", silent.Round(time.Millisecond).String()).Msg("node declared dead")
+			b.o.Bus.metrics.NodesDown.Inc()
+			b.down(ctx, id)
+		}
+		if !info.Alive && silent > 10*b.o.DeadAfter {
+			delete(b.nodes, id) // long gone: forget it
+		}
+	}
+}
+
+func (b *Bridge) down(ctx actor.Context, node string) {
+	b.nodes[node].Alive = false
+	b.countAlive()
+	for _, rs := range b.rooms {
+		ctx.Send(rs.pid, &room.NodeDown{Node: node})
+	}
+}
+
+func (b *Bridge) resyncRooms(ctx actor.Context) {
+	for _, rs := range b.rooms {
+		ctx.Send(rs.pid, &room.Resync{})
+	}
+}
+
+func (b *Bridge) countAlive() {
+	n := 0
+	for _, info := range b.nodes {
+		if info.Alive {
+			n++
+		}
+	}
+	b.o.Bus.metrics.NodesAlive.Set(float64(n))
+}
+
+// view lists this node and the others it knows of.
+func (b *Bridge) view() []NodeInfo {
+	out := []NodeInfo{{Node: b.o.Bus.Node, Started: b.start, Connections: b.o.Registry.Len(), LastSeen: time.Now(), Alive: true}}
+	for _, id := range slices.Sorted(maps.Keys(b.nodes)) {
+		out = append(out, *b.nodes[id])
+	}
+	return out
+}
+
+// stopped says goodbye, so the others drop this node at once instead of
+// after DeadAfter, and ends every subscription.
+func (b *Bridge) stopped() {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	b.o.Bus.Publish(b.o.Bus.Msg(b.o.Bus.Subjects.Cluster(), KindGoodbye, nil))
+	for _, sub := range b.fixed {
+		_ = sub.Unsubscribe()
+	}
+	for _, rs := range b.rooms {
+		_ = rs.sub.Unsubscribe()
+	}
+	for _, sub := range b.users {
+		_ = sub.Unsubscribe()
+	}
+}

@@ -1,0 +1,257 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"tether/actors/protocol"
+	"tether/actors/room"
+	"tether/transport"
+)
+
+// Bus is a node's handle on NATS for publishing and asking. Any actor may
+// use it: nats.go's connection is safe for concurrent use and its Publish
+// only appends to a buffer, so nobody blocks on the network. What could
+// not be published is counted, and logged once per outage.
+type Bus struct {
+	Node     string
+	Subjects Subjects
+	nc       *nats.Conn
+	metrics  *transport.Metrics
+
+	mu          sync.Mutex
+	outageStart time.Time // zero while connected
+	buffered    int       // publications made while disconnected (sent on reconnect)
+	lost        int       // publications that failed
+	lostTotal   atomic.Int64
+}
+
+// NewBus makes the bus of a node. It exists before the NATS connection so
+// that the connection's handlers can report to it (Disconnected); Attach
+// gives it the connection, before anyone publishes.
+func NewBus(node string, prefix string, metrics *transport.Metrics) *Bus {
+	return &Bus{Node: node, Subjects: Subjects{Prefix: prefix}, metrics: metrics}
+}
+
+// Attach gives the bus its connection.
+func (b *Bus) Attach(nc *nats.Conn) { b.nc = nc }
+
+// Conn is the NATS connection.
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// Msg builds a message from this node with a kind and body.
+func (b *Bus) Msg(subject, kind string, body []byte) *nats.Msg {
+	m := nats.NewMsg(subject)
+	m.Header.Set(HeaderKind, kind)
+	m.Header.Set(HeaderNode, b.Node)
+	m.Data = body
+	return m
+}
+
+// Publish sends m. While NATS is away nats.go buffers publications (up to
+// nats.reconnect_buffer) and sends them on reconnect; those are counted
+// as buffered, and any that fail as lost.
+func (b *Bus) Publish(m *nats.Msg) {
+	err := b.nc.PublishMsg(m)
+	kind := m.Header.Get(HeaderKind)
+	b.mu.Lock()
+	away := !b.outageStart.IsZero()
+	if err != nil {
+		b.lost++
+	} else if away {
+		b.buffered++
+	}
+	b.mu.Unlock()
+	if err != nil {
+		b.lostTotal.Add(1)
+		b.metrics.NATSLost.Inc()
+		return
+	}
+	b.metrics.NATSOut.WithLabelValues(kind).Inc()
+}
+
+// Lost is how many publications failed since the node started.
+func (b *Bus) Lost() int64 { return b.lostTotal.Load() }
+
+// Disconnected and reconnected bracket an outage, so that the reconnect
+// can say how long it lasted and what it cost. Disconnected is the NATS
+// connection's handler.
+func (b *Bus) Disconnected(error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.outageStart.IsZero() {
+		b.outageStart, b.buffered, b.lost = time.Now(), 0, 0
+	}
+	b.metrics.NATSDisconnects.Inc()
+}
+
+func (b *Bus) reconnected() (gap time.Duration, buffered, lost int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.outageStart.IsZero() {
+		gap = time.Since(b.outageStart)
+	}
+	buffered, lost = b.buffered, b.lost
+	b.outageStart, b.buffered, b.lost = time.Time{}, 0, 0
+	return gap, buffered, lost
+}
+
+// requestTimeout bounds a question to one node.
+const requestTimeout = 2 * time.Second
+
+// ErrNoNode says that the node a connection id names does not answer: it
+// is gone, or NATS is.
+var ErrNoNode = errors.New("the connection's node does not answer")
+
+// Request asks one node and returns its reply's body; a reply with a
+// Tether-Reason header is an error with that code.
+func (b *Bus) Request(ctx context.Context, m *nats.Msg) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	reply, err := b.nc.RequestMsgWithContext(ctx, m)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+			return nil, ErrNoNode
+		}
+		return nil, err
+	}
+	if code := reply.Header.Get(HeaderReason); code != "" {
+		return nil, &ReplyError{Code: code}
+	}
+	return reply.Data, nil
+}
+
+// ReplyError is a node's refusal: a protocol error code.
+type ReplyError struct{ Code string }
+
+func (e *ReplyError) Error() string { return e.Code }
+
+// Deliver asks the node owning connection id to send it body as one
+// message. It returns nil once that node has queued it.
+func (b *Bus) Deliver(ctx context.Context, id string, body []byte) error {
+	m := b.Msg(b.Subjects.Node(NodeOf(id)), KindDeliver, body)
+	m.Header.Set(HeaderConn, id)
+	_, err := b.Request(ctx, m)
+	return err
+}
+
+// Gather asks every node (on the cluster subject) and collects the
+// replies until want have come or the window closes.
+func (b *Bus) Gather(ctx context.Context, what string, want int, window time.Duration) ([][]byte, error) {
+	inbox := b.nc.NewRespInbox()
+	sub, err := b.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	m := b.Msg(b.Subjects.Cluster(), KindGather, []byte(what))
+	m.Reply = inbox
+	if err := b.nc.PublishMsg(m); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, window)
+	defer cancel()
+	var out [][]byte
+	for len(out) < want {
+		r, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			break // the window closed: some node did not answer
+		}
+		out = append(out, r.Data)
+	}
+	return out, nil
+}
+
+// PublishRoom sends a room event to the other nodes with members of the
+// room (room.Cluster). Sync and state carry the node's members as JSON.
+func (b *Bus) PublishRoom(name string, ev *room.Remote) {
+	body := ev.Body
+	if ev.Kind == room.KindSync || ev.Kind == room.KindState {
+		body, _ = json.Marshal(ev.Members)
+	}
+	m := b.Msg(b.Subjects.Room(name), ev.Kind, body)
+	if ev.Member.Conn != "" {
+		m.Header.Set(HeaderMember, memberHeader(ev.Member))
+	}
+	if ev.Reason != "" {
+		m.Header.Set(HeaderReason, ev.Reason)
+	}
+	b.Publish(m)
+}
+
+// ReplyMembers answers a members gather (room.Cluster).
+func (b *Bus) ReplyMembers(reply string, members []protocol.Member) {
+	body, _ := json.Marshal(members)
+	b.Publish(b.Msg(reply, room.KindMembers, body))
+}
+
+// GatherMembers asks every node with members of a room for them: the
+// answer for a node that has no member itself.
+func (b *Bus) GatherMembers(ctx context.Context, name string, window time.Duration) ([]protocol.Member, error) {
+	inbox := b.nc.NewRespInbox()
+	sub, err := b.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	m := b.Msg(b.Subjects.Room(name), room.KindMembers, nil)
+	m.Reply = inbox
+	if err := b.nc.PublishMsg(m); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, window)
+	defer cancel()
+	out := []protocol.Member{}
+	for {
+		r, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return out, nil // the window closed
+		}
+		var ms []protocol.Member
+		if json.Unmarshal(r.Data, &ms) == nil {
+			out = append(out, ms...)
+		}
+	}
+}
+
+// decodeRoom turns a room subject message into the room's Remote event.
+func decodeRoom(m *nats.Msg) (*room.Remote, error) {
+	ev := &room.Remote{
+		Kind: m.Header.Get(HeaderKind), Node: m.Header.Get(HeaderNode),
+		Body: m.Data, Reason: m.Header.Get(HeaderReason), Reply: m.Reply,
+	}
+	if h := m.Header.Get(HeaderMember); h != "" {
+		mem, err := parseMember(h)
+		if err != nil {
+			return nil, err
+		}
+		ev.Member = mem
+	}
+	if ev.Kind == room.KindSync || ev.Kind == room.KindState {
+		if err := json.Unmarshal(m.Data, &ev.Members); err != nil {
+			return nil, fmt.Errorf("bad %s body: %w", ev.Kind, err)
+		}
+	}
+	return ev, nil
+}
+
+// memberHeader encodes a member for the Tether-Member header.
+func memberHeader(m protocol.Member) string {
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
+func parseMember(s string) (protocol.Member, error) {
+	var m protocol.Member
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return m, fmt.Errorf("bad %s header: %w", HeaderMember, err)
+	}
+	return m, nil
+}

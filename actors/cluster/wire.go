@@ -1,0 +1,86 @@
+// Package cluster joins nodes over NATS (DESIGN.md section 6): the bridge
+// actor holds the subscriptions and knows which nodes are alive; the Bus
+// publishes and asks, counting what it could not send.
+//
+// The wire format is NATS messages whose body is what a client would see
+// (the room event or pushed message, encoded once, delivered by every node
+// as it is) and whose headers route it:
+//
+//	Tether-Kind    what the message is (see the Kind constants)
+//	Tether-Node    the node that published it
+//	Tether-Conn    the connection it is about or for
+//	Tether-Room    the room it is about
+//	Tether-Member  a member as JSON (joined)
+//	Tether-Reason  why (left, kick)
+//	Tether-User    a user id (push to a user)
+//
+// Subjects, under the configured prefix (default "tether"):
+//
+//	<p>.node.<node>      one node: deliver to a connection, kick, info
+//	<p>.room.<room>      every node with a local member of the room
+//	<p>.user.<uid>       every node holding a connection bound to uid
+//	<p>.all              every node: broadcast to every connection
+//	<p>.cluster          every node: heartbeats, goodbyes, gathers
+//	<p>.events.<name>    relay events for workers in a queue group
+//	<p>.api.<op>         the admin API, one node answers (queue group)
+package cluster
+
+// Headers of tether's NATS messages.
+const (
+	HeaderKind   = "Tether-Kind"
+	HeaderNode   = "Tether-Node"
+	HeaderConn   = "Tether-Conn"
+	HeaderRoom   = "Tether-Room"
+	HeaderMember = "Tether-Member"
+	HeaderReason = "Tether-Reason"
+	HeaderUser   = "Tether-User"
+	HeaderEvent  = "Tether-Event"
+	HeaderRemote = "Tether-Remote"
+)
+
+// Kinds of tether's NATS messages on node, user, all and cluster
+// subjects. Room subjects carry the room package's kinds (room.KindMessage
+// and the rest).
+const (
+	KindDeliver   = "deliver"   // node, user, all: deliver the body to the connection(s)
+	KindKick      = "kick"      // node: close a connection
+	KindBind      = "bind"      // node: bind a connection to a user id
+	KindInfo      = "info"      // node: reply with a connection's info
+	KindHeartbeat = "heartbeat" // cluster: I am alive (body: JSON NodeInfo)
+	KindGoodbye   = "goodbye"   // cluster: I am stopping
+	KindGather    = "gather"    // cluster: every node replies (rooms, stats)
+)
+
+// Subjects builds the subjects under one prefix.
+type Subjects struct{ Prefix string }
+
+// Node is the subject of one node.
+func (s Subjects) Node(node string) string { return s.Prefix + ".node." + node }
+
+// Room is the subject of one room.
+func (s Subjects) Room(room string) string { return s.Prefix + ".room." + room }
+
+// User is the subject of one user id.
+func (s Subjects) User(user string) string { return s.Prefix + ".user." + user }
+
+// All is the broadcast subject.
+func (s Subjects) All() string { return s.Prefix + ".all" }
+
+// Cluster is the subject every node listens on.
+func (s Subjects) Cluster() string { return s.Prefix + ".cluster" }
+
+// Events is the relay subject of a listener.
+func (s Subjects) Events(listener string) string { return s.Prefix + ".events." + listener }
+
+// API is the subject of one admin API operation.
+func (s Subjects) API(op string) string { return s.Prefix + ".api." + op }
+
+// NodeOf returns the node id in a connection id ("<node id>.<seq>").
+func NodeOf(connID string) string {
+	for i := len(connID) - 1; i >= 0; i-- {
+		if connID[i] == '.' {
+			return connID[:i]
+		}
+	}
+	return ""
+}

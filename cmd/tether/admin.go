@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tether/actors/cluster"
+	"tether/actors/node"
+	"tether/actors/protocol"
+	"tether/config"
+)
+
+// adminCall calls the admin API of the node the configuration names (its
+// http.address and token); any node answers for the whole cluster.
+func adminCall(cfg *config.Config, method, path string, body any, out any) error {
+	if cfg.HTTP.Address == "" {
+		return fmt.Errorf("http.address is empty: no admin API to call")
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://"+dialable(cfg.HTTP.Address)+path, rd)
+	if err != nil {
+		return err
+	}
+	if cfg.HTTP.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+cfg.HTTP.Token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var ae node.APIError
+		if json.Unmarshal(data, &ae) == nil && ae.Code != "" {
+			return &ae
+		}
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(data)))
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// jsonOrString reads a command-line value as JSON, or as a string when it
+// is not JSON ("hello" and hello both send the string hello).
+func jsonOrString(s string) json.RawMessage {
+	if json.Valid([]byte(s)) {
+		return json.RawMessage(s)
+	}
+	b, _ := json.Marshal(s)
+	return b
+}
+
+func pushCmd() *cobra.Command {
+	var cf configFlags
+	var req node.APIRequest
+	cmd := &cobra.Command{
+		Use:   "push [--conn ID | --user UID | --room ROOM | --all] DATA",
+		Short: "push DATA (JSON, or a string) to a connection, a user, a room or everyone, on any node",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := cf.load()
+			if err != nil {
+				return err
+			}
+			req.Data = jsonOrString(args[0])
+			if err := adminCall(cfg, http.MethodPost, "/api/push", &req, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "pushed")
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVar(&req.Conn, "conn", "", "connection id")
+	cmd.Flags().StringVar(&req.User, "user", "", "user id (connections bound with tether conn --bind)")
+	cmd.Flags().StringVar(&req.Room, "room", "", "room")
+	cmd.Flags().BoolVar(&req.All, "all", false, "every connection of the cluster")
+	cmd.MarkFlagsMutuallyExclusive("conn", "user", "room", "all")
+	cmd.MarkFlagsOneRequired("conn", "user", "room", "all")
+	return cmd
+}
+
+func connCmd() *cobra.Command {
+	var cf configFlags
+	var kick bool
+	var bind string
+	cmd := &cobra.Command{
+		Use:   "conn ID [--kick | --bind USER]",
+		Short: "show a connection's info (any node's), kick it, or bind it to a user id",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := cf.load()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case kick:
+				if err := adminCall(cfg, http.MethodPost, "/api/kick", &node.APIRequest{Conn: args[0]}, nil); err != nil {
+					return err
+				}
+				fmt.Fprintln(out, "kicked", args[0])
+			case bind != "":
+				if err := adminCall(cfg, http.MethodPost, "/api/bind", &node.APIRequest{Conn: args[0], User: bind}, nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "bound %s to user %s\n", args[0], bind)
+			default:
+				var info json.RawMessage
+				if err := adminCall(cfg, http.MethodGet, "/api/conns/"+url.PathEscape(args[0]), nil, &info); err != nil {
+					return err
+				}
+				var pretty bytes.Buffer
+				_ = json.Indent(&pretty, info, "", "  ")
+				fmt.Fprintln(out, pretty.String())
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().BoolVar(&kick, "kick", false, "close the connection (reason kicked)")
+	cmd.Flags().StringVar(&bind, "bind", "", "bind the connection to this user id")
+	cmd.MarkFlagsMutuallyExclusive("kick", "bind")
+	return cmd
+}
+
+func roomsCmd() *cobra.Command {
+	var cf configFlags
+	cmd := &cobra.Command{
+		Use:   "rooms [ROOM]",
+		Short: "list the cluster's rooms, or one room's members on every node",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := cf.load()
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			defer w.Flush()
+			if len(args) == 1 {
+				var members []protocol.Member
+				if err := adminCall(cfg, http.MethodGet, "/api/rooms/"+url.PathEscape(args[0])+"/members", nil, &members); err != nil {
+					return err
+				}
+				fmt.Fprintln(w, "CONN\tNAME\tNODE")
+				for _, m := range members {
+					fmt.Fprintf(w, "%s\t%s\t%s\n", m.Conn, m.Name, m.Node)
+				}
+				return nil
+			}
+			var rooms []node.RoomInfo
+			if err := adminCall(cfg, http.MethodGet, "/api/rooms", nil, &rooms); err != nil {
+				return err
+			}
+			fmt.Fprintln(w, "ROOM\tMEMBERS\tNODES")
+			for _, r := range rooms {
+				fmt.Fprintf(w, "%s\t%d\t%d\n", r.Room, r.Members, len(r.Nodes))
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func nodesCmd() *cobra.Command {
+	var cf configFlags
+	cmd := &cobra.Command{
+		Use:   "nodes",
+		Short: "list the nodes of the cluster and whether they are alive",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := cf.load()
+			if err != nil {
+				return err
+			}
+			var nodes []cluster.NodeInfo
+			if err := adminCall(cfg, http.MethodGet, "/api/nodes", nil, &nodes); err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			defer w.Flush()
+			fmt.Fprintln(w, "NODE\tALIVE\tCONNECTIONS\tLAST SEEN\tUP SINCE")
+			for _, n := range nodes {
+				fmt.Fprintf(w, "%s\t%v\t%d\t%s ago\t%s\n", n.Node, n.Alive, n.Connections,
+					time.Since(n.LastSeen).Round(time.Millisecond), n.Started.Format(time.RFC3339))
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}

@@ -1,0 +1,66 @@
+// Command relayworker is an example business worker for listeners with
+// app: relay. It joins a queue group on a listener's events, so that
+// several workers share them and each event reaches one, and answers every
+// message by pushing "<worker name>: <message>" back to the connection
+// that sent it, on whichever node holds it. Start two and stop one: the
+// other takes all the work.
+//
+//	relayworker -nats nats://127.0.0.1:4222 -listener game -name w1
+//
+// The wire format is in the documentation of tether/actors/relay.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+func main() {
+	url := flag.String("nats", nats.DefaultURL, "NATS URL of the tether cluster")
+	prefix := flag.String("prefix", "tether", "subject prefix (nats.subject_prefix)")
+	listener := flag.String("listener", "tcp", "the relay listener whose events to take")
+	queue := flag.String("queue", "workers", "queue group: the workers that share the events")
+	name := flag.String("name", "worker", "this worker's name, put in its answers")
+	flag.Parse()
+
+	nc, err := nats.Connect(*url, nats.Name("relayworker "+*name), nats.MaxReconnects(-1))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Drain()
+	_, err = nc.QueueSubscribe(*prefix+".events."+*listener, *queue, func(m *nats.Msg) {
+		if m.Header.Get("Tether-Event") != "message" {
+			return // connect and close need no answer here
+		}
+		reply := nats.NewMsg(*prefix + ".node." + m.Header.Get("Tether-Node"))
+		reply.Header.Set("Tether-Kind", "deliver")
+		reply.Header.Set("Tether-Conn", m.Header.Get("Tether-Conn"))
+		reply.Data = fmt.Appendf(nil, "%s: %s", *name, m.Data)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		answer, err := nc.RequestMsgWithContext(ctx, reply)
+		if err != nil {
+			log.Printf("answer to %s: %v", m.Header.Get("Tether-Conn"), err)
+		} else if reason := answer.Header.Get("Tether-Reason"); reason != "" {
+			log.Printf("answer to %s refused: %s", m.Header.Get("Tether-Conn"), reason)
+		}
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil { // the subscription is in place
+		log.Fatal(err)
+	}
+	fmt.Println("ready")
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	<-sigs
+}

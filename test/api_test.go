@@ -1,0 +1,230 @@
+package test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"tether/actors/cluster"
+	"tether/actors/node"
+	"tether/client"
+	"tether/config"
+	"tether/test/check"
+)
+
+// api calls a node's HTTP admin API and decodes the answer into out.
+func api(t *testing.T, n *testNode, method, path string, body any, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://"+n.HTTPAddr().String()+path, rd)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(data, out); err != nil {
+			t.Fatalf("%s %s: %v in %s", method, path, err, data)
+		}
+	}
+	return resp.StatusCode
+}
+
+// expectPush waits for a pushed message (from the server: empty from).
+func expectPush(t *testing.T, c *client.Client, room, data string) {
+	t.Helper()
+	ev, err := c.Expect("message", 5*time.Second)
+	if err != nil || ev.From != "" || ev.Room != room || string(ev.Data) != data {
+		t.Fatalf("%s: push %+v %v, want room %q data %s", c.ID(), ev, err, room, data)
+	}
+}
+
+// TestAdminAPIAcrossNodes: node a's admin API acts on connections of node
+// b as on its own: info, bind, push to a connection, a user, a room and
+// everyone, kick; rooms, members, nodes and stats span the cluster.
+func TestAdminAPIAcrossNodes(t *testing.T) {
+	ns := startNATS(t, -1)
+	nodes := startCluster(t, ns.ClientURL(), "a", "b")
+	a, b := nodes[0], nodes[1]
+	ca, cb := a.dial(t, "tcp"), b.dial(t, "tcp")
+	join(t, ca, "r", "ca")
+	join(t, cb, "r", "cb")
+
+	var info map[string]any
+	if code := api(t, a, "GET", "/api/conns/"+cb.ID(), nil, &info); code != 200 || info["node"] != b.ID() || info["id"] != cb.ID() {
+		t.Fatalf("info of b's connection from a: %d %v", code, info)
+	}
+
+	for _, c := range []*client.Client{ca, cb} {
+		if code := api(t, a, "POST", "/api/bind", node.APIRequest{Conn: c.ID(), User: "u1"}, nil); code != 200 {
+			t.Fatalf("bind %s: %d", c.ID(), code)
+		}
+	}
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error { // b subscribes to the user's subject
+		var i map[string]any
+		api(t, a, "GET", "/api/conns/"+cb.ID(), nil, &i)
+		if i["user"] != "u1" {
+			return fmt.Errorf("user not bound yet: %v", i["user"])
+		}
+		return nil
+	})
+	api(t, a, "POST", "/api/push", node.APIRequest{User: "u1", Data: json.RawMessage(`"to u1"`)}, nil)
+	expectPush(t, ca, "", `"to u1"`)
+	expectPush(t, cb, "", `"to u1"`)
+	if got := natsIn(t, b, "user"); got != 1 {
+		t.Errorf("b received %v user pushes, want 1", got)
+	}
+
+	api(t, a, "POST", "/api/push", node.APIRequest{Conn: cb.ID(), Data: json.RawMessage(`{"n":1}`)}, nil)
+	expectPush(t, cb, "", `{"n":1}`)
+	api(t, a, "POST", "/api/push", node.APIRequest{Room: "r", Data: json.RawMessage(`"to r"`)}, nil)
+	expectPush(t, ca, "r", `"to r"`)
+	expectPush(t, cb, "r", `"to r"`)
+	api(t, a, "POST", "/api/push", node.APIRequest{All: true, Data: json.RawMessage(`"to all"`)}, nil)
+	expectPush(t, ca, "", `"to all"`)
+	expectPush(t, cb, "", `"to all"`)
+
+	var rooms []node.RoomInfo
+	if api(t, a, "GET", "/api/rooms", nil, &rooms); len(rooms) != 1 || rooms[0].Room != "r" || rooms[0].Members != 2 || len(rooms[0].Nodes) != 2 {
+		t.Errorf("rooms: %+v", rooms)
+	}
+	var members []map[string]string
+	if api(t, b, "GET", "/api/rooms/r/members", nil, &members); len(members) != 2 {
+		t.Errorf("members: %+v", members)
+	}
+	var view []cluster.NodeInfo
+	if api(t, a, "GET", "/api/nodes", nil, &view); len(view) != 2 || !view[0].Alive || !view[1].Alive {
+		t.Errorf("nodes: %+v", view)
+	}
+	var stats []node.Stats
+	if api(t, a, "GET", "/api/stats", nil, &stats); len(stats) != 2 {
+		t.Errorf("stats: %+v", stats)
+	}
+
+	// The same API over NATS request/reply, from any NATS client.
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	msg, err := nc.Request("tether.api.info", []byte(fmt.Sprintf(`{"conn":%q}`, ca.ID())), 5*time.Second)
+	if err != nil || !strings.Contains(string(msg.Data), `"node":"`+a.ID()+`"`) {
+		t.Fatalf("info over NATS: %v %s", err, msg.Data)
+	}
+
+	// Errors name the problem.
+	for _, c := range []struct {
+		method, path string
+		body         any
+		want         int
+	}{
+		{"POST", "/api/push", node.APIRequest{Data: json.RawMessage(`1`)}, 400},
+		{"POST", "/api/push", node.APIRequest{Conn: cb.ID()}, 400},
+		{"GET", "/api/conns/" + b.ID() + ".99999", nil, 404},
+		{"POST", "/api/kick", node.APIRequest{Conn: "nosuchnode-x.1"}, 404},
+		{"POST", "/api/bind", node.APIRequest{Conn: cb.ID(), User: "a.b"}, 400},
+	} {
+		if code := api(t, a, c.method, c.path, c.body, nil); code != c.want {
+			t.Errorf("%s %s %+v: %d, want %d", c.method, c.path, c.body, code, c.want)
+		}
+	}
+
+	// Kick from a; b closes it with reason kicked.
+	if code := api(t, a, "POST", "/api/kick", node.APIRequest{Conn: cb.ID()}, nil); code != 200 {
+		t.Fatalf("kick: %d", code)
+	}
+	if r := b.closeReason(t, cb.ID(), 5*time.Second); r.String() != "kicked" {
+		t.Errorf("kicked connection closed with %s", r)
+	}
+	if ev, err := ca.Expect("left", 5*time.Second); err != nil || ev.Conn != cb.ID() || ev.Reason != "kicked" {
+		t.Errorf("left after kick: %+v %v", ev, err)
+	}
+}
+
+// TestAdminCLI runs tether push, conn, rooms and nodes against a node.
+func TestAdminCLI(t *testing.T) {
+	ns := startNATS(t, -1)
+	nodes := startCluster(t, ns.ClientURL(), "a", "b")
+	a, b := nodes[0], nodes[1]
+	cb := b.dial(t, "tcp")
+	join(t, cb, "lobby", "cb")
+	dir := t.TempDir()
+	set := []string{"--set", "http.address=" + a.HTTPAddr().String()}
+	run := func(args ...string) string {
+		t.Helper()
+		out, stderr, code := tether(t, dir, append(args, set...)...)
+		if code != 0 {
+			t.Fatalf("tether %v: %d %s", args, code, stderr)
+		}
+		return out
+	}
+	if out := run("nodes"); strings.Count(out, "true") != 2 || !strings.Contains(out, b.ID()) {
+		t.Errorf("tether nodes:\n%s", out)
+	}
+	check.For(t, 5*time.Second, 50*time.Millisecond, func() error {
+		if out := run("rooms"); !strings.Contains(out, "lobby") {
+			return fmt.Errorf("tether rooms:\n%s", out)
+		}
+		return nil
+	})
+	if out := run("rooms", "lobby"); !strings.Contains(out, cb.ID()) {
+		t.Errorf("tether rooms lobby:\n%s", out)
+	}
+	if out := run("conn", cb.ID()); !strings.Contains(out, `"node": "`+b.ID()+`"`) {
+		t.Errorf("tether conn:\n%s", out)
+	}
+	run("push", "--room", "lobby", "hello everyone")
+	expectPush(t, cb, "lobby", `"hello everyone"`)
+	run("push", "--conn", cb.ID(), `{"k":true}`)
+	expectPush(t, cb, "", `{"k":true}`)
+	run("conn", cb.ID(), "--kick")
+	if r := b.closeReason(t, cb.ID(), 5*time.Second); r.String() != "kicked" {
+		t.Errorf("reason %s", r)
+	}
+	if _, stderr, code := tether(t, dir, append([]string{"push", "--conn", cb.ID(), "x"}, set...)...); code == 0 || !strings.Contains(stderr, "not_found") {
+		t.Errorf("push to a closed connection: %d %s", code, stderr)
+	}
+}
+
+// TestEmbeddedNATSRoutes: two nodes each run their embedded nats-server,
+// joined by routes (nats.embedded.cluster); a whisper crosses.
+func TestEmbeddedNATSRoutes(t *testing.T) {
+	p1, p2 := freePort(t), freePort(t)
+	embedded := func(name string, port, peer int) func(*config.Config) {
+		return func(c *config.Config) {
+			c.Node.Name = name
+			clusterTiming(c)
+			c.NATS.Embedded.Cluster = config.EmbeddedCluster{
+				Name: "tether-test", Host: "127.0.0.1", Port: port,
+				Routes: []string{fmt.Sprintf("nats-route://127.0.0.1:%d", peer)},
+			}
+		}
+	}
+	a := startNode(t, embedded("a", p1, p2))
+	b := startNode(t, embedded("b", p2, p1))
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if gaugeValue(t, a, "tether_cluster_nodes_alive") != 1 || gaugeValue(t, b, "tether_cluster_nodes_alive") != 1 {
+			return fmt.Errorf("the embedded servers have not routed yet")
+		}
+		return nil
+	})
+	ca, cb := a.dial(t, "tcp"), b.dial(t, "tcp")
+	if _, err := ca.Call(client.Request{Op: "whisper", To: cb.ID(), Data: "over routes"}); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := cb.Expect("message", 5*time.Second); err != nil || string(ev.Data) != `"over routes"` {
+		t.Fatalf("%+v %v", ev, err)
+	}
+}

@@ -1,0 +1,356 @@
+package test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"tether/client"
+	"tether/config"
+	"tether/test/check"
+)
+
+// startNATS runs a nats-server in the test process on port (-1: any).
+func startNATS(t *testing.T, port int) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	return ns
+}
+
+// clusterTiming makes node liveness quick enough for tests: heartbeats
+// every 100ms, dead after 1s.
+func clusterTiming(c *config.Config) {
+	c.Cluster.HeartbeatInterval = config.Duration(100 * time.Millisecond)
+	c.Cluster.DeadAfter = config.Duration(time.Second)
+	c.NATS.ReconnectWait = config.Duration(100 * time.Millisecond)
+}
+
+// startCluster starts nodes on one NATS server, each with a TCP listener.
+func startCluster(t *testing.T, natsURL string, names ...string) []*testNode {
+	t.Helper()
+	var nodes []*testNode
+	for _, name := range names {
+		nodes = append(nodes, startNode(t, func(c *config.Config) {
+			c.Node.Name = name
+			c.NATS.URL = natsURL
+			clusterTiming(c)
+		}))
+	}
+	// Every node has heard every other before the test starts.
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range nodes {
+			if got := gaugeValue(t, n, "tether_cluster_nodes_alive"); int(got) != len(nodes)-1 {
+				return fmt.Errorf("%s sees %v other nodes", n.ID(), got)
+			}
+		}
+		return nil
+	})
+	return nodes
+}
+
+// natsIn is how many messages of a kind a node received from NATS.
+func natsIn(t *testing.T, n *testNode, kind string) float64 {
+	return counterValue(t, n, fmt.Sprintf(`tether_nats_received_total{kind=%q}`, kind))
+}
+
+// TestWhisperAcrossNodes: a client on A whispers to a client on C by
+// connection id. The message crosses NATS once, to C only.
+func TestWhisperAcrossNodes(t *testing.T) {
+	ns := startNATS(t, -1)
+	nodes := startCluster(t, ns.ClientURL(), "a", "b", "c")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ca, cc := a.dial(t, "tcp"), c.dial(t, "tcp")
+	join(t, ca, "x", "ann") // gives the whisper a name
+
+	if _, err := ca.Call(client.Request{Op: "whisper", To: cc.ID(), Data: "psst"}); err != nil {
+		t.Fatalf("whisper across nodes: %v", err)
+	}
+	ev, err := cc.Expect("message", 5*time.Second)
+	if err != nil || ev.From != ca.ID() || ev.Name != "ann" || string(ev.Data) != `"psst"` || ev.Room != "" {
+		t.Fatalf("got %+v %v", ev, err)
+	}
+	if got := natsIn(t, c, "deliver"); got != 1 {
+		t.Errorf("node c received %v deliveries, want 1", got)
+	}
+	if got := natsIn(t, b, "deliver") + natsIn(t, a, "deliver"); got != 0 {
+		t.Errorf("nodes a and b received %v deliveries, want 0", got)
+	}
+
+	for _, to := range []string{c.ID() + ".999999", "nosuchnode-xyz.1"} {
+		if ev, err := ca.Call(client.Request{Op: "whisper", To: to, Data: 1}); err == nil || ev.Code != "not_found" {
+			t.Errorf("whisper to %s: %+v %v, want not_found", to, ev, err)
+		}
+	}
+}
+
+// TestRoomAcrossThreeNodes: members spread over three nodes; members lists
+// them all from any node; every member gets every message exactly once,
+// in each sender's order.
+func TestRoomAcrossThreeNodes(t *testing.T) {
+	const perSender = 30
+	ns := startNATS(t, -1)
+	nodes := startCluster(t, ns.ClientURL(), "a", "b", "c")
+	var members []*client.Client
+	for i, n := range nodes {
+		for j := range 2 {
+			c := n.dial(t, "tcp")
+			join(t, c, "hall", fmt.Sprintf("m%d%d", i, j))
+			members = append(members, c)
+		}
+	}
+	for _, n := range nodes {
+		c := members[0]
+		if n != nodes[0] {
+			c = n.dial(t, "tcp")
+		}
+		check.For(t, 5*time.Second, 50*time.Millisecond, func() error {
+			ev, err := c.Call(client.Request{Op: "members", Room: "hall"})
+			if err != nil {
+				return err
+			}
+			if len(ev.Members) != len(members) {
+				return fmt.Errorf("members from %s lists %d of %d", n.ID(), len(ev.Members), len(members))
+			}
+			return nil
+		})
+	}
+
+	// One sender per node (the first member of each), all at once.
+	senders := []*client.Client{members[0], members[2], members[4]}
+	for _, s := range senders {
+		go func() {
+			for i := range perSender {
+				_ = s.Send(client.Request{Op: "send", Room: "hall", Data: map[string]any{"s": s.ID(), "i": i}, Echo: true})
+			}
+		}()
+	}
+	for _, m := range members {
+		next := map[string]int{} // sender → next index expected
+		_ = m.Conn().SetReadDeadline(time.Now().Add(15 * time.Second))
+		for got := 0; got < len(senders)*perSender; {
+			ev, err := m.Recv()
+			if err != nil {
+				t.Fatalf("%s after %d messages: %v", m.ID(), got, err)
+			}
+			if ev.Op != "message" {
+				continue
+			}
+			var d struct {
+				S string `json:"s"`
+				I int    `json:"i"`
+			}
+			if err := json.Unmarshal(ev.Data, &d); err != nil {
+				t.Fatal(err)
+			}
+			if d.S != ev.From || d.I != next[d.S] {
+				t.Fatalf("%s got %s #%d, want #%d: out of order or twice", m.ID(), d.S, d.I, next[d.S])
+			}
+			next[d.S]++
+			got++
+		}
+		// Nothing more: a ping answered next proves no duplicate follows.
+		_ = m.Conn().SetReadDeadline(time.Time{})
+		if ev, err := m.Call(client.Request{Op: "ping"}); err != nil || ev.Op != "pong" {
+			t.Fatalf("%s: %+v %v", m.ID(), ev, err)
+		}
+		if pending := m.Pending(); len(pending) != 0 {
+			t.Fatalf("%s got more after all messages: %+v", m.ID(), pending[0])
+		}
+	}
+}
+
+// TestNodeDeathRemovesItsMembers: node b runs as a process of its own and
+// is killed without a goodbye. Members on a and c get one left (node_down)
+// for each of b's members within dead_after, and members no longer lists
+// them: no ghosts.
+func TestNodeDeathRemovesItsMembers(t *testing.T) {
+	ns := startNATS(t, -1)
+	nodes := startCluster(t, ns.ClientURL(), "a", "c")
+	a, c := nodes[0], nodes[1]
+	ma, mc := a.dial(t, "tcp"), c.dial(t, "tcp")
+	join(t, ma, "room", "ma")
+	join(t, mc, "room", "mc")
+
+	bAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	b := startServeProcess(t, fmt.Sprintf(`
+node: {name: b}
+log: {format: json}
+http: {address: ""}
+nats: {url: %q, reconnect_wait: 100ms}
+cluster: {heartbeat_interval: 100ms, dead_after: 1s}
+listeners:
+  - {name: tcp, address: %q}
+`, ns.ClientURL(), bAddr), bAddr)
+	var onB []*client.Client
+	for i := range 2 {
+		cb := dialRetry(t, b.tcpAddr)
+		join(t, cb, "room", fmt.Sprintf("mb%d", i))
+		onB = append(onB, cb)
+	}
+	// b joined late; its room synced: every node, b too, lists all four.
+	for _, m := range []*client.Client{ma, mc, onB[0]} {
+		check.For(t, 5*time.Second, 50*time.Millisecond, func() error {
+			ev, err := m.Call(client.Request{Op: "members", Room: "room"})
+			if err != nil || len(ev.Members) != 4 {
+				return fmt.Errorf("members: %+v %v", ev, err)
+			}
+			return nil
+		})
+	}
+
+	killed := time.Now()
+	b.kill()
+	for _, m := range []*client.Client{ma, mc} {
+		gone := map[string]bool{}
+		for len(gone) < len(onB) {
+			ev, err := m.Expect("left", 5*time.Second)
+			if err != nil {
+				t.Fatalf("%s: %v", m.ID(), err)
+			}
+			if ev.Reason != "node_down" || gone[ev.Conn] {
+				t.Fatalf("%s: left %+v (seen %v)", m.ID(), ev, gone)
+			}
+			gone[ev.Conn] = true
+		}
+		if after := time.Since(killed); after > time.Second+500*time.Millisecond {
+			t.Errorf("node_down after %s, dead_after is 1s", after)
+		}
+		for _, cb := range onB {
+			if !gone[cb.ID()] {
+				t.Errorf("%s got no left for %s", m.ID(), cb.ID())
+			}
+		}
+		ev, err := m.Call(client.Request{Op: "members", Room: "room"})
+		if err != nil || len(ev.Members) != 2 {
+			t.Errorf("members after b died: %+v %v", ev, err)
+		}
+	}
+}
+
+// TestNATSRestart: the NATS server restarts under running nodes. Local
+// delivery goes on meanwhile; within seconds cross-node messages flow
+// again, and the gap is logged and counted.
+func TestNATSRestart(t *testing.T) {
+	port := freePort(t)
+	ns := startNATS(t, port)
+	url := ns.ClientURL()
+	nodes := startCluster(t, url, "a", "b")
+	a, b := nodes[0], nodes[1]
+	a1, a2, b1 := a.dial(t, "tcp"), a.dial(t, "tcp"), b.dial(t, "tcp")
+	for _, c := range []*client.Client{a1, a2, b1} {
+		join(t, c, "r", c.ID())
+	}
+	check.For(t, 5*time.Second, 50*time.Millisecond, func() error {
+		ev, err := a1.Call(client.Request{Op: "members", Room: "r"})
+		if err != nil || len(ev.Members) != 3 {
+			return fmt.Errorf("members %+v %v", ev, err)
+		}
+		return nil
+	})
+	say(t, a1, "r", "before")
+	expectMessage(t, b1, "r", a1.ID(), "before")
+	expectMessage(t, a2, "r", a1.ID(), "before")
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if gaugeValue(t, a, "tether_nats_disconnects_total") < 1 {
+			return errors.New("a has not noticed")
+		}
+		return nil
+	})
+	say(t, a1, "r", "during") // local delivery does not need NATS
+	expectMessage(t, a2, "r", a1.ID(), "during")
+
+	startNATS(t, port)
+	// Within seconds, a's messages reach b again.
+	check.For(t, 10*time.Second, 200*time.Millisecond, func() error {
+		say(t, a1, "r", "after")
+		_ = b1.Conn().SetReadDeadline(time.Now().Add(150 * time.Millisecond))
+		for {
+			ev, err := b1.Recv()
+			if err != nil {
+				return fmt.Errorf("b1 has not got a message since the restart: %v", err)
+			}
+			if ev.Op == "message" && string(ev.Data) == `"after"` {
+				_ = b1.Conn().SetReadDeadline(time.Time{})
+				return nil
+			}
+		}
+	})
+	lines := a.logLines(`"nats outage over`)
+	if len(lines) == 0 || !strings.Contains(lines[0], `"gap":`) || !strings.Contains(lines[0], `"buffered":`) {
+		t.Errorf("the gap is not logged: %v", lines)
+	}
+}
+
+// TestRelayWorkersQueueGroup: a relay listener's messages reach the two
+// example workers of one queue group, each message exactly one worker,
+// and each answer reaches the connection that sent it.
+func TestRelayWorkersQueueGroup(t *testing.T) {
+	ns := startNATS(t, -1)
+	n := startNode(t, func(c *config.Config) {
+		c.NATS.URL = ns.ClientURL()
+		c.Listeners[0].App = config.AppRelay
+		c.Listeners[0].Name = "game"
+	})
+	worker := buildExample(t, "relayworker")
+	for _, name := range []string{"w1", "w2"} {
+		startProcess(t, worker, "-nats", ns.ClientURL(), "-listener", "game", "-name", name)
+	}
+
+	const perClient = 40
+	clients := make([]net.Conn, 2)
+	for i := range clients {
+		c, err := net.Dial("tcp", n.addr("game"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		clients[i] = c
+	}
+	for i, c := range clients {
+		for j := range perClient {
+			if _, err := c.Write(packN(fmt.Sprintf("c%d-%d", i, j))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	byWorker := map[string]int{}
+	for i, c := range clients {
+		seen := map[string]bool{}
+		for range perClient {
+			answer, err := readPackN(c, 10*time.Second)
+			if err != nil {
+				t.Fatalf("client %d after %d answers: %v", i, len(seen), err)
+			}
+			worker, msg, _ := strings.Cut(answer, ": ")
+			if !strings.HasPrefix(msg, fmt.Sprintf("c%d-", i)) || seen[msg] {
+				t.Fatalf("client %d got %q: another client's, or twice", i, answer)
+			}
+			seen[msg] = true
+			byWorker[worker]++
+		}
+		// No second answer to any message: the next read times out.
+		if extra, err := readPackN(c, 300*time.Millisecond); err == nil {
+			t.Fatalf("client %d got an extra answer %q", i, extra)
+		}
+	}
+	if byWorker["w1"]+byWorker["w2"] != 2*perClient {
+		t.Errorf("answers by worker: %v", byWorker)
+	}
+}

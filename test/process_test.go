@@ -1,0 +1,136 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"tether/client"
+)
+
+// serveProcess is `tether serve` in a process of its own, for tests that
+// must kill a node without letting it say goodbye.
+type serveProcess struct {
+	cmd     *exec.Cmd
+	tcpAddr string
+	logs    *syncBuffer
+}
+
+// startServeProcess runs tether serve with the configuration conf, whose
+// TCP listener is at tcpAddr.
+func startServeProcess(t *testing.T, conf, tcpAddr string) *serveProcess {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tether.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := &serveProcess{cmd: exec.Command(tetherBin, "serve", "-c", path), tcpAddr: tcpAddr, logs: &syncBuffer{}}
+	p.cmd.Dir, p.cmd.Env, p.cmd.Stderr = dir, cleanEnv(), p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("serve process log:\n%s", p.logs.String())
+		}
+	})
+	return p
+}
+
+// kill ends the process at once (SIGKILL): no goodbye, no leaves.
+func (p *serveProcess) kill() {
+	if p.cmd.ProcessState == nil {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	}
+}
+
+// dialRetry connects the client to addr, retrying while a process starts.
+func dialRetry(t *testing.T, addr string) *client.Client {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		c, err := client.DialTCP(ctx, addr, client.TCPOptions{})
+		cancel()
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond) // the process is still starting
+	}
+}
+
+var (
+	examplesMu    sync.Mutex
+	examplesBuilt = map[string]string{}
+)
+
+// buildExample builds examples/<name> once per test run.
+func buildExample(t *testing.T, name string) string {
+	t.Helper()
+	examplesMu.Lock()
+	defer examplesMu.Unlock()
+	if bin, ok := examplesBuilt[name]; ok {
+		return bin
+	}
+	bin := filepath.Join(filepath.Dir(tetherBin), name)
+	if out, err := exec.Command("go", "build", "-race", "-o", bin, "tether/examples/"+name).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out)
+	}
+	examplesBuilt[name] = bin
+	return bin
+}
+
+// startProcess runs bin with args and waits for its "ready" line.
+func startProcess(t *testing.T, bin string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = cleanEnv()
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s log:\n%s", filepath.Base(bin), logs.String())
+		}
+	})
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err == nil && line != "ready\n" {
+			err = errorString("unexpected first line " + line)
+		}
+		ready <- err
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", filepath.Base(bin), err, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s not ready", filepath.Base(bin))
+	}
+}
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
