@@ -39,6 +39,7 @@ type workerReport struct {
 	Latencies []float64 `json:"latencies,omitempty"` // milliseconds, one per message (room bench)
 	Received  int       `json:"received,omitempty"`
 	LastRecv  int64     `json:"last_recv,omitempty"` // unix nanoseconds of the last delivery
+	URL       string    `json:"url,omitempty"`       // the node the worker's members are on
 
 }
 
