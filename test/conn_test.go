@@ -98,7 +98,11 @@ func TestIdleTimeout(t *testing.T) {
 	t.Run("silent client is closed idle", func(t *testing.T) {
 		silent := n.dial(t, "tcp")
 		spoke := time.Now() // the welcome was its last exchange
-		closedAt, err := waitClosed(silent.Conn(), idle+check_+2*time.Second)
+		last, err := silent.Expect("close", idle+check_+2*time.Second)
+		if err != nil || last.Reason != "idle" {
+			t.Fatalf("final frame: %+v %v, want close idle", last, err)
+		}
+		closedAt, err := waitClosed(silent.Conn(), 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -459,5 +463,44 @@ func TestHandlerPanicAffectsOnlyThatConnection(t *testing.T) {
 	}
 	if lines := n.logLines(`"conn":"` + bystander.ID() + `"`); len(lines) != 0 {
 		t.Errorf("bystander appears in the log: %v", lines)
+	}
+}
+
+// TestReloadAppliesToLiveConnections: a reload changes heartbeat settings
+// of connections already open, without dropping them.
+func TestReloadAppliesToLiveConnections(t *testing.T) {
+	n := startNode(t, func(c *config.Config) { c.Listeners[0].Heartbeat.IdleTimeout = 0 })
+	silent, talker := n.dial(t, "tcp"), n.dial(t, "tcp")
+
+	next := nodeConfig()
+	hb := &next.Listeners[0].Heartbeat
+	hb.IdleTimeout, hb.CheckInterval = config.Duration(time.Second), config.Duration(100*time.Millisecond)
+	next.Listeners[0].Address = n.addr("tcp") // unchanged in effect: addresses do not change live
+	if err := next.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	reloaded := time.Now()
+	n.Reload(next)
+
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(300 * time.Millisecond): // the talker's heartbeat
+				_ = talker.Send(client.Request{Op: "ping"})
+			}
+		}
+	}()
+	if r := n.closeReason(t, silent.ID(), 5*time.Second); r != conn.ReasonIdle {
+		t.Fatalf("silent connection after the reload: %s, want idle", r)
+	}
+	if since := time.Since(reloaded); since > 3*time.Second {
+		t.Errorf("closed %s after the reload, idle_timeout is now 1s", since)
+	}
+	if info, _ := n.ConnInfo(talker.ID()); info == nil || info.Closed != nil {
+		t.Fatalf("the reload dropped a live connection: %+v", info)
 	}
 }

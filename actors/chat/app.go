@@ -225,6 +225,12 @@ func (a *App) Receive(c *conn.Actor, msg any) {
 	}
 }
 
+// Closing tells a TCP client why the server closes it, as the last frame:
+// {"op":"close","reason":"idle"}.
+func (a *App) Closing(c *conn.Actor, reason conn.Reason) {
+	c.Send(protocol.Encode(&protocol.Close{Op: "close", Reason: reason.String()}))
+}
+
 // Closed needs nothing: every room the connection was in watches it and
 // emits the left event with the close reason.
 func (a *App) Closed(*conn.Actor, conn.Reason) {}

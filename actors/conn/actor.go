@@ -590,8 +590,11 @@ func (a *Actor) closeWS(reason Reason, code uint16) {
 	}
 	a.reason = reason
 	a.lingerOK = true
-	if a.settings.WebSocket {
+	switch {
+	case a.settings.WebSocket:
 		a.enqueue(framing.OpClose, closeBody(code, reason.String()), true)
+	case reason != ReasonClientClosed && a.app != nil:
+		a.app.Closing(a, reason)
 	}
 	if a.writing {
 		// The linger is bounded even when write_timeout is off.

@@ -13,6 +13,11 @@ type App interface {
 	// Receive runs for actor messages the connection itself does not
 	// handle (replies from rooms, pushes).
 	Receive(c *Actor, msg any)
+	// Closing runs on a TCP connection the server closes while the socket
+	// still works (idle, no_pong, kicked, server_shutdown, bad input...),
+	// before the last queued bytes leave: the App may Send a final frame
+	// saying why. WebSocket clients get a close frame instead.
+	Closing(c *Actor, reason Reason)
 	// Closed runs once, after the socket is closed, with the reason.
 	Closed(c *Actor, reason Reason)
 	// Describe adds the application's part (rooms, user id) to the

@@ -121,6 +121,13 @@ type Presence struct {
 // PresenceMaxEntries caps each list of a presence diff.
 const PresenceMaxEntries = 100
 
+// Close is the last message a TCP client gets when the server closes its
+// connection, saying why (WebSocket clients get the close frame instead).
+type Close struct {
+	Op     string `json:"op"` // "close"
+	Reason string `json:"reason"`
+}
+
 // Encode marshals a server message. The types above cannot fail to
 // marshal: their data fields are json.RawMessage that was valid when
 // parsed.

@@ -68,6 +68,10 @@ func (a *App) Frame(c *conn.Actor, data []byte) { a.publish(c, EventMessage, dat
 // the cluster bridge, which hands it Deliver and Close.
 func (a *App) Receive(*conn.Actor, any) {}
 
+// Closing sends nothing: relay clients speak their own protocol, and the
+// workers learn the reason from the close event.
+func (a *App) Closing(*conn.Actor, conn.Reason) {}
+
 // Closed publishes close with the reason.
 func (a *App) Closed(c *conn.Actor, reason conn.Reason) {
 	a.publish(c, EventClose, nil, reason.String())
