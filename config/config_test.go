@@ -360,3 +360,18 @@ func TestKeysAndEnvNames(t *testing.T) {
 		t.Errorf("EnvName: %s", got)
 	}
 }
+
+// TestREADMEDocumentsEveryKey keeps the README's configuration reference
+// complete: every key has a row.
+func TestREADMEDocumentsEveryKey(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Default().Keys() {
+		k = strings.Replace(strings.Replace(k, "listeners.tcp.", "listeners[].", 1), "listeners.ws.", "listeners[].", 1)
+		if !strings.Contains(string(readme), "| `"+k+"` |") {
+			t.Errorf("README's configuration reference has no row for %s", k)
+		}
+	}
+}
