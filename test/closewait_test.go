@@ -45,9 +45,13 @@ func runDialer(spec string) {
 		}
 		conns = append(conns, cl)
 	}
+	held = conns // reachable, so no finalizer closes a socket before the kill
 	fmt.Println("ready")
 	select {} // until SIGKILL
 }
+
+// held keeps the dialer's clients alive until the process is killed.
+var held []*client.Client
 
 // closeWait counts sockets in CLOSE_WAIT on a local port, with ss.
 func closeWait(t *testing.T, port int) int {

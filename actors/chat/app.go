@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -180,10 +181,10 @@ func (a *App) whisper(c *conn.Actor, req *protocol.Request) {
 	// Another node's: ask it, on NATS, off this actor; the answer comes
 	// back as a message.
 	system, self, bus, ref, to := c.Context().ActorSystem(), c.Context().Self(), a.deps.Bus, req.ID, req.To
-	go func() {
+	cluster.Go(func() {
 		err := bus.Deliver(context.Background(), to, payload)
 		system.Root.Send(self, &whisperDone{ref: ref, to: to, err: err})
-	}()
+	}, func(v any) { system.Root.Send(self, &whisperDone{ref: ref, to: to, err: fmt.Errorf("panic: %v", v)}) })
 }
 
 // checkRoom answers not_in_room and returns false when the connection is

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -127,7 +128,7 @@ func (b *Bridge) started(ctx actor.Context) {
 	bus, system, self := b.o.Bus, b.system, b.self
 	nc := bus.Conn()
 	subscribe := func(subject string, h nats.MsgHandler) {
-		sub, err := nc.Subscribe(subject, h)
+		sub, err := nc.Subscribe(subject, Safe(b.log, h))
 		if err != nil {
 			b.log.Error().Err(err).Str("subject", subject).Msg("subscribe failed")
 			return
@@ -152,7 +153,7 @@ func (b *Bridge) subscribeRoom(ctx actor.Context, m *room.Subscribe) {
 		_ = old.sub.Unsubscribe()
 	}
 	system, pid, metrics, log := b.system, m.PID, b.o.Bus.metrics, b.log
-	sub, err := b.o.Bus.Conn().Subscribe(b.o.Bus.Subjects.Room(m.Room), func(msg *nats.Msg) {
+	sub, err := b.o.Bus.Conn().Subscribe(b.o.Bus.Subjects.Room(m.Room), Safe(log, func(msg *nats.Msg) {
 		ev, err := decodeRoom(msg)
 		if err != nil {
 			log.Warn().Err(err).Str("subject", msg.Subject).Msg("bad room event")
@@ -160,7 +161,7 @@ func (b *Bridge) subscribeRoom(ctx actor.Context, m *room.Subscribe) {
 		}
 		metrics.NATSIn.WithLabelValues(ev.Kind).Inc()
 		system.Root.Send(pid, ev)
-	})
+	}))
 	if err != nil {
 		b.log.Error().Err(err).Str("room", m.Room).Msg("room subscribe failed")
 		return
@@ -174,13 +175,13 @@ func (b *Bridge) watchUser(user string) {
 		return
 	}
 	bus, system, registry := b.o.Bus, b.system, b.o.Registry
-	sub, err := bus.Conn().Subscribe(bus.Subjects.User(user), func(m *nats.Msg) {
+	sub, err := bus.Conn().Subscribe(bus.Subjects.User(user), Safe(b.log, func(m *nats.Msg) {
 		bus.metrics.NATSIn.WithLabelValues("user").Inc()
 		d := &conn.Deliver{Payload: m.Data}
 		for _, e := range registry.User(user) {
 			system.Root.Send(e.PID, d)
 		}
-	})
+	}))
 	if err != nil {
 		b.log.Error().Err(err).Str("user", user).Msg("user subscribe failed")
 		return
@@ -279,11 +280,11 @@ func (b *Bridge) clusterEvent(ctx actor.Context, m *nats.Msg) {
 		}
 	case KindGather:
 		if m.Reply != "" && b.o.Gather != nil {
-			what := string(m.Data)
-			go func() {
+			what, log := string(m.Data), b.log
+			Go(func() {
 				body, _ := json.Marshal(b.o.Gather(what))
 				_ = m.Respond(body)
-			}()
+			}, func(v any) { log.Error().Str("panic", fmt.Sprint(v)).Str("gather", what).Msg("gather panicked") })
 		}
 	}
 }

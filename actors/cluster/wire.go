@@ -25,6 +25,13 @@
 //	<p>.api.<op>         the admin API, one node answers (queue group)
 package cluster
 
+import (
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+)
+
 // Headers of tether's NATS messages.
 const (
 	HeaderKind   = "Tether-Kind"
@@ -83,4 +90,32 @@ func NodeOf(connID string) string {
 		}
 	}
 	return ""
+}
+
+// Safe wraps a NATS handler so that a panic (a worker publishing garbage
+// on tether's subjects, say) is logged with the subject instead of taking
+// the node down: nats.go runs handlers on its own goroutines and does not
+// recover them.
+func Safe(log zerolog.Logger, h nats.MsgHandler) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		defer func() {
+			if v := recover(); v != nil {
+				log.Error().Str("subject", m.Subject).Str("panic", fmt.Sprint(v)).Msg("nats handler panicked; message dropped")
+			}
+		}()
+		h(m)
+	}
+}
+
+// Go runs f on a goroutine of its own, recovering a panic into onPanic
+// (which posts it to an actor) instead of crashing the process.
+func Go(f func(), onPanic func(v any)) {
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				onPanic(v)
+			}
+		}()
+		f()
+	}()
 }

@@ -40,8 +40,9 @@ type Drained struct{ Listener string }
 // limits reach live connections, framing and addresses do not change.
 type Reload struct{ Config config.Listener }
 
-// Count asks for the number of connections (the reply is an int).
-type Count struct{}
+// acceptPanicked reports a panic of the accept loop, which the actor
+// restarts.
+type acceptPanicked struct{ v any }
 
 // Options build a listener actor.
 type Options struct {
@@ -122,6 +123,9 @@ func (a *Actor) Receive(ctx actor.Context) {
 		}
 	case *Accepted:
 		a.adopt(ctx, m)
+	case *acceptPanicked:
+		a.log.Error().Str("panic", fmt.Sprint(m.v)).Msg("accept loop panicked; restarted")
+		go a.acceptLoop(ctx.ActorSystem(), ctx.Self())
 	case *actor.Terminated:
 		a.count--
 		if ip, ok := a.ipOf[m.Who.Id]; ok {
@@ -152,8 +156,6 @@ func (a *Actor) Receive(ctx actor.Context) {
 		for _, child := range ctx.Children() {
 			ctx.Send(child, &conn.Reload{Settings: settings})
 		}
-	case *Count:
-		ctx.Respond(a.count)
 	case *actor.Stopping:
 		a.closeListener()
 	}
@@ -174,7 +176,13 @@ func (a *Actor) closeListener() {
 
 // acceptLoop accepts until the listener is closed. Running out of file
 // descriptors is not fatal: it backs off and tries again, as net/http does.
+// A panic restarts the loop through the actor (acceptPanicked).
 func (a *Actor) acceptLoop(system *actor.ActorSystem, self *actor.PID) {
+	defer func() {
+		if v := recover(); v != nil {
+			system.Root.Send(self, &acceptPanicked{v: v})
+		}
+	}()
 	backoff := 5 * time.Millisecond
 	for {
 		c, err := a.opts.Listener.Accept()

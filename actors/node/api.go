@@ -399,7 +399,7 @@ const apiQueue = "tether-api"
 // serveNATSAPI answers <prefix>.api.<op>.
 func (n *Node) serveNATSAPI() (*nats.Subscription, error) {
 	prefix := n.Config().NATS.SubjectPrefix + ".api."
-	return n.nc.QueueSubscribe(prefix+"*", apiQueue, func(m *nats.Msg) {
+	return n.nc.QueueSubscribe(prefix+"*", apiQueue, cluster.Safe(n.log, func(m *nats.Msg) {
 		op := strings.TrimPrefix(m.Subject, prefix)
 		req := &APIRequest{}
 		var res any
@@ -413,7 +413,7 @@ func (n *Node) serveNATSAPI() (*nats.Subscription, error) {
 		if rerr := m.Respond(body); rerr != nil {
 			n.log.Warn().Err(rerr).Str("subject", m.Subject).Msg("api reply failed")
 		}
-	})
+	}))
 }
 
 // answer is the JSON of a result or an error.

@@ -70,14 +70,20 @@ func (m *Manager) Receive(ctx actor.Context) {
 		// off this actor, and answer the asker when they have.
 		system, asker, cluster := ctx.ActorSystem(), ctx.Sender(), m.deps.Cluster
 		go func() {
-			ms, err := cluster.GatherMembers(context.Background(), msg.Room, gatherWindow)
-			if err != nil {
+			var ms []protocol.Member
+			defer func() { // a panic becomes an empty answer, not a crash
+				if v := recover(); v != nil {
+					m.deps.Log.Error().Str("panic", fmt.Sprint(v)).Str("room", msg.Room).Msg("members gather panicked")
+				}
+				if ms == nil {
+					ms = []protocol.Member{}
+				}
+				system.Root.Send(asker, &MembersReply{Room: msg.Room, Members: ms, Ref: msg.Ref})
+			}()
+			var err error
+			if ms, err = cluster.GatherMembers(context.Background(), msg.Room, gatherWindow); err != nil {
 				m.deps.Log.Warn().Err(err).Str("room", msg.Room).Msg("members gather failed")
 			}
-			if ms == nil {
-				ms = []protocol.Member{}
-			}
-			system.Root.Send(asker, &MembersReply{Room: msg.Room, Members: ms, Ref: msg.Ref})
 		}()
 	case *Push:
 		if e, ok := m.rooms[msg.Room]; ok {
