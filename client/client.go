@@ -4,9 +4,8 @@
 //
 // Recv returns the server's messages in order, and Call sends a request
 // with an id and returns its reply, keeping the events that arrive
-// meanwhile for later Recv calls. A Client may have one goroutine in Recv
-// or Expect while another is in Send or SendRaw; Call both sends and
-// receives, so it runs alone.
+// meanwhile for later Recv calls. Send and SendRaw may be called from any
+// goroutine; Recv, Expect and Call (which receive) from one at a time.
 package client
 
 import (
@@ -17,6 +16,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -96,6 +96,7 @@ func (e *CloseError) Is(target error) bool { return target == ErrClosed }
 type Client struct {
 	conn    net.Conn
 	wire    wire
+	writeMu *sync.Mutex // shared with the wire, which writes pongs
 	nextID  int64
 	backlog []*Event
 	// Welcome is the server's first message.
@@ -128,7 +129,7 @@ func DialTCP(ctx context.Context, addr string, o TCPOptions) (*Client, error) {
 		c.Close()
 		return nil, err
 	}
-	return start(ctx, c, w)
+	return start(ctx, c, w, &sync.Mutex{})
 }
 
 // Wrap starts a client on a socket already connected to a TCP listener
@@ -140,7 +141,7 @@ func Wrap(c net.Conn, o TCPOptions, timeout time.Duration) (*Client, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return start(ctx, c, w)
+	return start(ctx, c, w, &sync.Mutex{})
 }
 
 // NewTCPFramer returns the framer the options describe, for code that
@@ -177,11 +178,12 @@ func DialWebSocket(ctx context.Context, url string) (*Client, error) {
 	if br != nil { // bytes the server sent right after its handshake
 		r = io.MultiReader(br, c)
 	}
-	return start(ctx, c, &wsWire{conn: c, r: r})
+	mu := &sync.Mutex{}
+	return start(ctx, c, &wsWire{conn: c, r: r, writeMu: mu}, mu)
 }
 
-func start(ctx context.Context, c net.Conn, w wire) (*Client, error) {
-	cl := &Client{conn: c, wire: w}
+func start(ctx context.Context, c net.Conn, w wire, writeMu *sync.Mutex) (*Client, error) {
+	cl := &Client{conn: c, wire: w, writeMu: writeMu}
 	if d, ok := ctx.Deadline(); ok {
 		_ = c.SetReadDeadline(d)
 		defer c.SetReadDeadline(time.Time{})
@@ -209,7 +211,11 @@ func (c *Client) Conn() net.Conn { return c.conn }
 func (c *Client) Close() error { return c.conn.Close() }
 
 // SendRaw sends payload as one message.
-func (c *Client) SendRaw(payload []byte) error { return c.wire.write(payload) }
+func (c *Client) SendRaw(payload []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	return c.wire.write(payload)
+}
 
 // Send sends a request without waiting for a reply.
 func (c *Client) Send(r Request) error {
@@ -217,7 +223,7 @@ func (c *Client) Send(r Request) error {
 	if err != nil {
 		return err
 	}
-	return c.wire.write(b)
+	return c.SendRaw(b)
 }
 
 // RecvRaw returns the next message as bytes, skipping any backlog.
@@ -355,8 +361,9 @@ func (w *tcpWire) read() ([]byte, error) {
 }
 
 type wsWire struct {
-	conn net.Conn
-	r    io.Reader
+	conn    net.Conn
+	r       io.Reader
+	writeMu *sync.Mutex // the client's: pongs must not cut into a Send
 }
 
 func (w *wsWire) write(payload []byte) error {
@@ -383,12 +390,17 @@ func (w *wsWire) read() ([]byte, error) {
 			}
 			return payload, nil
 		case ws.OpPing:
-			if err := wsutil.WriteClientMessage(w.conn, ws.OpPong, payload); err != nil {
+			w.writeMu.Lock()
+			err := wsutil.WriteClientMessage(w.conn, ws.OpPong, payload)
+			w.writeMu.Unlock()
+			if err != nil {
 				return nil, err
 			}
 		case ws.OpClose:
 			code, reason := framing.ParseClose(payload)
+			w.writeMu.Lock()
 			_ = wsutil.WriteClientMessage(w.conn, ws.OpClose, ws.NewCloseFrameBody(ws.StatusCode(code), ""))
+			w.writeMu.Unlock()
 			return nil, &CloseError{Code: code, Reason: reason}
 		}
 	}

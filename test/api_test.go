@@ -72,11 +72,9 @@ func TestAdminAPIAcrossNodes(t *testing.T) {
 			t.Fatalf("bind %s: %d", c.ID(), code)
 		}
 	}
-	check.For(t, 5*time.Second, 20*time.Millisecond, func() error { // b subscribes to the user's subject
-		var i map[string]any
-		api(t, a, "GET", "/api/conns/"+cb.ID(), nil, &i)
-		if i["user"] != "u1" {
-			return fmt.Errorf("user not bound yet: %v", i["user"])
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error { // a and b subscribe to the user's subject
+		if got := ns.GlobalAccount().Interest("tether.user.u1"); got != 2 {
+			return fmt.Errorf("%d subscriptions to the user's subject, want 2", got)
 		}
 		return nil
 	})
@@ -135,6 +133,9 @@ func TestAdminAPIAcrossNodes(t *testing.T) {
 		{"GET", "/api/conns/" + b.ID() + ".99999", nil, 404},
 		{"POST", "/api/kick", node.APIRequest{Conn: "nosuchnode-x.1"}, 404},
 		{"POST", "/api/bind", node.APIRequest{Conn: cb.ID(), User: "a.b"}, 400},
+		{"POST", "/api/push", node.APIRequest{User: "a b", Data: json.RawMessage(`1`)}, 400},
+		{"POST", "/api/push", node.APIRequest{Room: "x>y", Data: json.RawMessage(`1`)}, 400},
+		{"GET", "/api/rooms/a.b/members", nil, 400},
 	} {
 		if code := api(t, a, c.method, c.path, c.body, nil); code != c.want {
 			t.Errorf("%s %s %+v: %d, want %d", c.method, c.path, c.body, code, c.want)

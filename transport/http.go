@@ -43,8 +43,14 @@ func serveHTTP(ln net.Listener, srv *http.Server, log zerolog.Logger) *HTTPServe
 // Addr is the bound address (useful when the configured port was 0).
 func (s *HTTPServer) Addr() net.Addr { return s.ln.Addr() }
 
-// Shutdown stops accepting and waits for requests in flight until ctx ends.
-func (s *HTTPServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+// Shutdown stops accepting and waits for requests in flight until ctx
+// ends; those still running then are cut.
+func (s *HTTPServer) Shutdown(ctx context.Context) error {
+	if err := s.srv.Shutdown(ctx); err != nil {
+		return s.srv.Close()
+	}
+	return nil
+}
 
 // RequireToken lets a request through only with "Authorization: Bearer
 // token". An empty token lets every request through: Validate only allows

@@ -56,7 +56,8 @@ func ListenWebSocket(addr string, o WebSocketOptions) (*HTTPServer, error) {
 }
 
 func upgradeHandler(o WebSocketOptions, log zerolog.Logger) http.Handler {
-	upgrader := ws.HTTPUpgrader{Timeout: 5 * time.Second}
+	// The handshake response gets the rest of the handshake time to leave.
+	upgrader := ws.HTTPUpgrader{Timeout: o.HandshakeTimeout}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if origin := r.Header.Get("Origin"); origin != "" && !originAllowed(origin, o.AllowedOrigins) {
 			log.Info().Str("origin", origin).Str("remote", r.RemoteAddr).Msg("websocket origin refused")

@@ -12,9 +12,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -39,11 +37,10 @@ type whisperDone struct {
 	err error
 }
 
-// Limits on client-chosen strings.
+// Limits on client-chosen strings (room names: protocol.ValidName).
 const (
-	maxRoomName = 64
-	maxName     = 64
-	maxAvatar   = 512
+	maxName   = 64
+	maxAvatar = 512
 )
 
 // App is the chat application of one connection.
@@ -97,8 +94,8 @@ func (a *App) Frame(c *conn.Actor, data []byte) {
 	case "whisper":
 		a.whisper(c, &req)
 	case "members":
-		if req.Room == "" {
-			a.fail(c, req.ID, protocol.CodeBadRequest, "members needs a room")
+		if !protocol.ValidName(req.Room, protocol.MaxRoomName) {
+			a.fail(c, req.ID, protocol.CodeBadRequest, badRoom)
 			return
 		}
 		c.Context().Request(a.deps.Rooms, &room.Members{Room: req.Room, Ref: req.ID})
@@ -111,8 +108,8 @@ func (a *App) Frame(c *conn.Actor, data []byte) {
 
 func (a *App) join(c *conn.Actor, req *protocol.Request) {
 	switch {
-	case !validRoom(req.Room):
-		a.fail(c, req.ID, protocol.CodeBadRequest, "room must be 1 to 64 printable characters without spaces, '.', '*' or '>'")
+	case !protocol.ValidName(req.Room, protocol.MaxRoomName):
+		a.fail(c, req.ID, protocol.CodeBadRequest, badRoom)
 		return
 	case len(req.Name) > maxName || len(req.Avatar) > maxAvatar:
 		a.fail(c, req.ID, protocol.CodeBadRequest, "name is at most 64 bytes, avatar 512")
@@ -212,13 +209,17 @@ func (a *App) Receive(c *conn.Actor, msg any) {
 		}
 		a.ok(c, m.Ref)
 	case *room.MembersReply:
+		if m.Err != "" {
+			a.fail(c, m.Ref, m.Err, "the cluster could not be asked for the members of "+m.Room)
+			return
+		}
 		c.Send(protocol.Encode(&protocol.Members{Op: "members", ID: m.Ref, Room: m.Room, Members: m.Members}))
 	case *whisperDone:
 		var refused *cluster.ReplyError
 		switch {
 		case m.err == nil:
 			a.ok(c, m.ref)
-		case errors.As(m.err, &refused), errors.Is(m.err, cluster.ErrNoNode):
+		case errors.As(m.err, &refused) && refused.Code == protocol.CodeNotFound, errors.Is(m.err, cluster.ErrNoNode):
 			a.fail(c, m.ref, protocol.CodeNotFound, "no connection "+m.to)
 		default:
 			a.fail(c, m.ref, protocol.CodeUnavailable, "the cluster did not answer: "+m.err.Error())
@@ -255,15 +256,4 @@ func (a *App) fail(c *conn.Actor, id json.RawMessage, code, message string) {
 	c.Send(protocol.Encode(&protocol.Reply{Op: "error", ID: id, Code: code, Message: message}))
 }
 
-// validRoom: room names become NATS subject tokens in a cluster.
-func validRoom(name string) bool {
-	if name == "" || len(name) > maxRoomName || strings.ContainsAny(name, ".*>") {
-		return false
-	}
-	for _, r := range name {
-		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
-			return false
-		}
-	}
-	return true
-}
+const badRoom = "room must be 1 to 64 printable characters without spaces, '.', '*' or '>'"

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"tether/actors/conn"
+	"tether/actors/protocol"
 	"tether/actors/room"
 )
 
@@ -100,7 +101,9 @@ func (b *Bridge) Receive(ctx actor.Context) {
 	case *WatchUser:
 		b.watchUser(m.User)
 	case *UnwatchUser:
-		if sub, ok := b.users[m.User]; ok {
+		// Watch and Unwatch come from different goroutines and may cross:
+		// the registry says whether the user still has a connection here.
+		if sub, ok := b.users[m.User]; ok && len(b.o.Registry.User(m.User)) == 0 {
 			_ = sub.Unsubscribe()
 			delete(b.users, m.User)
 		}
@@ -223,6 +226,10 @@ func (b *Bridge) nodeRequest(m *nats.Msg) {
 		b.system.Root.Send(e.PID, &conn.Close{Reason: conn.ReasonKicked})
 		reply(nil, "")
 	case KindBind:
+		if user := m.Header.Get(HeaderUser); !protocol.ValidName(user, protocol.MaxUserID) {
+			reply(nil, protocol.CodeBadRequest)
+			return
+		}
 		if !b.o.Registry.Bind(id, m.Header.Get(HeaderUser)) {
 			reply(nil, "not_found")
 			return
@@ -266,7 +273,11 @@ func (b *Bridge) clusterEvent(ctx actor.Context, m *nats.Msg) {
 		b.countAlive()
 		switch {
 		case !known:
-			b.log.Info().Str("peer", node).Msg("node joined the cluster")
+			// A new node, or one forgotten after a long silence (a
+			// partition of more than 10 x dead_after): either way its
+			// members of our rooms are not in our views yet.
+			b.log.Info().Str("peer", node).Msg("node joined the cluster; rooms resync")
+			b.resyncRooms(ctx)
 		case !old.Alive:
 			// Declared dead, yet alive: its members were dropped here, so
 			// every room asks for them again.

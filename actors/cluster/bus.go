@@ -17,14 +17,19 @@ import (
 )
 
 // Bus is a node's handle on NATS for publishing and asking. Any actor may
-// use it: nats.go's connection is safe for concurrent use and its Publish
-// only appends to a buffer, so nobody blocks on the network. What could
-// not be published is counted, and logged once per outage.
+// use it: nats.go's connection is safe for concurrent use, and its Publish
+// appends to a buffer that a flusher goroutine writes out; it waits on the
+// socket itself only when that 32 KiB buffer is full, that is when NATS
+// does not keep up. What could not be published is counted, and logged
+// once per outage.
 type Bus struct {
 	Node     string
 	Subjects Subjects
 	nc       *nats.Conn
 	metrics  *transport.Metrics
+
+	gathers  chan struct{} // one slot per gather in flight
+	requests chan struct{} // one slot per request in flight
 
 	mu          sync.Mutex
 	outageStart time.Time // zero while connected
@@ -37,8 +42,18 @@ type Bus struct {
 // that the connection's handlers can report to it (Disconnected); Attach
 // gives it the connection, before anyone publishes.
 func NewBus(node string, prefix string, metrics *transport.Metrics) *Bus {
-	return &Bus{Node: node, Subjects: Subjects{Prefix: prefix}, metrics: metrics}
+	return &Bus{Node: node, Subjects: Subjects{Prefix: prefix}, metrics: metrics,
+		gathers: make(chan struct{}, maxGathers), requests: make(chan struct{}, maxRequests)}
 }
+
+// maxGathers bounds the gathers (members of a room with no member here,
+// cluster-wide listings) in flight on a node: each holds a subscription
+// for its window, and clients can ask for members as often as they like.
+const maxGathers = 32
+
+// ErrBusy says that too many gathers or requests are in flight; try
+// again later.
+var ErrBusy = errors.New("too many cluster-wide requests in flight")
 
 // Attach gives the bus its connection.
 func (b *Bus) Attach(nc *nats.Conn) { b.nc = nc }
@@ -57,8 +72,9 @@ func (b *Bus) Msg(subject, kind string, body []byte) *nats.Msg {
 
 // Publish sends m. While NATS is away nats.go buffers publications (up to
 // nats.reconnect_buffer) and sends them on reconnect; those are counted
-// as buffered, and any that fail as lost.
-func (b *Bus) Publish(m *nats.Msg) {
+// as buffered, and any that fail as lost. The error is for callers that
+// answer someone (the admin API); actors go on either way.
+func (b *Bus) Publish(m *nats.Msg) error {
 	err := b.nc.PublishMsg(m)
 	kind := m.Header.Get(HeaderKind)
 	b.mu.Lock()
@@ -72,9 +88,10 @@ func (b *Bus) Publish(m *nats.Msg) {
 	if err != nil {
 		b.lostTotal.Add(1)
 		b.metrics.NATSLost.Inc()
-		return
+		return err
 	}
 	b.metrics.NATSOut.WithLabelValues(kind).Inc()
+	return nil
 }
 
 // Lost is how many publications failed since the node started.
@@ -106,21 +123,38 @@ func (b *Bus) reconnected() (gap time.Duration, buffered, lost int) {
 // requestTimeout bounds a question to one node.
 const requestTimeout = 2 * time.Second
 
-// ErrNoNode says that the node a connection id names does not answer: it
-// is gone, or NATS is.
-var ErrNoNode = errors.New("the connection's node does not answer")
+// ErrNoNode says that no node holds the subject: the node a connection id
+// names is gone (NATS knows at once that nobody listens).
+var ErrNoNode = errors.New("the connection's node is not in the cluster")
+
+// ErrUnavailable says that the question got no answer in time, or NATS is
+// away: whether the connection exists is unknown.
+var ErrUnavailable = errors.New("the cluster did not answer")
+
+// maxRequests bounds the questions to other nodes in flight (whispers
+// above all): each holds its payload until answered.
+const maxRequests = 256
 
 // Request asks one node and returns its reply's body; a reply with a
 // Tether-Reason header is an error with that code.
 func (b *Bus) Request(ctx context.Context, m *nats.Msg) ([]byte, error) {
+	select {
+	case b.requests <- struct{}{}:
+		defer func() { <-b.requests }()
+	default:
+		return nil, ErrBusy
+	}
+	if !b.nc.IsConnected() {
+		return nil, ErrUnavailable // nats.go would buffer the request and wait
+	}
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	reply, err := b.nc.RequestMsgWithContext(ctx, m)
 	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+		if errors.Is(err, nats.ErrNoResponders) {
 			return nil, ErrNoNode
 		}
-		return nil, err
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	if code := reply.Header.Get(HeaderReason); code != "" {
 		return nil, &ReplyError{Code: code}
@@ -145,33 +179,53 @@ func (b *Bus) Deliver(ctx context.Context, id string, body []byte) error {
 // Gather asks every node (on the cluster subject) and collects the
 // replies until want have come or the window closes.
 func (b *Bus) Gather(ctx context.Context, what string, want int, window time.Duration) ([][]byte, error) {
-	inbox := b.nc.NewRespInbox()
-	sub, err := b.nc.SubscribeSync(inbox)
+	return b.gather(ctx, b.Msg(b.Subjects.Cluster(), KindGather, []byte(what)), want, window)
+}
+
+// gather publishes m with a fresh inbox for replies and collects their
+// bodies until want have come (0: until the window closes). It uses an
+// asynchronous subscription: SubscribeSync would allocate a channel of
+// 64k slots (512 KiB) per call.
+func (b *Bus) gather(ctx context.Context, m *nats.Msg, want int, window time.Duration) ([][]byte, error) {
+	select {
+	case b.gathers <- struct{}{}:
+		defer func() { <-b.gathers }()
+	default:
+		return nil, ErrBusy
+	}
+	var mu sync.Mutex
+	var out [][]byte
+	enough := make(chan struct{})
+	m.Reply = b.nc.NewRespInbox()
+	sub, err := b.nc.Subscribe(m.Reply, func(r *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		out = append(out, r.Data)
+		if len(out) == want {
+			close(enough)
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer sub.Unsubscribe()
-	m := b.Msg(b.Subjects.Cluster(), KindGather, []byte(what))
-	m.Reply = inbox
 	if err := b.nc.PublishMsg(m); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, window)
 	defer cancel()
-	var out [][]byte
-	for len(out) < want {
-		r, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			break // the window closed: some node did not answer
-		}
-		out = append(out, r.Data)
+	select {
+	case <-enough:
+	case <-ctx.Done(): // the window closed: some node did not answer
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	return out, nil
 }
 
 // PublishRoom sends a room event to the other nodes with members of the
 // room (room.Cluster). Sync and state carry the node's members as JSON.
-func (b *Bus) PublishRoom(name string, ev *room.Remote) {
+func (b *Bus) PublishRoom(name string, ev *room.Remote) error {
 	body := ev.Body
 	if ev.Kind == room.KindSync || ev.Kind == room.KindState {
 		body, _ = json.Marshal(ev.Members)
@@ -183,42 +237,31 @@ func (b *Bus) PublishRoom(name string, ev *room.Remote) {
 	if ev.Reason != "" {
 		m.Header.Set(HeaderReason, ev.Reason)
 	}
-	b.Publish(m)
+	return b.Publish(m)
 }
 
 // ReplyMembers answers a members gather (room.Cluster).
 func (b *Bus) ReplyMembers(reply string, members []protocol.Member) {
 	body, _ := json.Marshal(members)
-	b.Publish(b.Msg(reply, room.KindMembers, body))
+	_ = b.Publish(b.Msg(reply, room.KindMembers, body)) // counted when lost
 }
 
 // GatherMembers asks every node with members of a room for them: the
-// answer for a node that has no member itself.
+// answer for a node that has no member itself. Only nodes with members
+// subscribe to the room, so their number is unknown: it waits the window.
 func (b *Bus) GatherMembers(ctx context.Context, name string, window time.Duration) ([]protocol.Member, error) {
-	inbox := b.nc.NewRespInbox()
-	sub, err := b.nc.SubscribeSync(inbox)
+	replies, err := b.gather(ctx, b.Msg(b.Subjects.Room(name), room.KindMembers, nil), 0, window)
 	if err != nil {
 		return nil, err
 	}
-	defer sub.Unsubscribe()
-	m := b.Msg(b.Subjects.Room(name), room.KindMembers, nil)
-	m.Reply = inbox
-	if err := b.nc.PublishMsg(m); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, window)
-	defer cancel()
 	out := []protocol.Member{}
-	for {
-		r, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return out, nil // the window closed
-		}
+	for _, body := range replies {
 		var ms []protocol.Member
-		if json.Unmarshal(r.Data, &ms) == nil {
+		if json.Unmarshal(body, &ms) == nil {
 			out = append(out, ms...)
 		}
 	}
+	return out, nil
 }
 
 // decodeRoom turns a room subject message into the room's Remote event.

@@ -171,6 +171,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *transport.Chunk:
 		if !a.closing() {
 			a.chunk = m
+			a.countIn(len(m.Bytes()))
 			a.framer.Feed(m.Bytes())
 			a.frames()
 		}
@@ -222,24 +223,11 @@ func (a *Actor) start(ctx actor.Context) {
 	a.deps.Registry.Add(a.id, &Entry{PID: a.self, Listener: a.settings.Listener})
 	a.deps.Metrics.Connections.Inc()
 	a.app = a.deps.NewApp(a)
-	// The deadline first: whatever happens next, a silent connection is
-	// closed in time.
+	// The deadline and the reader first: whatever the App does next (even
+	// panic), a silent connection is closed in time and a talking one is
+	// read. What the reader delivers waits in the mailbox until start is
+	// done, so the preread bytes below still come first.
 	a.schedule()
-	a.app.Opened(a)
-	if a.closing() {
-		return
-	}
-	if len(a.preread) > 0 {
-		// Bytes that came with the upgrade request are the start of the
-		// stream; the framer copies what it keeps.
-		a.bytesIn += uint64(len(a.preread))
-		a.framer.Feed(a.preread)
-		a.preread = nil
-		a.frames()
-		if a.closing() {
-			return
-		}
-	}
 	reader, err := transport.StartReader(a.raw, a)
 	if err != nil {
 		a.Log().Error().Err(err).Msg("cannot read the socket")
@@ -247,6 +235,23 @@ func (a *Actor) start(ctx actor.Context) {
 		return
 	}
 	a.reader = reader
+	a.app.Opened(a)
+	if a.closing() || len(a.preread) == 0 {
+		return
+	}
+	// Bytes that came with the upgrade request are the start of the
+	// stream; the framer copies what it keeps.
+	a.countIn(len(a.preread))
+	a.framer.Feed(a.preread)
+	a.preread = nil
+	a.frames()
+}
+
+// countIn counts bytes received, once per read.
+func (a *Actor) countIn(n int) {
+	a.lastRecv = now()
+	a.bytesIn += uint64(n)
+	a.deps.Metrics.BytesIn.Add(float64(n))
 }
 
 // frames handles the whole frames of the current chunk, then gives the
@@ -260,12 +265,6 @@ func (a *Actor) frames() {
 			a.ctx.Send(a.self, continueMsg)
 		}
 	}()
-	if a.chunk != nil {
-		a.lastRecv = now()
-		n := len(a.chunk.Bytes())
-		a.bytesIn += uint64(n)
-		a.deps.Metrics.BytesIn.Add(float64(n))
-	}
 	for !a.closing() {
 		f, ok, err := a.framer.Next()
 		if err != nil {
@@ -431,6 +430,9 @@ func waitWrite(sock net.Conn, p []byte, system *actor.ActorSystem, self *actor.P
 }
 
 func (a *Actor) wrote(m *writeDone) {
+	if a.done {
+		return // finish has counted the in-flight bytes off already
+	}
 	a.writing = false
 	a.sent(m.n)
 	// On failure the unwritten rest goes with the buffer (the connection
@@ -657,7 +659,12 @@ func (a *Actor) finish() {
 		putBuf(a.pending)
 		a.pending = nil
 	}
-	// inflight belongs to the waiting goroutine until its writeDone.
+	if a.writing {
+		// The waiting goroutine owns inflight until its writeDone, which
+		// a stopped actor never handles: count the bytes off now, and
+		// leave the buffer to the garbage collector.
+		a.deps.Metrics.Queued.Sub(float64(len(*a.inflight)))
+	}
 	if a.app != nil {
 		a.app.Closed(a, a.reason)
 	}

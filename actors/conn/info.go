@@ -38,8 +38,9 @@ type Info struct {
 type InfoRequest struct{}
 
 // closedKept is how many closed connections the registry remembers, so
-// that the info of a connection that just closed still says why.
-const closedKept = 10000
+// that the info of a connection that just closed still says why, and the
+// rooms it was in find its reason even when thousands close at once.
+const closedKept = 1 << 15
 
 // Registry maps the ids of a node's connections to their actors, and
 // remembers the info of the last closedKept closed ones. It is shared by

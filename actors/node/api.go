@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/nats-io/nats.go"
 
@@ -146,19 +145,22 @@ func (n *Node) Call(ctx context.Context, op string, req *APIRequest) (any, error
 			n.system.Root.Send(e.PID, &conn.Close{Reason: conn.ReasonKicked})
 		})
 	case "bind":
-		if !validToken(req.User) {
-			return nil, badRequest("user must be 1 to 128 printable characters without spaces, '.', '*' or '>'")
+		if !protocol.ValidName(req.User, protocol.MaxUserID) {
+			return nil, badRequest(badUser)
 		}
 		return n.onConn(ctx, req, cluster.KindBind, func(*conn.Entry) { n.registry.Bind(req.Conn, req.User) })
 	case "info":
 		return n.info(ctx, req.Conn)
 	case "members":
-		if req.Room == "" {
-			return nil, badRequest("members needs a room")
+		if !protocol.ValidName(req.Room, protocol.MaxRoomName) {
+			return nil, badRequest(badRoom)
 		}
 		res, err := n.system.Root.RequestFuture(n.rooms, &room.Members{Room: req.Room}, apiTimeout).Result()
 		if err != nil {
 			return nil, &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
+		}
+		if r := res.(*room.MembersReply); r.Err != "" {
+			return nil, &APIError{Code: r.Err, Message: "the cluster could not be asked"}
 		}
 		return res.(*room.MembersReply).Members, nil
 	case "rooms":
@@ -193,21 +195,33 @@ func (n *Node) push(ctx context.Context, req *APIRequest) (any, error) {
 		}
 		return ok, n.remote(n.bus.Deliver(ctx, req.Conn, payload))
 	case req.User != "":
+		if !protocol.ValidName(req.User, protocol.MaxUserID) {
+			return nil, badRequest(badUser)
+		}
 		for _, e := range n.registry.User(req.User) {
 			n.system.Root.Send(e.PID, d)
 		}
-		m := n.bus.Msg(n.bus.Subjects.User(req.User), cluster.KindDeliver, payload)
-		n.bus.Publish(m)
+		return ok, n.published(n.bus.Publish(n.bus.Msg(n.bus.Subjects.User(req.User), cluster.KindDeliver, payload)))
 	case req.Room != "":
+		if !protocol.ValidName(req.Room, protocol.MaxRoomName) {
+			return nil, badRequest(badRoom)
+		}
 		n.system.Root.Send(n.rooms, &room.Push{Room: req.Room, Payload: payload})
-		n.bus.PublishRoom(req.Room, &room.Remote{Kind: room.KindMessage, Body: payload})
+		return ok, n.published(n.bus.PublishRoom(req.Room, &room.Remote{Kind: room.KindMessage, Body: payload}))
 	case req.All:
 		n.registry.Each(func(_ string, e *conn.Entry) { n.system.Root.Send(e.PID, d) })
-		n.bus.Publish(n.bus.Msg(n.bus.Subjects.All(), cluster.KindDeliver, payload))
-	default:
-		return nil, badRequest("push needs conn, user, room or all")
+		return ok, n.published(n.bus.Publish(n.bus.Msg(n.bus.Subjects.All(), cluster.KindDeliver, payload)))
 	}
-	return ok, nil
+	return nil, badRequest("push needs conn, user, room or all")
+}
+
+// published reports a failed publication: this node's connections got
+// the push, the other nodes' did not.
+func (n *Node) published(err error) error {
+	if err != nil {
+		return &APIError{Code: protocol.CodeUnavailable, Message: "delivered on this node only: " + err.Error()}
+	}
+	return nil
 }
 
 var ok = map[string]bool{"ok": true}
@@ -261,6 +275,8 @@ func (n *Node) remote(err error) error {
 		return &APIError{Code: refused.Code, Message: "refused by the connection's node"}
 	case errors.Is(err, cluster.ErrNoNode):
 		return &APIError{Code: protocol.CodeNotFound, Message: err.Error()}
+	case errors.Is(err, cluster.ErrBusy):
+		return &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
 	}
 	return &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
 }
@@ -363,18 +379,11 @@ func (n *Node) statsOfCluster(ctx context.Context) (any, error) {
 	return out, nil
 }
 
-// validToken: user ids become NATS subject tokens.
-func validToken(s string) bool {
-	if s == "" || len(s) > 128 || strings.ContainsAny(s, ".*>") {
-		return false
-	}
-	for _, r := range s {
-		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
-			return false
-		}
-	}
-	return true
-}
+// Messages for names that cannot be NATS subject tokens.
+const (
+	badUser = "user must be 1 to 128 printable characters without spaces, '.', '*' or '>'"
+	badRoom = "room must be 1 to 64 printable characters without spaces, '.', '*' or '>'"
+)
 
 // infoTimeout bounds asking a connection actor for its info.
 const infoTimeout = 2 * time.Second

@@ -24,6 +24,7 @@ type boundListener struct {
 	tcp  net.Listener          // tcp listeners
 	ws   *transport.HTTPServer // websocket listeners
 	addr net.Addr
+	pid  *actor.PID // the listener actor
 }
 
 // startListeners binds every TCP listener, spawns the listener actors
@@ -64,8 +65,9 @@ func (n *Node) startListeners(opts Options) error {
 	}
 	pids := res.(map[string]*actor.PID)
 	for _, b := range n.listeners {
+		b.pid = pids[b.cfg.Name]
 		if b.cfg.Protocol == config.ProtocolWebSocket {
-			pid := pids[b.cfg.Name]
+			pid := b.pid
 			ws, err := transport.ListenWebSocket(b.cfg.Address, transport.WebSocketOptions{
 				Path: b.cfg.Path, AllowedOrigins: b.cfg.AllowedOrigins, HandshakeTimeout: b.cfg.HandshakeTimeout.D(),
 				Static: staticHandler(b.cfg),

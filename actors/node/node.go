@@ -211,12 +211,16 @@ func (n *Node) Shutdown(ctx context.Context) error {
 
 func (n *Node) stop(ctx context.Context) error {
 	var errs []error
+	// Stop taking new work at once: the admin API and WebSocket upgrades.
+	// Requests in flight get a second, not the whole deadline.
+	httpCtx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
 	if n.admin != nil {
-		errs = append(errs, n.admin.Shutdown(ctx))
+		errs = append(errs, n.admin.Shutdown(httpCtx))
 	}
 	for _, l := range n.listeners {
-		if l.ws != nil { // stop taking upgrades; upgraded sockets are the actors'
-			errs = append(errs, l.ws.Shutdown(ctx))
+		if l.ws != nil { // upgraded sockets are the actors', not the server's
+			errs = append(errs, l.ws.Shutdown(httpCtx))
 		}
 	}
 	if n.root != nil && n.listeners != nil {
@@ -228,8 +232,24 @@ func (n *Node) stop(ctx context.Context) error {
 		}
 	}
 	if n.root != nil {
-		if err := n.system.Root.PoisonFuture(n.root).Wait(); err != nil {
-			errs = append(errs, fmt.Errorf("stop actors: %w", err))
+		// In order: the connections (with their listeners), then the rooms,
+		// which publish the last leaves, then the bridge, which says
+		// goodbye; a goodbye first would make the other nodes report
+		// node_down instead of the members' own close reasons.
+		var order []*actor.PID
+		for _, b := range n.listeners {
+			if b.pid != nil {
+				order = append(order, b.pid)
+			}
+		}
+		order = append(order, n.rooms, n.bridge.Load(), n.root)
+		for _, pid := range order {
+			if pid == nil {
+				continue
+			}
+			if err := n.system.Root.PoisonFuture(pid).Wait(); err != nil {
+				errs = append(errs, fmt.Errorf("stop %s: %w", pid.Id, err))
+			}
 		}
 	}
 	if n.system != nil {
@@ -239,13 +259,17 @@ func (n *Node) stop(ctx context.Context) error {
 		errs = append(errs, n.apiSub.Unsubscribe())
 	}
 	if n.nc != nil {
-		// Drain flushes what the node published last (leaves, goodbyes)
+		// Drain flushes what the node published last (leaves, goodbye)
 		// before closing.
+		closed := make(chan struct{})
+		n.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
 		if err := n.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			errs = append(errs, err)
-		}
-		for !n.nc.IsClosed() && ctx.Err() == nil {
-			time.Sleep(10 * time.Millisecond)
+		} else if err == nil {
+			select {
+			case <-closed:
+			case <-ctx.Done():
+			}
 		}
 	}
 	if n.ns != nil {

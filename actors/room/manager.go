@@ -70,20 +70,20 @@ func (m *Manager) Receive(ctx actor.Context) {
 		// off this actor, and answer the asker when they have.
 		system, asker, cluster := ctx.ActorSystem(), ctx.Sender(), m.deps.Cluster
 		go func() {
-			var ms []protocol.Member
-			defer func() { // a panic becomes an empty answer, not a crash
+			reply := &MembersReply{Room: msg.Room, Members: []protocol.Member{}, Ref: msg.Ref}
+			defer func() { // a panic becomes an error answer, not a crash
 				if v := recover(); v != nil {
 					m.deps.Log.Error().Str("panic", fmt.Sprint(v)).Str("room", msg.Room).Msg("members gather panicked")
+					reply.Err = protocol.CodeUnavailable
 				}
-				if ms == nil {
-					ms = []protocol.Member{}
-				}
-				system.Root.Send(asker, &MembersReply{Room: msg.Room, Members: ms, Ref: msg.Ref})
+				system.Root.Send(asker, reply)
 			}()
-			var err error
-			if ms, err = cluster.GatherMembers(context.Background(), msg.Room, gatherWindow); err != nil {
-				m.deps.Log.Warn().Err(err).Str("room", msg.Room).Msg("members gather failed")
+			ms, err := cluster.GatherMembers(context.Background(), msg.Room, gatherWindow)
+			if err != nil {
+				reply.Err = protocol.CodeUnavailable
+				return
 			}
+			reply.Members = ms
 		}()
 	case *Push:
 		if e, ok := m.rooms[msg.Room]; ok {
@@ -104,7 +104,7 @@ func (m *Manager) Receive(ctx actor.Context) {
 		// goes through here, so equal counts mean none is.
 		if e, ok := m.rooms[msg.name]; ok && e.pid.Equal(msg.pid) && e.joins == msg.joins {
 			delete(m.rooms, msg.name)
-			ctx.Stop(e.pid)
+			ctx.Poison(e.pid) // after what is queued for it (members requests)
 		}
 	}
 }

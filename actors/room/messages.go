@@ -55,11 +55,12 @@ type Members struct {
 	Ref  json.RawMessage
 }
 
-// MembersReply answers Members.
+// MembersReply answers Members; Err is a protocol error code or "".
 type MembersReply struct {
 	Room    string
 	Members []protocol.Member
 	Ref     json.RawMessage
+	Err     string
 }
 
 // emptied tells the manager that a room has no member left. Joins counts

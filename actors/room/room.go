@@ -48,8 +48,9 @@ type Deps struct {
 
 // Cluster is how a room reaches the other nodes (cluster.Bus).
 type Cluster interface {
-	// PublishRoom sends a room event to every other node with members.
-	PublishRoom(room string, ev *Remote)
+	// PublishRoom sends a room event to every other node with members;
+	// a failure is counted by the cluster, and the room goes on.
+	PublishRoom(room string, ev *Remote) error
 	// ReplyMembers answers a members request from a node without members.
 	ReplyMembers(reply string, members []protocol.Member)
 	// GatherMembers asks the nodes with members of a room for them.
@@ -75,8 +76,9 @@ type Actor struct {
 	resyncGen  int
 	resyncSeen map[string]bool
 
-	// Presence diff of a large room, sent at most every PresenceInterval.
-	pendingJoined, pendingLeft []protocol.Member
+	// Presence diff of a large room, sent at most every PresenceInterval;
+	// one entry per connection, the latest news winning.
+	pendingJoined, pendingLeft map[string]protocol.Member
 	flushScheduled             bool
 }
 
@@ -117,7 +119,10 @@ func (r *Actor) Receive(ctx actor.Context) {
 		r.deliver(ctx, m.Payload, "")
 	case *actor.Terminated:
 		if id, ok := r.byPID[m.Who.Id]; ok {
-			reason := "client_closed"
+			// The connection wrote its reason to the registry before it
+			// stopped; only after more closes than the registry keeps
+			// is it gone, and then the room does not guess.
+			reason := "disconnected"
 			if info, ok := r.deps.Registry.ClosedInfo(id); ok {
 				reason = info.Reason.String()
 			}
@@ -159,10 +164,12 @@ func (r *Actor) join(ctx actor.Context, m *Join) {
 }
 
 // announceJoined tells the local members (but except) that m joined: one
-// event, or a line in the next presence diff of a large room.
+// event, or a line in the next presence diff of a large room (or while a
+// diff is pending, so that news keep their order).
 func (r *Actor) announceJoined(ctx actor.Context, m protocol.Member, body []byte, except string) {
-	if r.large() {
-		r.pendingJoined = append(r.pendingJoined, m)
+	if r.diffing() {
+		delete(r.pendingLeft, m.Conn)
+		r.pendingJoined[m.Conn] = m
 		r.schedule(ctx)
 		return
 	}
@@ -171,12 +178,21 @@ func (r *Actor) announceJoined(ctx actor.Context, m protocol.Member, body []byte
 
 // announceLeft tells the local members that m left, and why.
 func (r *Actor) announceLeft(ctx actor.Context, m protocol.Member, body []byte) {
-	if r.large() || len(r.pendingJoined)+len(r.pendingLeft) > 0 {
-		r.pendingLeft = append(r.pendingLeft, m)
+	if r.diffing() {
+		delete(r.pendingJoined, m.Conn)
+		r.pendingLeft[m.Conn] = m
 		r.schedule(ctx)
 		return
 	}
 	r.deliver(ctx, body, "")
+}
+
+// diffing says whether news go into the presence diff.
+func (r *Actor) diffing() bool {
+	if r.pendingJoined == nil {
+		r.pendingJoined, r.pendingLeft = map[string]protocol.Member{}, map[string]protocol.Member{}
+	}
+	return r.large() || len(r.pendingJoined)+len(r.pendingLeft) > 0
 }
 
 func leftEvent(room string, m protocol.Member, reason string) []byte {
@@ -387,17 +403,19 @@ func (r *Actor) flush(ctx actor.Context) {
 		JoinedCount: len(r.pendingJoined), LeftCount: len(r.pendingLeft),
 	}
 	p.Truncated = len(p.Joined) < p.JoinedCount || len(p.Left) < p.LeftCount
-	r.pendingJoined, r.pendingLeft = nil, nil
+	clear(r.pendingJoined)
+	clear(r.pendingLeft)
 	r.deliver(ctx, protocol.Encode(p), "")
 }
 
-// capped is the first PresenceMaxEntries members, never nil (JSON []).
-func capped(ms []protocol.Member) []protocol.Member {
-	if len(ms) > protocol.PresenceMaxEntries {
-		return ms[:protocol.PresenceMaxEntries]
+// capped lists at most PresenceMaxEntries members, by connection id.
+func capped(ms map[string]protocol.Member) []protocol.Member {
+	out := make([]protocol.Member, 0, min(len(ms), protocol.PresenceMaxEntries))
+	for _, id := range slices.Sorted(maps.Keys(ms)) {
+		if len(out) == protocol.PresenceMaxEntries {
+			break
+		}
+		out = append(out, ms[id])
 	}
-	if ms == nil {
-		return []protocol.Member{}
-	}
-	return ms
+	return out
 }
