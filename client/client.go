@@ -22,23 +22,15 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"tether/actors/protocol"
 	"tether/framing"
 )
 
-// Member is one member of a room.
-type Member struct {
-	Conn   string `json:"conn"`
-	Name   string `json:"name"`
-	Avatar string `json:"avatar,omitempty"`
-	Node   string `json:"node,omitempty"`
-}
+// Member is one member of a room, as the protocol has it.
+type Member = protocol.Member
 
 // Heartbeat is the liveness rules a welcome announces.
-type Heartbeat struct {
-	IdleTimeoutMS        int64 `json:"idle_timeout_ms"`
-	PingIntervalMS       int64 `json:"ping_interval_ms"`
-	PingNotResponseLimit int   `json:"ping_not_response_limit"`
-}
+type Heartbeat = protocol.Heartbeat
 
 // Event is any message from the server; which fields are set depends on Op.
 type Event struct {

@@ -491,18 +491,7 @@ func TestReloadAppliesToLiveConnections(t *testing.T) {
 	reloaded := time.Now()
 	n.Reload(next)
 
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(300 * time.Millisecond): // the talker's heartbeat
-				_ = talker.Send(client.Request{Op: "ping"})
-			}
-		}
-	}()
+	keepAlive(t, talker, 300*time.Millisecond)
 	if r := n.closeReason(t, silent.ID(), 5*time.Second); r != conn.ReasonIdle {
 		t.Fatalf("silent connection after the reload: %s, want idle", r)
 	}

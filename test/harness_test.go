@@ -211,3 +211,20 @@ func gaugeValue(t *testing.T, n *testNode, name string) float64 {
 	}
 	return sum
 }
+
+// keepAlive makes c send a ping every period until the test ends: the
+// client's own heartbeat.
+func keepAlive(t *testing.T, c *client.Client, every time.Duration) {
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(every):
+				_ = c.Send(client.Request{Op: "ping"})
+			}
+		}
+	}()
+}

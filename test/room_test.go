@@ -194,19 +194,8 @@ func TestRoomLifecycle(t *testing.T) {
 	}
 
 	// Everyone but quiet keeps talking to the server; quiet falls silent.
-	stop := make(chan struct{})
-	defer close(stop)
 	for _, o := range others {
-		go func() {
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(300 * time.Millisecond): // the clients' heartbeat period
-					_ = o.Send(client.Request{Op: "ping"})
-				}
-			}
-		}()
+		keepAlive(t, o, 300*time.Millisecond)
 	}
 	for i, o := range others {
 		ev, err := waitLeft(o, quiet.ID(), 5*time.Second)
