@@ -23,10 +23,8 @@ type EOF struct {
 	delim []byte
 	max   int
 
-	p    []byte // the unconsumed part of the last Feed; nil once Next ran out
+	input
 	pend buffer // the partial frame: holds no complete delimiter, < max bytes
-	out  lent   // buffer behind the last returned Payload
-	err  error  // sticky error
 }
 
 // NewEOF returns an EOF framer, or an error naming the option that is wrong.
@@ -46,25 +44,12 @@ func NewEOF(o EOFOptions) (*EOF, error) {
 	return &EOF{delim: bytes.Clone(o.Delimiter), max: o.MaxFrame}, nil
 }
 
-// Feed implements Framer.
-func (e *EOF) Feed(p []byte) {
-	e.out.release()
-	if e.err != nil {
-		return
-	}
-	if len(e.p) > 0 {
-		panic("framing: Feed called before Next reported ok == false")
-	}
-	e.p = p
-}
-
 // Next implements Framer. A frame ends at the first delimiter; a frame whose
 // first MaxFrame bytes hold no whole delimiter is ErrFrameTooLarge as soon as
 // those bytes have arrived, so the framer never holds MaxFrame bytes.
 func (e *EOF) Next() (Frame, bool, error) {
-	e.out.release()
-	if e.err != nil {
-		return Frame{}, false, e.err
+	if err := e.begin(); err != nil {
+		return Frame{}, false, err
 	}
 	if e.pend.len() > 0 {
 		return e.nextPending()

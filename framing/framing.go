@@ -126,3 +126,32 @@ func checkDataOp(kind string, op Op) error {
 		ErrBadFrame, kind, op,
 	)
 }
+
+// input is what every framer keeps of its stream: the unconsumed part of
+// the last Feed, the sticky error, and the buffer behind the last
+// returned Payload. Feed, and the start of Next (begin), are the same for
+// every framer.
+type input struct {
+	p   []byte // the unconsumed part of the last Feed; nil once Next ran out
+	out lent   // buffer behind the last returned Payload
+	err error  // sticky error
+}
+
+// Feed implements Framer.
+func (in *input) Feed(p []byte) {
+	in.out.release()
+	if in.err != nil {
+		return
+	}
+	if len(in.p) > 0 {
+		panic("framing: Feed called before Next reported ok == false")
+	}
+	in.p = p
+}
+
+// begin starts a Next: the last Payload's buffer goes back to the pool,
+// and a sticky error is returned again.
+func (in *input) begin() error {
+	in.out.release()
+	return in.err
+}

@@ -46,11 +46,9 @@ type Length struct {
 	max        int
 	maxPayload int64 // the largest length the type can encode
 
-	p     []byte // the unconsumed part of the last Feed; nil once Next ran out
+	input
 	pend  buffer // the partial packet, header included
 	total int    // size of the partial packet once its header is in pend, else 0
-	out   lent   // buffer behind the last returned Payload
-	err   error  // sticky error
 }
 
 // lengthTypes maps each pack code to its size in bytes and the largest length
@@ -110,25 +108,12 @@ func NewLength(o LengthOptions) (*Length, error) {
 	}, nil
 }
 
-// Feed implements Framer.
-func (l *Length) Feed(p []byte) {
-	l.out.release()
-	if l.err != nil {
-		return
-	}
-	if len(l.p) > 0 {
-		panic("framing: Feed called before Next reported ok == false")
-	}
-	l.p = p
-}
-
 // Next implements Framer. The length is checked as soon as the header has
 // arrived, before any of the body is buffered: a negative length (signed
 // types) is ErrBadFrame, a packet larger than MaxFrame is ErrFrameTooLarge.
 func (l *Length) Next() (Frame, bool, error) {
-	l.out.release()
-	if l.err != nil {
-		return Frame{}, false, l.err
+	if err := l.begin(); err != nil {
+		return Frame{}, false, err
 	}
 	if l.pend.len() > 0 {
 		return l.nextPending()

@@ -48,8 +48,7 @@ type WebSocketOptions struct {
 type WebSocket struct {
 	max int
 
-	p   []byte // the unconsumed part of the last Feed; nil once Next ran out
-	err error  // sticky error
+	input
 
 	hdr  [ws.MaxHeaderSize]byte // a header split across Feeds
 	hdrN int                    // bytes of it in hdr
@@ -65,7 +64,6 @@ type WebSocket struct {
 	msgOp Op     // the op of the message being assembled, 0 if none
 	msg   buffer // its payload so far, unmasked
 	ctl   buffer // the payload so far of a control frame split across Feeds
-	out   lent   // buffer behind the last returned Payload
 }
 
 // NewWebSocket returns a WebSocket framer.
@@ -76,25 +74,12 @@ func NewWebSocket(o WebSocketOptions) *WebSocket {
 	return &WebSocket{max: o.MaxFrame}
 }
 
-// Feed implements Framer.
-func (w *WebSocket) Feed(p []byte) {
-	w.out.release()
-	if w.err != nil {
-		return
-	}
-	if len(w.p) > 0 {
-		panic("framing: Feed called before Next reported ok == false")
-	}
-	w.p = p
-}
-
 // Next implements Framer. It returns whole messages (OpText, OpBinary) and
 // control frames (OpClose, OpPing, OpPong); the connection answers pings and
 // closes. A text message is checked for UTF-8 when it is complete.
 func (w *WebSocket) Next() (Frame, bool, error) {
-	w.out.release()
-	if w.err != nil {
-		return Frame{}, false, w.err
+	if err := w.begin(); err != nil {
+		return Frame{}, false, err
 	}
 	for {
 		if !w.inFrame {
@@ -121,17 +106,11 @@ func (w *WebSocket) Next() (Frame, bool, error) {
 		}
 		// Otherwise gather the payload into msg, unmasked. This is also how
 		// fragments are reassembled.
-		n := min(w.left, len(w.p))
 		limit := w.max
 		if w.fin {
 			limit = w.msg.len() + w.left
 		}
-		ws.Cipher(w.msg.append(w.p[:n], limit), w.mask, w.seen)
-		w.p = w.p[n:]
-		w.left -= n
-		w.seen += n
-		if w.left > 0 {
-			w.p = nil
+		if !w.gather(&w.msg, limit) {
 			return Frame{}, false, nil
 		}
 		w.inFrame = false
@@ -146,6 +125,22 @@ func (w *WebSocket) Next() (Frame, bool, error) {
 	}
 }
 
+// gather appends what p holds of the current frame's payload to b
+// (growing it up to limit), unmasked, and reports whether the payload is
+// complete; when it is not, p is used up and Next waits for more.
+func (w *WebSocket) gather(b *buffer, limit int) bool {
+	n := min(w.left, len(w.p))
+	ws.Cipher(b.append(w.p[:n], limit), w.mask, w.seen)
+	w.p = w.p[n:]
+	w.left -= n
+	w.seen += n
+	if w.left > 0 {
+		w.p = nil
+		return false
+	}
+	return true
+}
+
 // nextControl reads the payload of the current control frame.
 func (w *WebSocket) nextControl() (Frame, bool, error) {
 	var payload []byte
@@ -154,13 +149,7 @@ func (w *WebSocket) nextControl() (Frame, bool, error) {
 		w.p = w.p[w.left:]
 		ws.Cipher(payload, w.mask, 0)
 	} else {
-		n := min(w.left, len(w.p))
-		ws.Cipher(w.ctl.append(w.p[:n], w.seen+w.left), w.mask, w.seen)
-		w.p = w.p[n:]
-		w.left -= n
-		w.seen += n
-		if w.left > 0 {
-			w.p = nil
+		if !w.gather(&w.ctl, w.seen+w.left) {
 			return Frame{}, false, nil
 		}
 		payload = w.ctl.bytes()
