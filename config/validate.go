@@ -96,9 +96,9 @@ func (c *Config) validateNATS(v *validator) {
 			v.add("nats.embedded.cluster.port", "required (or -1) when routes are set")
 		}
 	}
-	if n.SubjectPrefix == "" || strings.ContainsAny(n.SubjectPrefix, " \t*>") ||
+	if n.SubjectPrefix == "" || len(n.SubjectPrefix) > maxName || strings.ContainsAny(n.SubjectPrefix, " \t*>") ||
 		strings.HasPrefix(n.SubjectPrefix, ".") || strings.HasSuffix(n.SubjectPrefix, ".") || strings.Contains(n.SubjectPrefix, "..") {
-		v.add("nats.subject_prefix", "%q is not a NATS subject prefix (dot-separated tokens without spaces, * or >)", n.SubjectPrefix)
+		v.add("nats.subject_prefix", "%q is not a NATS subject prefix (at most 64 bytes of dot-separated tokens without spaces, * or >)", n.SubjectPrefix)
 	}
 	v.nonNegative("nats.reconnect_wait", n.ReconnectWait)
 	if n.ReconnectBuffer < 0 {
@@ -234,9 +234,17 @@ func (v *validator) oneOf(key, value string, allowed ...string) bool {
 	return false
 }
 
+// maxName bounds node and listener names: both become parts of NATS
+// subjects and connection ids (at most 128 bytes).
+const maxName = 64
+
 func (v *validator) name(key, value string) bool {
 	if value == "" {
 		v.add(key, "required")
+		return false
+	}
+	if len(value) > maxName {
+		v.add(key, "is %d bytes; at most %d", len(value), maxName)
 		return false
 	}
 	for _, r := range value {

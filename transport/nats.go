@@ -47,11 +47,18 @@ func StartEmbeddedNATS(cfg config.Embedded, log zerolog.Logger) (*server.Server,
 type NATSEvents struct {
 	Disconnected func(err error)
 	Reconnected  func()
+	// Closed reports that the connection ended for good, with nats.go's
+	// last error. Unless the owner closed or drained it, that means
+	// nats.go gave up on a server error ("maximum control line exceeded",
+	// an unknown -ERR, repeated authorization failures) however many
+	// reconnects it was told to make, and the owner must connect again.
+	Closed func(err error)
 }
 
 // ConnectNATS connects to url and keeps reconnecting for ever: a node
 // whose NATS goes away keeps serving its local connections and comes back
-// into the cluster by itself.
+// into the cluster by itself. Where nats.go closes the connection for
+// good anyway, ev.Closed says so.
 func ConnectNATS(url, name string, cfg config.NATS, log zerolog.Logger, ev NATSEvents) (*nats.Conn, error) {
 	log = log.With().Str("component", "nats").Logger()
 	nc, err := nats.Connect(url,
@@ -75,6 +82,11 @@ func ConnectNATS(url, name string, cfg config.NATS, log zerolog.Logger, ev NATSE
 			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected")
 			if ev.Reconnected != nil {
 				ev.Reconnected()
+			}
+		}),
+		nats.ClosedHandler(func(c *nats.Conn) {
+			if ev.Closed != nil {
+				ev.Closed(c.LastError())
 			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {

@@ -37,12 +37,6 @@ type whisperDone struct {
 	err error
 }
 
-// Limits on client-chosen strings (room names: protocol.ValidName).
-const (
-	maxName   = 64
-	maxAvatar = 512
-)
-
 // App is the chat application of one connection.
 type App struct {
 	deps         *Deps
@@ -71,9 +65,9 @@ func (a *App) Opened(c *conn.Actor) {
 // Frame handles one request. A bad request is answered with an error and
 // never closes the connection.
 func (a *App) Frame(c *conn.Actor, data []byte) {
-	var req protocol.Request
-	if err := json.Unmarshal(data, &req); err != nil {
-		a.fail(c, nil, protocol.CodeBadRequest, "invalid JSON: "+err.Error())
+	req, bad := protocol.DecodeRequest(data)
+	if bad != nil {
+		a.fail(c, bad.ID, bad.Code, bad.Message)
 		return
 	}
 	switch req.Op {
@@ -83,38 +77,22 @@ func (a *App) Frame(c *conn.Actor, data []byte) {
 	case "pong":
 		// The answer to a server ping; receiving it was the point.
 	case "join":
-		a.join(c, &req)
+		a.join(c, req)
 	case "leave":
-		if a.checkRoom(c, &req) {
+		if a.checkRoom(c, req) {
 			delete(a.rooms, req.Room)
 			c.Context().Request(a.deps.Rooms, &room.Leave{Room: req.Room, Conn: c.ID(), Ref: req.ID})
 		}
 	case "send":
-		a.send(c, &req)
+		a.send(c, req)
 	case "whisper":
-		a.whisper(c, &req)
+		a.whisper(c, req)
 	case "members":
-		if !protocol.ValidName(req.Room, protocol.MaxRoomName) {
-			a.fail(c, req.ID, protocol.CodeBadRequest, badRoom)
-			return
-		}
 		c.Context().Request(a.deps.Rooms, &room.Members{Room: req.Room, Ref: req.ID})
-	case "":
-		a.fail(c, req.ID, protocol.CodeBadRequest, "missing op")
-	default:
-		a.fail(c, req.ID, protocol.CodeUnknownOp, "unknown op "+req.Op)
 	}
 }
 
 func (a *App) join(c *conn.Actor, req *protocol.Request) {
-	switch {
-	case !protocol.ValidName(req.Room, protocol.MaxRoomName):
-		a.fail(c, req.ID, protocol.CodeBadRequest, badRoom)
-		return
-	case len(req.Name) > maxName || len(req.Avatar) > maxAvatar:
-		a.fail(c, req.ID, protocol.CodeBadRequest, "name is at most 64 bytes, avatar 512")
-		return
-	}
 	if _, in := a.rooms[req.Room]; !in && len(a.rooms) >= a.deps.MaxRooms {
 		a.fail(c, req.ID, protocol.CodeTooManyRooms, "already in the most rooms a connection may join")
 		return
@@ -141,10 +119,6 @@ func (a *App) send(c *conn.Actor, req *protocol.Request) {
 	if !a.checkRoom(c, req) {
 		return
 	}
-	if req.Data == nil {
-		a.fail(c, req.ID, protocol.CodeBadRequest, "send needs data")
-		return
-	}
 	pid := a.rooms[req.Room]
 	if pid == nil {
 		a.fail(c, req.ID, protocol.CodeNotInRoom, "the join of "+req.Room+" is not done yet")
@@ -155,10 +129,6 @@ func (a *App) send(c *conn.Actor, req *protocol.Request) {
 }
 
 func (a *App) whisper(c *conn.Actor, req *protocol.Request) {
-	if req.To == "" || req.Data == nil {
-		a.fail(c, req.ID, protocol.CodeBadRequest, "whisper needs to and data")
-		return
-	}
 	name := a.name
 	if name == "" {
 		name = c.ID()
@@ -171,7 +141,7 @@ func (a *App) whisper(c *conn.Actor, req *protocol.Request) {
 		a.ok(c, req.ID)
 		return
 	}
-	if cluster.NodeOf(req.To) == c.Node() { // ours, and gone
+	if protocol.NodeOf(req.To) == c.Node() { // ours, and gone
 		a.fail(c, req.ID, protocol.CodeNotFound, "no connection "+req.To)
 		return
 	}
@@ -255,5 +225,3 @@ func (a *App) ok(c *conn.Actor, id json.RawMessage) {
 func (a *App) fail(c *conn.Actor, id json.RawMessage, code, message string) {
 	c.Send(protocol.Encode(&protocol.Reply{Op: "error", ID: id, Code: code, Message: message}))
 }
-
-const badRoom = "room must be 1 to 64 printable characters without spaces, '.', '*' or '>'"

@@ -50,6 +50,9 @@ type (
 	Nodes struct{}
 	// Reconnected is posted by the NATS reconnect handler.
 	Reconnected struct{}
+	// Replaced says that NATS closed the connection for good and the bus
+	// has a new one: every subscription is made again on it.
+	Replaced struct{}
 
 	clusterMsg struct{ m *nats.Msg }
 	tick       struct{}
@@ -119,6 +122,13 @@ func (b *Bridge) Receive(ctx actor.Context) {
 			Msg("nats outage over: resubscribed; rooms resync")
 		b.heartbeat()
 		b.resyncRooms(ctx)
+	case *Replaced:
+		gap, _, lost := b.o.Bus.reconnected()
+		b.subscribeAll()
+		b.log.Warn().Str("gap", gap.Round(time.Millisecond).String()).Int("lost", lost).
+			Int("rooms", len(b.rooms)).Int("users", len(b.users)).Msg("new nats connection: subscribed again; rooms resync")
+		b.heartbeat()
+		b.resyncRooms(ctx)
 	case *Nodes:
 		ctx.Respond(b.view())
 	case *actor.Stopping:
@@ -128,10 +138,19 @@ func (b *Bridge) Receive(ctx actor.Context) {
 
 func (b *Bridge) started(ctx actor.Context) {
 	b.system, b.self, b.start = ctx.ActorSystem(), ctx.Self(), time.Now()
+	b.subscribeFixed()
+	b.heartbeat()
+	system, self := b.system, b.self
+	b.timer = time.AfterFunc(b.o.HeartbeatInterval, func() { system.Root.Send(self, &tick{}) })
+}
+
+// subscribeFixed subscribes to the node's own subjects: its node subject,
+// the broadcast and the cluster subject.
+func (b *Bridge) subscribeFixed() {
 	bus, system, self := b.o.Bus, b.system, b.self
-	nc := bus.Conn()
+	b.fixed = b.fixed[:0]
 	subscribe := func(subject string, h nats.MsgHandler) {
-		sub, err := nc.Subscribe(subject, Safe(b.log, h))
+		sub, err := bus.Conn().Subscribe(subject, Safe(b.log, h))
 		if err != nil {
 			b.log.Error().Err(err).Str("subject", subject).Msg("subscribe failed")
 			return
@@ -145,8 +164,25 @@ func (b *Bridge) started(ctx actor.Context) {
 		b.o.Registry.Each(func(_ string, e *conn.Entry) { system.Root.Send(e.PID, d) })
 	})
 	subscribe(bus.Subjects.Cluster(), func(m *nats.Msg) { system.Root.Send(self, &clusterMsg{m: m}) })
-	b.heartbeat()
-	b.timer = time.AfterFunc(b.o.HeartbeatInterval, func() { system.Root.Send(self, &tick{}) })
+}
+
+// subscribeAll makes every subscription again on the bus's connection:
+// the node's own, each room's and each user's.
+func (b *Bridge) subscribeAll() {
+	b.subscribeFixed()
+	for name, rs := range b.rooms {
+		sub, err := b.roomSubscription(name, rs.pid)
+		if err != nil {
+			b.log.Error().Err(err).Str("room", name).Msg("room subscribe failed")
+			delete(b.rooms, name)
+			continue
+		}
+		rs.sub = sub
+	}
+	for user := range b.users {
+		delete(b.users, user)
+		b.watchUser(user)
+	}
 }
 
 // subscribeRoom routes a room's subject straight to the room actor (no
@@ -155,8 +191,18 @@ func (b *Bridge) subscribeRoom(ctx actor.Context, m *room.Subscribe) {
 	if old, ok := b.rooms[m.Room]; ok { // a previous actor of the room, stopping
 		_ = old.sub.Unsubscribe()
 	}
-	system, pid, metrics, log := b.system, m.PID, b.o.Bus.metrics, b.log
-	sub, err := b.o.Bus.Conn().Subscribe(b.o.Bus.Subjects.Room(m.Room), Safe(log, func(msg *nats.Msg) {
+	sub, err := b.roomSubscription(m.Room, m.PID)
+	if err != nil {
+		b.log.Error().Err(err).Str("room", m.Room).Msg("room subscribe failed")
+		return
+	}
+	b.rooms[m.Room] = &roomSub{pid: m.PID, sub: sub}
+	ctx.Send(m.PID, &room.Subscribed{})
+}
+
+func (b *Bridge) roomSubscription(name string, pid *actor.PID) (*nats.Subscription, error) {
+	system, metrics, log := b.system, b.o.Bus.metrics, b.log
+	return b.o.Bus.Conn().Subscribe(b.o.Bus.Subjects.Room(name), Safe(log, func(msg *nats.Msg) {
 		ev, err := decodeRoom(msg)
 		if err != nil {
 			log.Warn().Err(err).Str("subject", msg.Subject).Msg("bad room event")
@@ -165,12 +211,6 @@ func (b *Bridge) subscribeRoom(ctx actor.Context, m *room.Subscribe) {
 		metrics.NATSIn.WithLabelValues(ev.Kind).Inc()
 		system.Root.Send(pid, ev)
 	}))
-	if err != nil {
-		b.log.Error().Err(err).Str("room", m.Room).Msg("room subscribe failed")
-		return
-	}
-	b.rooms[m.Room] = &roomSub{pid: pid, sub: sub}
-	ctx.Send(pid, &room.Subscribed{})
 }
 
 func (b *Bridge) watchUser(user string) {
@@ -226,7 +266,7 @@ func (b *Bridge) nodeRequest(m *nats.Msg) {
 		b.system.Root.Send(e.PID, &conn.Close{Reason: conn.ReasonKicked})
 		reply(nil, "")
 	case KindBind:
-		if user := m.Header.Get(HeaderUser); !protocol.ValidName(user, protocol.MaxUserID) {
+		if protocol.CheckUser(m.Header.Get(HeaderUser)) != nil {
 			reply(nil, protocol.CodeBadRequest)
 			return
 		}

@@ -25,7 +25,7 @@ import (
 type Bus struct {
 	Node     string
 	Subjects Subjects
-	nc       *nats.Conn
+	nc       atomic.Pointer[nats.Conn] // replaced when NATS closed a connection for good
 	metrics  *transport.Metrics
 
 	gathers  chan struct{} // one slot per gather in flight
@@ -55,11 +55,12 @@ const maxGathers = 32
 // again later.
 var ErrBusy = errors.New("too many cluster-wide requests in flight")
 
-// Attach gives the bus its connection.
-func (b *Bus) Attach(nc *nats.Conn) { b.nc = nc }
+// Attach gives the bus its connection, or a new one after NATS closed
+// the old one for good (the bridge then subscribes again).
+func (b *Bus) Attach(nc *nats.Conn) { b.nc.Store(nc) }
 
 // Conn is the NATS connection.
-func (b *Bus) Conn() *nats.Conn { return b.nc }
+func (b *Bus) Conn() *nats.Conn { return b.nc.Load() }
 
 // Msg builds a message from this node with a kind and body.
 func (b *Bus) Msg(subject, kind string, body []byte) *nats.Msg {
@@ -75,7 +76,10 @@ func (b *Bus) Msg(subject, kind string, body []byte) *nats.Msg {
 // as buffered, and any that fail as lost. The error is for callers that
 // answer someone (the admin API); actors go on either way.
 func (b *Bus) Publish(m *nats.Msg) error {
-	err := b.nc.PublishMsg(m)
+	err := checkSubject(m.Subject)
+	if err == nil {
+		err = b.Conn().PublishMsg(m)
+	}
 	kind := m.Header.Get(HeaderKind)
 	b.mu.Lock()
 	away := !b.outageStart.IsZero()
@@ -144,12 +148,16 @@ func (b *Bus) Request(ctx context.Context, m *nats.Msg) ([]byte, error) {
 	default:
 		return nil, ErrBusy
 	}
-	if !b.nc.IsConnected() {
+	if err := checkSubject(m.Subject); err != nil {
+		return nil, err
+	}
+	nc := b.Conn()
+	if !nc.IsConnected() {
 		return nil, ErrUnavailable // nats.go would buffer the request and wait
 	}
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	reply, err := b.nc.RequestMsgWithContext(ctx, m)
+	reply, err := nc.RequestMsgWithContext(ctx, m)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return nil, ErrNoNode
@@ -170,7 +178,7 @@ func (e *ReplyError) Error() string { return e.Code }
 // Deliver asks the node owning connection id to send it body as one
 // message. It returns nil once that node has queued it.
 func (b *Bus) Deliver(ctx context.Context, id string, body []byte) error {
-	m := b.Msg(b.Subjects.Node(NodeOf(id)), KindDeliver, body)
+	m := b.Msg(b.Subjects.Node(protocol.NodeOf(id)), KindDeliver, body)
 	m.Header.Set(HeaderConn, id)
 	_, err := b.Request(ctx, m)
 	return err
@@ -193,11 +201,15 @@ func (b *Bus) gather(ctx context.Context, m *nats.Msg, want int, window time.Dur
 	default:
 		return nil, ErrBusy
 	}
+	if err := checkSubject(m.Subject); err != nil {
+		return nil, err
+	}
 	var mu sync.Mutex
 	var out [][]byte
 	enough := make(chan struct{})
-	m.Reply = b.nc.NewRespInbox()
-	sub, err := b.nc.Subscribe(m.Reply, func(r *nats.Msg) {
+	nc := b.Conn()
+	m.Reply = nc.NewRespInbox()
+	sub, err := nc.Subscribe(m.Reply, func(r *nats.Msg) {
 		mu.Lock()
 		defer mu.Unlock()
 		out = append(out, r.Data)
@@ -209,7 +221,7 @@ func (b *Bus) gather(ctx context.Context, m *nats.Msg, want int, window time.Dur
 		return nil, err
 	}
 	defer sub.Unsubscribe()
-	if err := b.nc.PublishMsg(m); err != nil {
+	if err := nc.PublishMsg(m); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, window)

@@ -26,7 +26,9 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
@@ -82,14 +84,30 @@ func (s Subjects) Events(listener string) string { return s.Prefix + ".events." 
 // API is the subject of one admin API operation.
 func (s Subjects) API(op string) string { return s.Prefix + ".api." + op }
 
-// NodeOf returns the node id in a connection id ("<node id>.<seq>").
-func NodeOf(connID string) string {
-	for i := len(connID) - 1; i >= 0; i-- {
-		if connID[i] == '.' {
-			return connID[:i]
+// maxSubject bounds the subjects the bus sends on, far below the NATS
+// server's 4 KiB control line: a longer line makes the server answer
+// "maximum control line exceeded", on which nats.go closes the
+// connection for good.
+const maxSubject = 512
+
+// ErrBadSubject refuses a subject NATS would refuse. Every input that
+// becomes part of a subject is checked before use (protocol.CheckRoom and
+// the rest), so this is the last line, not the check.
+var ErrBadSubject = errors.New("not a subject tether publishes on")
+
+// checkSubject returns ErrBadSubject for a subject that is too long, has
+// an empty token, whitespace or control bytes, or a wildcard ('*' or '>'
+// in a publication closes nats.go's connection too).
+func checkSubject(s string) error {
+	if s == "" || len(s) > maxSubject || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return fmt.Errorf("%w: %.80q", ErrBadSubject, s)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f || c == '*' || c == '>' {
+			return fmt.Errorf("%w: %.80q", ErrBadSubject, s)
 		}
 	}
-	return ""
+	return nil
 }
 
 // Safe wraps a NATS handler so that a panic (a worker publishing garbage

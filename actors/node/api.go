@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
@@ -80,6 +81,7 @@ type Status struct {
 	PID          int              `json:"pid"`
 	Started      time.Time        `json:"started"`
 	NATS         string           `json:"nats"`
+	NATSState    string           `json:"nats_state"` // connected, reconnecting, closed, ...
 	EmbeddedNATS bool             `json:"embedded_nats"`
 	HTTP         string           `json:"http,omitempty"`
 	Listeners    []ListenerStatus `json:"listeners"`
@@ -112,7 +114,7 @@ type RoomInfo struct {
 func (n *Node) Status() Status {
 	st := Status{
 		Node: n.id, Name: n.Config().Node.Name, Version: n.version, PID: pid,
-		Started: n.started, NATS: n.NATSURL(), EmbeddedNATS: n.ns != nil,
+		Started: n.started, NATS: n.NATSURL(), NATSState: n.NATSState(), EmbeddedNATS: n.ns != nil,
 		Listeners: []ListenerStatus{},
 	}
 	if a := n.HTTPAddr(); a != nil {
@@ -124,6 +126,30 @@ func (n *Node) Status() Status {
 		}
 	}
 	return st
+}
+
+// Readiness is what /readyz says: whether a load balancer should send
+// clients to this node.
+type Readiness struct {
+	Ready     bool   `json:"ready"`
+	Node      string `json:"node"`
+	NATS      string `json:"nats"`      // the NATS connection's state; ready needs connected
+	Listeners int    `json:"listeners"` // listeners accepting; ready needs all of them
+	Stopping  bool   `json:"stopping,omitempty"`
+}
+
+// Readiness says whether the node serves: every listener accepts, NATS is
+// connected (without it the node is cut off from the cluster), and it is
+// not shutting down. /healthz only says the process answers.
+func (n *Node) Readiness() Readiness {
+	r := Readiness{Node: n.id, NATS: n.NATSState(), Stopping: n.stopping.Load()}
+	for _, b := range n.listeners {
+		if b.addr != nil && b.pid != nil {
+			r.Listeners++
+		}
+	}
+	r.Ready = !r.Stopping && r.NATS == "connected" && r.Listeners == len(n.listeners)
+	return r
 }
 
 // apiTimeout bounds one operation.
@@ -145,15 +171,15 @@ func (n *Node) Call(ctx context.Context, op string, req *APIRequest) (any, error
 			n.system.Root.Send(e.PID, &conn.Close{Reason: conn.ReasonKicked})
 		})
 	case "bind":
-		if !protocol.ValidName(req.User, protocol.MaxUserID) {
-			return nil, badRequest(badUser)
+		if err := protocol.CheckUser(req.User); err != nil {
+			return nil, badRequest("%v", err)
 		}
 		return n.onConn(ctx, req, cluster.KindBind, func(*conn.Entry) { n.registry.Bind(req.Conn, req.User) })
 	case "info":
 		return n.info(ctx, req.Conn)
 	case "members":
-		if !protocol.ValidName(req.Room, protocol.MaxRoomName) {
-			return nil, badRequest(badRoom)
+		if err := protocol.CheckRoom(req.Room); err != nil {
+			return nil, badRequest("%v", err)
 		}
 		res, err := n.system.Root.RequestFuture(n.rooms, &room.Members{Room: req.Room}, apiTimeout).Result()
 		if err != nil {
@@ -185,26 +211,33 @@ func (n *Node) push(ctx context.Context, req *APIRequest) (any, error) {
 	if req.Data == nil {
 		return nil, badRequest("push needs data")
 	}
+	if !utf8.Valid(req.Data) {
+		// A browser drops a WebSocket whose text frame is not UTF-8.
+		return nil, badRequest("data is not valid UTF-8")
+	}
 	payload := protocol.Encode(&protocol.Message{Op: "message", Room: req.Room, Data: req.Data, Time: time.Now().UTC()})
 	d := &conn.Deliver{Payload: payload}
 	switch {
 	case req.Conn != "":
+		if err := protocol.CheckConn(req.Conn); err != nil {
+			return nil, badRequest("%v", err)
+		}
 		if e := n.registry.Get(req.Conn); e != nil {
 			n.system.Root.Send(e.PID, d)
 			return ok, nil
 		}
 		return ok, n.remote(n.bus.Deliver(ctx, req.Conn, payload))
 	case req.User != "":
-		if !protocol.ValidName(req.User, protocol.MaxUserID) {
-			return nil, badRequest(badUser)
+		if err := protocol.CheckUser(req.User); err != nil {
+			return nil, badRequest("%v", err)
 		}
 		for _, e := range n.registry.User(req.User) {
 			n.system.Root.Send(e.PID, d)
 		}
 		return ok, n.published(n.bus.Publish(n.bus.Msg(n.bus.Subjects.User(req.User), cluster.KindDeliver, payload)))
 	case req.Room != "":
-		if !protocol.ValidName(req.Room, protocol.MaxRoomName) {
-			return nil, badRequest(badRoom)
+		if err := protocol.CheckRoom(req.Room); err != nil {
+			return nil, badRequest("%v", err)
 		}
 		n.system.Root.Send(n.rooms, &room.Push{Room: req.Room, Payload: payload})
 		return ok, n.published(n.bus.PublishRoom(req.Room, &room.Remote{Kind: room.KindMessage, Body: payload}))
@@ -228,14 +261,14 @@ var ok = map[string]bool{"ok": true}
 
 // onConn runs local on a connection of this node, or asks its node.
 func (n *Node) onConn(ctx context.Context, req *APIRequest, kind string, local func(*conn.Entry)) (any, error) {
-	if req.Conn == "" {
-		return nil, badRequest("needs conn")
+	if err := protocol.CheckConn(req.Conn); err != nil {
+		return nil, badRequest("%v", err)
 	}
 	if e := n.registry.Get(req.Conn); e != nil {
 		local(e)
 		return ok, nil
 	}
-	m := n.bus.Msg(n.bus.Subjects.Node(cluster.NodeOf(req.Conn)), kind, nil)
+	m := n.bus.Msg(n.bus.Subjects.Node(protocol.NodeOf(req.Conn)), kind, nil)
 	m.Header.Set(cluster.HeaderConn, req.Conn)
 	m.Header.Set(cluster.HeaderUser, req.User)
 	_, err := n.bus.Request(ctx, m)
@@ -243,16 +276,16 @@ func (n *Node) onConn(ctx context.Context, req *APIRequest, kind string, local f
 }
 
 func (n *Node) info(ctx context.Context, id string) (any, error) {
-	if id == "" {
-		return nil, badRequest("info needs conn")
+	if err := protocol.CheckConn(id); err != nil {
+		return nil, badRequest("%v", err)
 	}
-	if cluster.NodeOf(id) == n.id {
+	if protocol.NodeOf(id) == n.id {
 		if info, found := n.ConnInfo(id); found {
 			return info, nil
 		}
 		return nil, &APIError{Code: protocol.CodeNotFound, Message: "no connection " + id}
 	}
-	m := n.bus.Msg(n.bus.Subjects.Node(cluster.NodeOf(id)), cluster.KindInfo, nil)
+	m := n.bus.Msg(n.bus.Subjects.Node(protocol.NodeOf(id)), cluster.KindInfo, nil)
 	m.Header.Set(cluster.HeaderConn, id)
 	body, err := n.bus.Request(ctx, m)
 	if err != nil {
@@ -379,12 +412,6 @@ func (n *Node) statsOfCluster(ctx context.Context) (any, error) {
 	return out, nil
 }
 
-// Messages for names that cannot be NATS subject tokens.
-const (
-	badUser = "user must be 1 to 128 printable characters without spaces, '.', '*' or '>'"
-	badRoom = "room must be 1 to 64 printable characters without spaces, '.', '*' or '>'"
-)
-
 // infoTimeout bounds asking a connection actor for its info.
 const infoTimeout = 2 * time.Second
 
@@ -405,10 +432,10 @@ func (n *Node) ConnInfo(id string) (*conn.Info, bool) {
 // each request.
 const apiQueue = "tether-api"
 
-// serveNATSAPI answers <prefix>.api.<op>.
-func (n *Node) serveNATSAPI() (*nats.Subscription, error) {
+// serveNATSAPI answers <prefix>.api.<op> on the bus's connection.
+func (n *Node) serveNATSAPI() error {
 	prefix := n.Config().NATS.SubjectPrefix + ".api."
-	return n.nc.QueueSubscribe(prefix+"*", apiQueue, cluster.Safe(n.log, func(m *nats.Msg) {
+	sub, err := n.bus.Conn().QueueSubscribe(prefix+"*", apiQueue, cluster.Safe(n.log, func(m *nats.Msg) {
 		op := strings.TrimPrefix(m.Subject, prefix)
 		req := &APIRequest{}
 		var res any
@@ -423,6 +450,11 @@ func (n *Node) serveNATSAPI() (*nats.Subscription, error) {
 			n.log.Warn().Err(rerr).Str("subject", m.Subject).Msg("api reply failed")
 		}
 	}))
+	if err != nil {
+		return err
+	}
+	n.apiSub.Store(sub)
+	return nil
 }
 
 // answer is the JSON of a result or an error.
@@ -474,6 +506,14 @@ func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": n.id})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		r := n.Readiness()
+		code := http.StatusOK
+		if !r.Ready {
+			code = http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, r)
 	})
 	mux.Handle("GET /metrics", n.metrics.Handler())
 	mux.Handle("/api/", transport.RequireToken(n.Config().HTTP.Token, api))

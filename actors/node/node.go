@@ -56,11 +56,11 @@ type Node struct {
 	cfg *config.Config
 
 	ns        *server.Server // the embedded server, nil with an external URL
-	nc        *nats.Conn
+	natsURL   string
 	system    *actor.ActorSystem
 	root      *actor.PID // the node actor, root of the supervision tree
 	admin     *transport.HTTPServer
-	apiSub    *nats.Subscription
+	apiSub    atomic.Pointer[nats.Subscription]
 	metrics   *transport.Metrics
 	registry  *conn.Registry
 	seq       atomic.Uint64 // connection ids: node id + "." + seq
@@ -70,6 +70,7 @@ type Node struct {
 	bridge    atomic.Pointer[actor.PID] // read by the NATS reconnect handler
 	rooms     *actor.PID
 
+	stopping atomic.Bool // set once Shutdown starts: NATS closing is ours then
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -93,27 +94,21 @@ func Start(opts Options) (_ *Node, err error) {
 		}
 	}()
 
-	url := cfg.NATS.URL
-	if url == "" {
+	n.natsURL = cfg.NATS.URL
+	if n.natsURL == "" {
 		if n.ns, err = transport.StartEmbeddedNATS(cfg.NATS.Embedded, n.log); err != nil {
 			return nil, err
 		}
-		url = n.ns.ClientURL()
-		n.log.Info().Str("url", url).Msg("embedded nats listening")
+		n.natsURL = n.ns.ClientURL()
+		n.log.Info().Str("url", n.natsURL).Msg("embedded nats listening")
 	}
 	n.metrics = transport.NewMetrics()
 	n.bus = cluster.NewBus(n.id, cfg.NATS.SubjectPrefix, n.metrics)
-	if n.nc, err = transport.ConnectNATS(url, "tether "+n.id, cfg.NATS, n.log, transport.NATSEvents{
-		Disconnected: n.bus.Disconnected,
-		Reconnected: func() {
-			if pid := n.bridge.Load(); pid != nil {
-				n.system.Root.Send(pid, &cluster.Reconnected{})
-			}
-		},
-	}); err != nil {
+	nc, err := n.connectNATS()
+	if err != nil {
 		return nil, err
 	}
-	n.bus.Attach(n.nc)
+	n.bus.Attach(nc)
 
 	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(zerolog.NewSlogHandler(n.log.With().Str("component", "actor").Logger()))
@@ -151,7 +146,7 @@ func Start(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 
-	if n.apiSub, err = n.serveNATSAPI(); err != nil {
+	if err := n.serveNATSAPI(); err != nil {
 		return nil, err
 	}
 	if cfg.HTTP.Address != "" {
@@ -168,7 +163,61 @@ func Start(opts Options) (_ *Node, err error) {
 func (n *Node) ID() string { return n.id }
 
 // NATSURL is the client URL of the NATS the node uses.
-func (n *Node) NATSURL() string { return n.nc.ConnectedUrl() }
+func (n *Node) NATSURL() string { return n.bus.Conn().ConnectedUrl() }
+
+// connectNATS makes the node's connection to NATS. nats.go reconnects it
+// by itself through outages; where it gives up for good, natsClosed
+// makes a new one.
+func (n *Node) connectNATS() (*nats.Conn, error) {
+	return transport.ConnectNATS(n.natsURL, "tether "+n.id, n.Config().NATS, n.log, transport.NATSEvents{
+		Disconnected: n.bus.Disconnected,
+		Reconnected: func() {
+			if pid := n.bridge.Load(); pid != nil {
+				n.system.Root.Send(pid, &cluster.Reconnected{})
+			}
+		},
+		Closed: n.natsClosed,
+	})
+}
+
+// natsClosed runs when NATS closed the node's connection for good. The
+// node never runs without NATS while it serves: it connects again, with
+// the reconnect wait between attempts, and every subscription is made
+// again on the new connection (the bridge's, and the admin API's).
+func (n *Node) natsClosed(err error) {
+	if n.stopping.Load() {
+		return
+	}
+	n.bus.Disconnected(err)
+	n.log.Error().Err(err).Msg("nats closed the connection for good; connecting again")
+	cluster.Go(func() {
+		wait := max(n.Config().NATS.ReconnectWait.D(), 10*time.Millisecond)
+		for !n.stopping.Load() {
+			nc, err := n.connectNATS()
+			if err != nil {
+				n.log.Warn().Err(err).Str("retry_in", wait.String()).Msg("nats connect failed")
+				time.Sleep(wait)
+				continue
+			}
+			if n.stopping.Load() {
+				nc.Close()
+				return
+			}
+			n.bus.Attach(nc)
+			if err := n.serveNATSAPI(); err != nil {
+				n.log.Error().Err(err).Msg("admin api subscribe failed")
+			}
+			n.system.Root.Send(n.bridge.Load(), &cluster.Replaced{})
+			return
+		}
+	}, func(v any) { n.log.Error().Str("panic", fmt.Sprint(v)).Msg("nats connect loop panicked") })
+}
+
+// NATSState is the state of the node's NATS connection: connected,
+// reconnecting, closed, ...
+func (n *Node) NATSState() string {
+	return strings.ToLower(n.bus.Conn().Status().String())
+}
 
 // HTTPAddr is the admin server's address, or nil when it is off.
 func (n *Node) HTTPAddr() net.Addr {
@@ -201,6 +250,7 @@ func (n *Node) Reload(cfg *config.Config) {
 // tells clients and drains), then NATS. It returns when all of it is
 // down or ctx ends. Calling it again returns the first call's result.
 func (n *Node) Shutdown(ctx context.Context) error {
+	n.stopping.Store(true)
 	n.stopOnce.Do(func() {
 		n.log.Info().Msg("shutting down")
 		n.stopErr = n.stop(ctx)
@@ -255,15 +305,17 @@ func (n *Node) stop(ctx context.Context) error {
 	if n.system != nil {
 		n.system.Shutdown()
 	}
-	if n.apiSub != nil {
-		errs = append(errs, n.apiSub.Unsubscribe())
+	if sub := n.apiSub.Load(); sub != nil {
+		if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			errs = append(errs, err)
+		}
 	}
-	if n.nc != nil {
+	if nc := n.bus.Conn(); nc != nil {
 		// Drain flushes what the node published last (leaves, goodbye)
 		// before closing.
 		closed := make(chan struct{})
-		n.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
-		if err := n.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+		if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			errs = append(errs, err)
 		} else if err == nil {
 			select {

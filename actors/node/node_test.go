@@ -133,3 +133,84 @@ func TestAdminAPIRequiresToken(t *testing.T) {
 		t.Errorf("healthz with token set: %s", resp.Status)
 	}
 }
+
+// TestNATSClosedForGoodConnectsAgain: whatever ends the node's NATS
+// connection for good (here its own Close, the way nats.go closes it on a
+// server error it does not reconnect from), the node connects again and
+// subscribes again: /readyz turns back to 200, the other node's gathers
+// hear it, and its admin API answers on NATS.
+func TestNATSClosedForGoodConnectsAgain(t *testing.T) {
+	cfg := testConfig()
+	cfg.Cluster.HeartbeatInterval = config.Duration(100 * time.Millisecond)
+	cfg.Cluster.DeadAfter = config.Duration(time.Second)
+	cfg.NATS.ReconnectWait = config.Duration(50 * time.Millisecond)
+	a := startNode(t, cfg)
+	cfgB := testConfig()
+	cfgB.Node.Name = "b"
+	cfgB.NATS.URL = a.NATSURL()
+	cfgB.Cluster = cfg.Cluster
+	b := startNode(t, cfgB)
+
+	statsOf := func(n *Node) (int, error) {
+		res, err := n.Call(context.Background(), "stats", &APIRequest{})
+		if err != nil {
+			return 0, err
+		}
+		return len(res.([]Stats)), nil
+	}
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if got, err := statsOf(b); got != 2 {
+			return fmt.Errorf("b's stats cover %d nodes (%v)", got, err)
+		}
+		return nil
+	})
+
+	old := a.bus.Conn()
+	old.Close()
+	if !old.IsClosed() {
+		t.Fatal("the connection is not closed")
+	}
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if a.bus.Conn() == old {
+			return fmt.Errorf("still the closed connection")
+		}
+		if r := a.Readiness(); !r.Ready {
+			return fmt.Errorf("not ready: %+v", r)
+		}
+		if got, err := statsOf(b); got != 2 {
+			return fmt.Errorf("b's stats cover %d nodes (%v)", got, err)
+		}
+		if got, err := statsOf(a); got != 2 {
+			return fmt.Errorf("a's stats cover %d nodes (%v)", got, err)
+		}
+		return nil
+	})
+	resp, err := http.Get(fmt.Sprintf("http://%s/readyz", a.HTTPAddr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("readyz after the new connection: %s", resp.Status)
+	}
+	// The admin API answers on the new connection: ask a's own subject
+	// family through b's NATS server until a's node id answers.
+	nc, err := nats.Connect(a.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		var st Status
+		for range 10 { // the queue group spreads requests over a and b
+			msg, err := nc.Request("tether.api.status", nil, time.Second)
+			if err != nil {
+				return err
+			}
+			if json.Unmarshal(msg.Data, &st) == nil && st.Node == a.ID() && st.NATSState == "connected" {
+				return nil
+			}
+		}
+		return fmt.Errorf("a does not answer the admin API on NATS")
+	})
+}

@@ -6,9 +6,7 @@ package protocol
 
 import (
 	"encoding/json"
-	"strings"
 	"time"
-	"unicode"
 )
 
 // Request is one client message. Fields an op does not use are ignored.
@@ -55,6 +53,7 @@ const (
 	CodeTooManyRooms = "too_many_rooms" // rooms.max_per_connection reached
 	CodeNotFound     = "not_found"      // whisper to a connection that does not exist
 	CodeUnavailable  = "unavailable"    // the cluster could not be asked (NATS away)
+	CodeBusy         = "busy"           // too many of the connection's requests are in flight; retry later
 )
 
 // Member is one member of a room.
@@ -129,27 +128,6 @@ type Close struct {
 	Op     string `json:"op"` // "close"
 	Reason string `json:"reason"`
 }
-
-// ValidName says whether s may name a room (at most 64 bytes) or a user
-// (at most 128): names become NATS subject tokens in a cluster, so no
-// spaces, control characters, '.', '*' or '>'.
-func ValidName(s string, max int) bool {
-	if s == "" || len(s) > max || strings.ContainsAny(s, ".*>") {
-		return false
-	}
-	for _, r := range s {
-		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
-			return false
-		}
-	}
-	return true
-}
-
-// Name limits.
-const (
-	MaxRoomName = 64
-	MaxUserID   = 128
-)
 
 // Encode marshals a server message. The types above cannot fail to
 // marshal: their data fields are json.RawMessage that was valid when

@@ -86,7 +86,7 @@ func statusCmd() *cobra.Command {
 				return nil
 			}
 			fmt.Fprintf(out, "running (pid %d) node %s version %s since %s\n", pid, st.Node, st.Version, st.Started.Format(time.RFC3339))
-			fmt.Fprintf(out, "  nats  %s (embedded: %v)\n", st.NATS, st.EmbeddedNATS)
+			fmt.Fprintf(out, "  nats  %s %s (embedded: %v)\n", st.NATS, st.NATSState, st.EmbeddedNATS)
 			fmt.Fprintf(out, "  http  %s\n", st.HTTP)
 			for _, l := range st.Listeners {
 				fmt.Fprintf(out, "  %-9s %-5s %s\n", l.Protocol, l.Name, l.Address)
