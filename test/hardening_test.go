@@ -2,12 +2,19 @@ package test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
+	"github.com/nats-io/nats.go"
+
+	"tether/actors/cluster"
 	"tether/client"
+	"tether/config"
+	"tether/framing"
 	"tether/test/check"
 )
 
@@ -64,4 +71,140 @@ func TestSubjectInputsCannotCutNodeOffNATS(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// readFrame reads the next data frame the server sends a raw WebSocket
+// client, and says whether it was text.
+func (c *rawWS) readFrame(timeout time.Duration) (text bool, payload []byte, err error) {
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		h, err := ws.ReadHeader(c.r)
+		if err != nil {
+			return false, nil, err
+		}
+		payload := make([]byte, h.Length)
+		if _, err := io.ReadFull(c.r, payload); err != nil {
+			return false, nil, err
+		}
+		switch h.OpCode {
+		case ws.OpText, ws.OpBinary:
+			return h.OpCode == ws.OpText, payload, nil
+		case ws.OpClose:
+			code, reason := framing.ParseClose(payload)
+			return false, nil, fmt.Errorf("closed: %d %s", code, reason)
+		}
+	}
+}
+
+// TestInvalidUTF8NeverReachesATextFrame: raw invalid UTF-8 in a request
+// (from a TCP client, or in a WebSocket binary frame, which RFC 6455 does
+// not check) is refused with bad_request, in a send, a whisper and an
+// admin push alike, so a browser in the room never gets a text frame it
+// must fail the connection on. A relay worker's push that is not UTF-8
+// reaches a WebSocket client as a binary frame.
+func TestInvalidUTF8NeverReachesATextFrame(t *testing.T) {
+	n := startNode(t, wsListener("127.0.0.1:0"))
+	browser := n.dialWS(t)
+	tcp := n.dial(t, "tcp")
+	join(t, browser, "r", "bea")
+	join(t, tcp, "r", "tom")
+
+	bad := []string{ // raw bytes: \xed\xa0\x80 is a UTF-16 surrogate, \xc3 a cut sequence
+		`{"op":"send","room":"r","data":"` + "\xff\xfe" + `","id":9}`,
+		`{"op":"send","room":"r","data":{"k":"` + "\xc3" + `"},"id":9}`,
+		`{"op":"whisper","to":"` + browser.ID() + `","data":"` + "\xed\xa0\x80" + `","id":9}`,
+		`{"op":"join","room":"r","name":"` + "\xff" + `","id":9}`,
+	}
+	for _, req := range bad {
+		if err := tcp.SendRaw([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := tcp.Expect("error", 5*time.Second)
+		if err != nil || ev.Code != "bad_request" || string(ev.ID) != "9" || !strings.Contains(ev.Message, "UTF-8") {
+			t.Fatalf("%q: %+v %v, want bad_request about UTF-8 with id 9", req, ev, err)
+		}
+	}
+
+	// The same bytes in a WebSocket binary frame.
+	raw, err := dialRawWS(t, n, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := raw.readFrame(5 * time.Second); err != nil { // welcome
+		t.Fatal(err)
+	}
+	if _, err := raw.Write(frame(true, ws.OpBinary, true, []byte(`{"op":"whisper","to":"`+browser.ID()+`","data":"`+"\xff"+`","id":9}`))); err != nil {
+		t.Fatal(err)
+	}
+	text, reply, err := raw.readFrame(5 * time.Second)
+	if err != nil || !text || !strings.Contains(string(reply), `"bad_request"`) {
+		t.Fatalf("binary frame with invalid UTF-8: text %v %s %v", text, reply, err)
+	}
+
+	// The admin API's push.
+	resp, err := http.Post("http://"+n.HTTPAddr().String()+"/api/push", "application/json",
+		strings.NewReader(`{"room":"r","data":"`+"\xff"+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("push of invalid UTF-8: %s, want 400", resp.Status)
+	}
+
+	// The browser is still there and in the room.
+	say(t, tcp, "r", "after")
+	expectMessage(t, browser, "r", tcp.ID(), "after")
+	if err := browser.Ping(); err != nil {
+		t.Fatalf("the WebSocket client was hurt: %v", err)
+	}
+}
+
+// TestRelayPushOfBinaryReachesWebSocketAsBinary: relay clients may speak
+// binary; what a worker pushes that is not UTF-8 goes out in a binary
+// frame, valid UTF-8 in a text frame.
+func TestRelayPushOfBinaryReachesWebSocketAsBinary(t *testing.T) {
+	ns := startNATS(t, -1)
+	n := startNode(t, func(c *config.Config) {
+		c.NATS.URL = ns.ClientURL()
+		wsListener("127.0.0.1:0")(c)
+		c.Listeners[1].App = config.AppRelay
+	})
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	events, err := nc.SubscribeSync("tether.events.ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := dialRawWS(t, n, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect, err := events.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := connect.Header.Get(cluster.HeaderConn)
+	for _, c := range []struct {
+		body []byte
+		text bool
+	}{{[]byte{0xff, 0x00, 0x01}, false}, {[]byte("héllo"), true}} {
+		m := nats.NewMsg("tether.node." + n.ID())
+		m.Header.Set(cluster.HeaderKind, cluster.KindDeliver)
+		m.Header.Set(cluster.HeaderConn, id)
+		m.Data = c.body
+		if _, err := nc.RequestMsg(m, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		text, payload, err := raw.readFrame(5 * time.Second)
+		if err != nil || text != c.text || string(payload) != string(c.body) {
+			t.Fatalf("push %q: text %v payload %q %v, want text %v", c.body, text, payload, err, c.text)
+		}
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
@@ -316,10 +317,16 @@ func (a *Actor) badStream(err error) {
 	a.closeWS(reason, framing.CloseCodeFor(err))
 }
 
-// Send queues payload as one message to the client: a text message on
-// WebSocket, a frame of the listener's framing on TCP.
+// Send queues payload as one message to the client: a frame of the
+// listener's framing on TCP; on WebSocket a text message, or a binary one
+// when payload is not UTF-8 (what a relay worker pushes may be anything,
+// and a browser fails the connection on a text frame that is not UTF-8).
 func (a *Actor) Send(payload []byte) {
-	a.enqueue(framing.OpText, payload, false)
+	op := framing.OpText
+	if a.settings.WebSocket && !utf8.Valid(payload) {
+		op = framing.OpBinary
+	}
+	a.enqueue(op, payload, false)
 }
 
 // bufPool holds outbound buffers. A connection takes one when it has
