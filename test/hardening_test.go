@@ -208,3 +208,78 @@ func TestRelayPushOfBinaryReachesWebSocketAsBinary(t *testing.T) {
 		}
 	}
 }
+
+// TestOneClientCannotStarveClusterRequests: clients flooding members
+// requests for rooms with no member on their node (each a gather that
+// holds a subscription for its window) get busy past their own limit;
+// meanwhile another client's members request crosses the cluster and is
+// answered, and the admin API's cluster-wide listings answer, from slots
+// of their own.
+func TestOneClientCannotStarveClusterRequests(t *testing.T) {
+	ns := startNATS(t, -1)
+	nodes := startCluster(t, ns.ClientURL(), "a", "b")
+	a, b := nodes[0], nodes[1]
+	join(t, b.dial(t, "tcp"), "shared", "bob")
+
+	const attackers = 3
+	stop := make(chan struct{})
+	busy := make(chan int, attackers)
+	for i := range attackers {
+		c := a.dial(t, "tcp")
+		go func() { // answers, read so that the flood is never pushed back
+			n := 0
+			for {
+				ev, err := c.Recv()
+				if err != nil {
+					busy <- n
+					return
+				}
+				if ev.Code == "busy" {
+					n++
+				}
+			}
+		}()
+		go func() {
+			for seq := 0; ; seq++ {
+				select {
+				case <-stop:
+					c.Close()
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+				var burst []byte
+				for j := range 4 { // 800 requests a second from each
+					burst = append(burst, packN(fmt.Sprintf(`{"op":"members","id":1,"room":"nobody-%d-%d-%d"}`, i, seq, j))...)
+				}
+				if _, err := c.Conn().Write(burst); err != nil {
+					return
+				}
+			}
+		}()
+	}
+
+	victim := a.dial(t, "tcp")
+	deadline := time.Now().Add(2 * time.Second)
+	for rounds := 0; time.Now().Before(deadline) || rounds < 3; rounds++ {
+		ev, err := victim.Call(client.Request{Op: "members", Room: "shared"})
+		if err != nil || len(ev.Members) != 1 || ev.Members[0].Name != "bob" {
+			t.Fatalf("round %d: another client's members across the cluster: %+v %v", rounds, ev, err)
+		}
+		var rooms []map[string]any
+		if code := api(t, a, http.MethodGet, "/api/rooms", nil, &rooms); code != http.StatusOK || len(rooms) != 1 {
+			t.Fatalf("round %d: /api/rooms %d %v", rounds, code, rooms)
+		}
+		var stats []map[string]any
+		if code := api(t, a, http.MethodGet, "/api/stats", nil, &stats); code != http.StatusOK || len(stats) != 2 {
+			t.Fatalf("round %d: /api/stats %d %v", rounds, code, stats)
+		}
+	}
+	close(stop)
+	total := 0
+	for range attackers {
+		total += <-busy
+	}
+	if total == 0 {
+		t.Error("the flooding clients never got busy")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"tether/actors/chat"
 	"tether/client"
 	"tether/config"
 	"tether/test/check"
@@ -415,7 +416,8 @@ func TestOnFullDrop(t *testing.T) {
 // TestMembersGathersAreBounded: members of a room with no member on this
 // node asks the cluster, and each such question holds a subscription for
 // its window; a client asking a hundred at once gets every answer, but
-// past the node's limit the answer is unavailable, not more memory.
+// past its limit of questions in flight the answer is busy, not more
+// memory.
 func TestMembersGathersAreBounded(t *testing.T) {
 	n := startNode(t, nil)
 	c := n.dial(t, "tcp")
@@ -427,7 +429,7 @@ func TestMembersGathersAreBounded(t *testing.T) {
 	if _, err := c.Conn().Write(burst); err != nil {
 		t.Fatal(err)
 	}
-	answers, unavailable := 0, 0
+	answers, busy := 0, 0
 	_ = c.Conn().SetReadDeadline(time.Now().Add(10 * time.Second))
 	for answers < asks {
 		ev, err := c.Recv()
@@ -437,15 +439,15 @@ func TestMembersGathersAreBounded(t *testing.T) {
 		switch {
 		case ev.Op == "members" && len(ev.Members) == 0:
 			answers++
-		case ev.Op == "error" && ev.Code == "unavailable":
+		case ev.Op == "error" && ev.Code == "busy":
 			answers++
-			unavailable++
+			busy++
 		default:
 			t.Fatalf("unexpected %+v", ev)
 		}
 	}
-	if unavailable == 0 || unavailable == asks {
-		t.Errorf("%d of %d unavailable: want the first ones answered and the rest refused", unavailable, asks)
+	if busy != asks-chat.MaxInFlight {
+		t.Errorf("%d of %d busy: want the first %d answered and the rest refused", busy, asks, chat.MaxInFlight)
 	}
 }
 

@@ -37,11 +37,19 @@ type whisperDone struct {
 	err error
 }
 
+// MaxInFlight bounds one connection's questions in flight that may
+// cross the cluster (members requests, whispers to other nodes): past it
+// a request gets error busy at once. The node bounds them all together
+// too (cluster.Bus), and without this one client asking fast enough would
+// use up everyone's share.
+const MaxInFlight = 8
+
 // App is the chat application of one connection.
 type App struct {
 	deps         *Deps
 	name, avatar string                // from the latest join; whispers carry them
 	rooms        map[string]*actor.PID // joined rooms; nil while the join is on its way
+	inflight     int                   // members requests and remote whispers not answered yet
 }
 
 // New returns the conn.NewApp of listeners running chat.
@@ -88,8 +96,22 @@ func (a *App) Frame(c *conn.Actor, data []byte) {
 	case "whisper":
 		a.whisper(c, req)
 	case "members":
+		if a.busy(c, req) {
+			return
+		}
+		a.inflight++
 		c.Context().Request(a.deps.Rooms, &room.Members{Room: req.Room, Ref: req.ID})
 	}
+}
+
+// busy answers busy and returns true when the connection has MaxInFlight
+// questions in flight already.
+func (a *App) busy(c *conn.Actor, req *protocol.Request) bool {
+	if a.inflight < MaxInFlight {
+		return false
+	}
+	a.fail(c, req.ID, protocol.CodeBusy, fmt.Sprintf("%d requests in flight already; retry when one is answered", MaxInFlight))
+	return true
 }
 
 func (a *App) join(c *conn.Actor, req *protocol.Request) {
@@ -147,9 +169,13 @@ func (a *App) whisper(c *conn.Actor, req *protocol.Request) {
 	}
 	// Another node's: ask it, on NATS, off this actor; the answer comes
 	// back as a message.
+	if a.busy(c, req) {
+		return
+	}
+	a.inflight++
 	system, self, bus, ref, to := c.Context().ActorSystem(), c.Context().Self(), a.deps.Bus, req.ID, req.To
 	cluster.Go(func() {
-		err := bus.Deliver(context.Background(), to, payload)
+		err := bus.Deliver(context.Background(), cluster.Clients, to, payload)
 		system.Root.Send(self, &whisperDone{ref: ref, to: to, err: err})
 	}, func(v any) { system.Root.Send(self, &whisperDone{ref: ref, to: to, err: fmt.Errorf("panic: %v", v)}) })
 }
@@ -179,12 +205,14 @@ func (a *App) Receive(c *conn.Actor, msg any) {
 		}
 		a.ok(c, m.Ref)
 	case *room.MembersReply:
+		a.inflight--
 		if m.Err != "" {
 			a.fail(c, m.Ref, m.Err, "the cluster could not be asked for the members of "+m.Room)
 			return
 		}
 		c.Send(protocol.Encode(&protocol.Members{Op: "members", ID: m.Ref, Room: m.Room, Members: m.Members}))
 	case *whisperDone:
+		a.inflight--
 		var refused *cluster.ReplyError
 		switch {
 		case m.err == nil:

@@ -28,8 +28,7 @@ type Bus struct {
 	nc       atomic.Pointer[nats.Conn] // replaced when NATS closed a connection for good
 	metrics  *transport.Metrics
 
-	gathers  chan struct{} // one slot per gather in flight
-	requests chan struct{} // one slot per request in flight
+	lanes [2]lane // by Asker: clients cannot use up the admin API's slots
 
 	mu          sync.Mutex
 	outageStart time.Time // zero while connected
@@ -42,14 +41,38 @@ type Bus struct {
 // that the connection's handlers can report to it (Disconnected); Attach
 // gives it the connection, before anyone publishes.
 func NewBus(node string, prefix string, metrics *transport.Metrics) *Bus {
-	return &Bus{Node: node, Subjects: Subjects{Prefix: prefix}, metrics: metrics,
-		gathers: make(chan struct{}, maxGathers), requests: make(chan struct{}, maxRequests)}
+	b := &Bus{Node: node, Subjects: Subjects{Prefix: prefix}, metrics: metrics}
+	b.lanes[Clients] = lane{gathers: make(chan struct{}, maxClientGathers), requests: make(chan struct{}, maxClientRequests)}
+	b.lanes[Admin] = lane{gathers: make(chan struct{}, maxAdminGathers), requests: make(chan struct{}, maxAdminRequests)}
+	return b
 }
 
-// maxGathers bounds the gathers (members of a room with no member here,
-// cluster-wide listings) in flight on a node: each holds a subscription
-// for its window, and clients can ask for members as often as they like.
-const maxGathers = 32
+// Asker says who asks the cluster a question; each has its own slots.
+type Asker int
+
+// Askers.
+const (
+	Clients Asker = iota // the connections' requests (members, whispers)
+	Admin                // the admin API, over HTTP or NATS
+)
+
+// lane bounds one asker's questions in flight: a gather (members of a
+// room with no member here, cluster-wide listings) holds a subscription
+// for its window, a request its payload until answered. The chat
+// application bounds each connection's share of the clients' lane
+// (chat.MaxInFlight).
+type lane struct {
+	gathers  chan struct{} // one slot per gather in flight
+	requests chan struct{} // one slot per request in flight
+}
+
+// The lanes' sizes.
+const (
+	maxClientGathers  = 256
+	maxClientRequests = 1024
+	maxAdminGathers   = 32
+	maxAdminRequests  = 64
+)
 
 // ErrBusy says that too many gathers or requests are in flight; try
 // again later.
@@ -135,16 +158,13 @@ var ErrNoNode = errors.New("the connection's node is not in the cluster")
 // away: whether the connection exists is unknown.
 var ErrUnavailable = errors.New("the cluster did not answer")
 
-// maxRequests bounds the questions to other nodes in flight (whispers
-// above all): each holds its payload until answered.
-const maxRequests = 256
-
 // Request asks one node and returns its reply's body; a reply with a
 // Tether-Reason header is an error with that code.
-func (b *Bus) Request(ctx context.Context, m *nats.Msg) ([]byte, error) {
+func (b *Bus) Request(ctx context.Context, who Asker, m *nats.Msg) ([]byte, error) {
+	slots := b.lanes[who].requests
 	select {
-	case b.requests <- struct{}{}:
-		defer func() { <-b.requests }()
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
 	default:
 		return nil, ErrBusy
 	}
@@ -177,27 +197,28 @@ func (e *ReplyError) Error() string { return e.Code }
 
 // Deliver asks the node owning connection id to send it body as one
 // message. It returns nil once that node has queued it.
-func (b *Bus) Deliver(ctx context.Context, id string, body []byte) error {
+func (b *Bus) Deliver(ctx context.Context, who Asker, id string, body []byte) error {
 	m := b.Msg(b.Subjects.Node(protocol.NodeOf(id)), KindDeliver, body)
 	m.Header.Set(HeaderConn, id)
-	_, err := b.Request(ctx, m)
+	_, err := b.Request(ctx, who, m)
 	return err
 }
 
-// Gather asks every node (on the cluster subject) and collects the
-// replies until want have come or the window closes.
+// Gather asks every node (on the cluster subject) for the admin API and
+// collects the replies until want have come or the window closes.
 func (b *Bus) Gather(ctx context.Context, what string, want int, window time.Duration) ([][]byte, error) {
-	return b.gather(ctx, b.Msg(b.Subjects.Cluster(), KindGather, []byte(what)), want, window)
+	return b.gather(ctx, Admin, b.Msg(b.Subjects.Cluster(), KindGather, []byte(what)), want, window)
 }
 
 // gather publishes m with a fresh inbox for replies and collects their
 // bodies until want have come (0: until the window closes). It uses an
 // asynchronous subscription: SubscribeSync would allocate a channel of
 // 64k slots (512 KiB) per call.
-func (b *Bus) gather(ctx context.Context, m *nats.Msg, want int, window time.Duration) ([][]byte, error) {
+func (b *Bus) gather(ctx context.Context, who Asker, m *nats.Msg, want int, window time.Duration) ([][]byte, error) {
+	slots := b.lanes[who].gathers
 	select {
-	case b.gathers <- struct{}{}:
-		defer func() { <-b.gathers }()
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
 	default:
 		return nil, ErrBusy
 	}
@@ -261,8 +282,12 @@ func (b *Bus) ReplyMembers(reply string, members []protocol.Member) {
 // GatherMembers asks every node with members of a room for them: the
 // answer for a node that has no member itself. Only nodes with members
 // subscribe to the room, so their number is unknown: it waits the window.
-func (b *Bus) GatherMembers(ctx context.Context, name string, window time.Duration) ([]protocol.Member, error) {
-	replies, err := b.gather(ctx, b.Msg(b.Subjects.Room(name), room.KindMembers, nil), 0, window)
+func (b *Bus) GatherMembers(ctx context.Context, admin bool, name string, window time.Duration) ([]protocol.Member, error) {
+	who := Clients
+	if admin {
+		who = Admin
+	}
+	replies, err := b.gather(ctx, who, b.Msg(b.Subjects.Room(name), room.KindMembers, nil), 0, window)
 	if err != nil {
 		return nil, err
 	}

@@ -181,7 +181,7 @@ func (n *Node) Call(ctx context.Context, op string, req *APIRequest) (any, error
 		if err := protocol.CheckRoom(req.Room); err != nil {
 			return nil, badRequest("%v", err)
 		}
-		res, err := n.system.Root.RequestFuture(n.rooms, &room.Members{Room: req.Room}, apiTimeout).Result()
+		res, err := n.system.Root.RequestFuture(n.rooms, &room.Members{Room: req.Room, Admin: true}, apiTimeout).Result()
 		if err != nil {
 			return nil, &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
 		}
@@ -226,7 +226,7 @@ func (n *Node) push(ctx context.Context, req *APIRequest) (any, error) {
 			n.system.Root.Send(e.PID, d)
 			return ok, nil
 		}
-		return ok, n.remote(n.bus.Deliver(ctx, req.Conn, payload))
+		return ok, n.remote(n.bus.Deliver(ctx, cluster.Admin, req.Conn, payload))
 	case req.User != "":
 		if err := protocol.CheckUser(req.User); err != nil {
 			return nil, badRequest("%v", err)
@@ -271,7 +271,7 @@ func (n *Node) onConn(ctx context.Context, req *APIRequest, kind string, local f
 	m := n.bus.Msg(n.bus.Subjects.Node(protocol.NodeOf(req.Conn)), kind, nil)
 	m.Header.Set(cluster.HeaderConn, req.Conn)
 	m.Header.Set(cluster.HeaderUser, req.User)
-	_, err := n.bus.Request(ctx, m)
+	_, err := n.bus.Request(ctx, cluster.Admin, m)
 	return ok, n.remote(err)
 }
 
@@ -287,7 +287,7 @@ func (n *Node) info(ctx context.Context, id string) (any, error) {
 	}
 	m := n.bus.Msg(n.bus.Subjects.Node(protocol.NodeOf(id)), cluster.KindInfo, nil)
 	m.Header.Set(cluster.HeaderConn, id)
-	body, err := n.bus.Request(ctx, m)
+	body, err := n.bus.Request(ctx, cluster.Admin, m)
 	if err != nil {
 		return nil, n.remote(err)
 	}

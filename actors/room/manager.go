@@ -78,7 +78,7 @@ func (m *Manager) Receive(ctx actor.Context) {
 				}
 				system.Root.Send(asker, reply)
 			}()
-			ms, err := cluster.GatherMembers(context.Background(), msg.Room, gatherWindow)
+			ms, err := cluster.GatherMembers(context.Background(), msg.Admin, msg.Room, gatherWindow)
 			if err != nil {
 				reply.Err = protocol.CodeUnavailable
 				return

@@ -51,8 +51,9 @@ type Send struct {
 // Members asks for a room's member list. Send it to the Manager; the
 // answer is MembersReply.
 type Members struct {
-	Room string
-	Ref  json.RawMessage
+	Room  string
+	Ref   json.RawMessage
+	Admin bool // asked by the admin API, not a client
 }
 
 // MembersReply answers Members; Err is a protocol error code or "".

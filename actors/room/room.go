@@ -53,8 +53,9 @@ type Cluster interface {
 	PublishRoom(room string, ev *Remote) error
 	// ReplyMembers answers a members request from a node without members.
 	ReplyMembers(reply string, members []protocol.Member)
-	// GatherMembers asks the nodes with members of a room for them.
-	GatherMembers(ctx context.Context, room string, window time.Duration) ([]protocol.Member, error)
+	// GatherMembers asks the nodes with members of a room for them, for
+	// the admin API or for a client (each has its own limit).
+	GatherMembers(ctx context.Context, admin bool, room string, window time.Duration) ([]protocol.Member, error)
 }
 
 type member struct {
