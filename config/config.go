@@ -47,8 +47,24 @@ type Config struct {
 type Node struct {
 	// Name is the node's stable name. Default: the first label of the host
 	// name. The node id adds a per-boot suffix (name-xxxxxx), so connection
-	// ids of a restarted node never collide with the old ones.
+	// ids of a restarted node never collide with the old ones. At most 64
+	// letters, digits, - and _.
 	Name string `yaml:"name"`
+	// MaxConnections bounds the sockets of all listeners together,
+	// WebSocket handshakes in progress and closing sockets included: one
+	// more is closed at accept (counted as a reject, max_connections).
+	// 0 (the default) derives it from the process's descriptor limit
+	// (RLIMIT_NOFILE) minus DescriptorReserve, so that the admin server,
+	// NATS and files always have descriptors left.
+	MaxConnections int `yaml:"max_connections"`
+	// DescriptorReserve is how many descriptors a derived MaxConnections
+	// leaves for everything but client sockets. Default 256.
+	DescriptorReserve int `yaml:"descriptor_reserve"`
+	// MaxPartialBytes bounds the bytes of unfinished inbound frames all
+	// connections of the node hold together (each at most its listener's
+	// framing.max_frame). Past it, the connections holding the most are
+	// closed with reason memory_limit until the rest fits. Default 64MiB.
+	MaxPartialBytes Size `yaml:"max_partial_bytes"`
 }
 
 // Log configures zerolog.
@@ -228,7 +244,9 @@ type Framing struct {
 	BodyOffset int `yaml:"body_offset"`
 	// MaxFrame is the largest frame accepted; a larger one closes the
 	// connection with frame_too_large (Swoole's package_max_length).
-	// Default 2MiB.
+	// Default 64KiB, Centrifugo's default too: chat messages are small,
+	// and every connection may hold up to this much of an unfinished
+	// frame (bounded node-wide by node.max_partial_bytes).
 	MaxFrame Size `yaml:"max_frame"`
 }
 
@@ -277,11 +295,13 @@ type Heartbeat struct {
 
 // Limits bounds a listener's connections.
 type Limits struct {
-	// MaxConnections is the most connections this listener holds; one
-	// more is closed at once, logged and counted. Default 100000.
+	// MaxConnections is the most connections this listener holds,
+	// WebSocket handshakes in progress included; one more is closed at
+	// accept, logged and counted. 0 (the default): no limit of its own,
+	// node.max_connections bounds all listeners together.
 	MaxConnections int `yaml:"max_connections"`
-	// MaxPerIP is the most connections from one remote IP; 0 (the
-	// default) is unlimited.
+	// MaxPerIP is the most connections from one remote IP, handshakes
+	// included; 0 (the default) is unlimited.
 	MaxPerIP int `yaml:"max_per_ip"`
 	// OutboundQueue is the most bytes queued for one connection that the
 	// kernel has not taken yet. A message that finds the queue empty is
@@ -299,7 +319,7 @@ type Limits struct {
 // Default returns the configuration a node runs with when no file is given.
 func Default() *Config {
 	return &Config{
-		Node:    Node{Name: defaultNodeName()},
+		Node:    Node{Name: defaultNodeName(), DescriptorReserve: 256, MaxPartialBytes: 64 << 20},
 		PIDFile: "tether.pid",
 		Log:     Log{Level: "info", Format: "auto"},
 		HTTP:    HTTP{Address: "127.0.0.1:9600"},
@@ -328,7 +348,7 @@ func DefaultListener(protocol string) Listener {
 		App:      AppChat,
 		Framing: Framing{
 			Type: FramingLength, EOF: "\r\n", LengthType: "N",
-			LengthOffset: 0, BodyOffset: 4, MaxFrame: 2 << 20,
+			LengthOffset: 0, BodyOffset: 4, MaxFrame: 64 << 10,
 		},
 		TCPKeepalive: TCPKeepalive{Enabled: true, Idle: Duration(60 * time.Second), Interval: Duration(30 * time.Second), Count: 3},
 		Heartbeat: Heartbeat{
@@ -336,8 +356,8 @@ func DefaultListener(protocol string) Listener {
 			PingNotResponseLimit: 2, PingData: `{"op":"ping"}`,
 		},
 		Limits: Limits{
-			MaxConnections: 100000, OutboundQueue: 1 << 20,
-			WriteTimeout: Duration(5 * time.Second), OnFull: OnFullClose,
+			OutboundQueue: 1 << 20,
+			WriteTimeout:  Duration(5 * time.Second), OnFull: OnFullClose,
 		},
 	}
 	if protocol == ProtocolWebSocket {

@@ -23,7 +23,7 @@ func TestDefaultsAreValid(t *testing.T) {
 	if ws.Protocol != ProtocolWebSocket || ws.Framing.Type != FramingWebSocket || ws.Heartbeat.PingInterval.D() != 25*time.Second {
 		t.Errorf("ws listener defaults wrong: %+v", ws)
 	}
-	if tcp := cfg.Listener("tcp"); tcp.Framing.LengthType != "N" || tcp.Framing.BodyOffset != 4 || tcp.Framing.MaxFrame != 2<<20 {
+	if tcp := cfg.Listener("tcp"); tcp.Framing.LengthType != "N" || tcp.Framing.BodyOffset != 4 || tcp.Framing.MaxFrame != 64<<10 {
 		t.Errorf("tcp framing defaults wrong: %+v", tcp.Framing)
 	}
 	if cfg.NATS.URL != "" || cfg.NATS.Embedded.Port != 4222 {
@@ -116,7 +116,7 @@ listeners:
 		t.Fatalf("a file's listeners replace the defaults; got %d", len(cfg.Listeners))
 	}
 	game := cfg.Listener("game")
-	if game.Protocol != ProtocolTCP || game.Framing.Type != FramingEOF || game.Framing.EOF != "\n" || game.Framing.MaxFrame != 2<<20 {
+	if game.Protocol != ProtocolTCP || game.Framing.Type != FramingEOF || game.Framing.EOF != "\n" || game.Framing.MaxFrame != 64<<10 {
 		t.Errorf("game: %+v", game)
 	}
 	if game.Heartbeat.IdleTimeout.D() != time.Minute || game.Heartbeat.PingInterval != 0 {
@@ -264,7 +264,11 @@ func TestValidateEveryRule(t *testing.T) {
 		{"listeners.tcp.heartbeat.ping_interval", func(c *Config) { c.Listeners[0].Heartbeat.PingInterval = -1 }, "must not be negative"},
 		{"listeners.tcp.heartbeat.ping_not_response_limit", func(c *Config) { c.Listeners[0].Heartbeat.PingNotResponseLimit = -1 }, "at least 0"},
 		{"listeners.ws.heartbeat.ping_data", func(c *Config) { c.Listeners[1].Heartbeat.PingData = strings.Repeat("x", 126) }, "at most 125 bytes"},
-		{"listeners.tcp.limits.max_connections", func(c *Config) { c.Listeners[0].Limits.MaxConnections = 0 }, "at least 1"},
+		{"listeners.tcp.limits.max_connections", func(c *Config) { c.Listeners[0].Limits.MaxConnections = -1 }, "at least 0"},
+		{"node.max_connections", func(c *Config) { c.Node.MaxConnections = -1 }, "at least 0"},
+		{"node.descriptor_reserve", func(c *Config) { c.Node.DescriptorReserve = 3 }, "at least 16"},
+		{"node.max_partial_bytes", func(c *Config) { c.Node.MaxPartialBytes = 1000 }, "at least 64KiB"},
+		{"node.name", func(c *Config) { c.Node.Name = strings.Repeat("n", 65) }, "at most 64"},
 		{"listeners.tcp.limits.max_per_ip", func(c *Config) { c.Listeners[0].Limits.MaxPerIP = -1 }, "at least 0"},
 		{"listeners.tcp.limits.outbound_queue", func(c *Config) { c.Listeners[0].Limits.OutboundQueue = 10 }, "at least 1KiB"},
 		{"listeners.tcp.limits.write_timeout", func(c *Config) { c.Listeners[0].Limits.WriteTimeout = -1 }, "must not be negative"},

@@ -25,6 +25,11 @@ const maxFrameLimit = 1 << 30
 func (c *Config) Validate() error {
 	v := &validator{}
 	v.name("node.name", c.Node.Name)
+	v.atLeast("node.max_connections", c.Node.MaxConnections, 0)
+	v.atLeast("node.descriptor_reserve", c.Node.DescriptorReserve, 16)
+	if c.Node.MaxPartialBytes < 64<<10 {
+		v.add("node.max_partial_bytes", "must be at least 64KiB, got %s", c.Node.MaxPartialBytes)
+	}
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "auto", "json", "console")
 	if c.HTTP.Address != "" {
@@ -208,7 +213,7 @@ func (l *Listener) validate(v *validator, key string) {
 
 	lim := &l.Limits
 	lk := key + ".limits"
-	v.atLeast(lk+".max_connections", lim.MaxConnections, 1)
+	v.atLeast(lk+".max_connections", lim.MaxConnections, 0)
 	v.atLeast(lk+".max_per_ip", lim.MaxPerIP, 0)
 	if lim.OutboundQueue < 1024 {
 		v.add(lk+".outbound_queue", "must be at least 1KiB, got %s", lim.OutboundQueue)

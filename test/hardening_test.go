@@ -1,8 +1,10 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"tether/actors/cluster"
+	"tether/actors/conn"
 	"tether/client"
 	"tether/config"
 	"tether/framing"
@@ -281,5 +284,124 @@ func TestOneClientCannotStarveClusterRequests(t *testing.T) {
 	}
 	if total == 0 {
 		t.Error("the flooding clients never got busy")
+	}
+}
+
+// readCloseReason reads pack('N') frames from a raw TCP client until the
+// server's final {"op":"close"} and returns its reason.
+func readCloseReason(c net.Conn, timeout time.Duration) (string, error) {
+	for {
+		msg, err := readPackN(c, timeout)
+		if err != nil {
+			return "", err
+		}
+		var ev struct{ Op, Reason string }
+		if json.Unmarshal([]byte(msg), &ev) == nil && ev.Op == "close" {
+			return ev.Reason, nil
+		}
+	}
+}
+
+// TestUnfinishedFramesAreBoundedPerNode: connections holding unfinished
+// frames past node.max_partial_bytes are closed, the largest holders
+// first, with reason memory_limit, until the rest fits; the others and a
+// bystander go on. (Which holders close depends on the order the node
+// reads them in; the package test of conn.Budget pins the choice.)
+func TestUnfinishedFramesAreBoundedPerNode(t *testing.T) {
+	const limit, holders, size = 1 << 20, 10, 150_000 // six fit, four do not
+	n := startNode(t, func(c *config.Config) {
+		c.Node.MaxPartialBytes = limit
+		c.Listeners[0].Framing.MaxFrame = 256 << 10
+	})
+	bystander := n.dial(t, "tcp")
+	frame := packN(strings.Repeat("x", 200_000))
+	conns := make([]net.Conn, holders)
+	for i := range conns {
+		c, err := net.Dial("tcp", n.addr("tcp"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := readPackN(c, 5*time.Second); err != nil { // welcome
+			t.Fatal(err)
+		}
+		if _, err := c.Write(frame[:4+size]); err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	var closed float64
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		closed = counterValue(t, n, `tether_closes_total{listener="tcp",reason="memory_limit"}`)
+		held := gaugeValue(t, n, "tether_partial_frame_bytes")
+		if closed < holders-6 || held != (holders-closed)*(4+size) { // the length field is held too
+			return fmt.Errorf("%v closed with memory_limit, %v bytes held", closed, held)
+		}
+		return nil
+	})
+	if held := gaugeValue(t, n, "tether_partial_frame_bytes"); held > limit {
+		t.Fatalf("%v bytes of partial frames held; the limit is %d", held, limit)
+	}
+	survivors := 0
+	for i, c := range conns {
+		// The closed ones were told why; the survivors finish their
+		// frames and are answered.
+		if reply, err := readPackN(c, 200*time.Millisecond); err == nil {
+			if reply != `{"op":"close","reason":"memory_limit"}` {
+				t.Fatalf("holder %d: %q", i, reply)
+			}
+			continue
+		}
+		if _, err := c.Write(frame[4+size:]); err != nil {
+			t.Fatalf("holder %d: %v", i, err)
+		}
+		reply, err := readPackN(c, 5*time.Second)
+		if err != nil || !strings.Contains(reply, `"bad_request"`) {
+			t.Fatalf("holder %d: %q %v, want an answer", i, reply, err)
+		}
+		survivors++
+	}
+	if survivors != holders-int(closed) || survivors == 0 {
+		t.Errorf("%d survivors, %v closed", survivors, closed)
+	}
+	if err := bystander.Ping(); err != nil {
+		t.Fatalf("bystander: %v", err)
+	}
+}
+
+// TestTrickledFrameIsIdle: a frame left unfinished for idle_timeout
+// closes the connection with reason idle, however often a byte of it
+// arrives; a byte a second once kept such a connection open for ever.
+func TestTrickledFrameIsIdle(t *testing.T) {
+	n := startNode(t, func(c *config.Config) {
+		c.Listeners[0].Heartbeat.IdleTimeout = config.Duration(time.Second)
+		c.Listeners[0].Heartbeat.CheckInterval = 0
+	})
+	c, err := net.Dial("tcp", n.addr("tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	welcome, err := readPackN(c, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w struct{ Conn string }
+	_ = json.Unmarshal([]byte(welcome), &w)
+	frame := packN(`{"op":"ping","pad":"` + strings.Repeat("x", 100) + `"}`)
+	start := time.Now()
+	go func() {
+		for i := range frame[:len(frame)-1] {
+			if _, err := c.Write(frame[i : i+1]); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	if reason := n.closeReason(t, w.Conn, 5*time.Second); reason != conn.ReasonIdle {
+		t.Fatalf("trickling client closed with %q, want idle", reason)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("closed after %s; idle_timeout is 1s", took)
 	}
 }

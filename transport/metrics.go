@@ -35,6 +35,7 @@ type Metrics struct {
 	NodesAlive      prometheus.Gauge       // other nodes heard from within cluster.dead_after
 	NodesDown       prometheus.Counter     // nodes declared dead
 	Delivery        prometheus.Histogram   // seconds from a room send to the fan-out's last write
+	PartialBytes    prometheus.Gauge       // bytes of unfinished inbound frames held, node-wide
 }
 
 // NewMetrics registers a node's metrics, and Go runtime and process
@@ -80,6 +81,9 @@ func NewMetrics() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
 		}),
 	}
+	m.PartialBytes = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tether", Name: "partial_frame_bytes",
+		Help: "Bytes of unfinished inbound frames all connections hold (bounded by node.max_partial_bytes)."})
+	f(m.PartialBytes)
 	f(m.Rooms)
 	f(m.RoomMembers)
 	f(m.NATSLost)

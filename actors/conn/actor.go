@@ -87,6 +87,7 @@ func wall(t int64) time.Time { return epoch.Add(time.Duration(t)) }
 type Deps struct {
 	Node     string
 	Registry *Registry
+	Budget   *Budget // the node's bound on unfinished inbound frames
 	Metrics  *transport.ListenerMetrics
 	Log      zerolog.Logger // the listener's logger; the connection adds its id
 	NewApp   NewApp
@@ -112,6 +113,8 @@ type Actor struct {
 	timer    *time.Timer
 
 	connected, lastRecv, lastSend, lastPing int64 // now() values
+	partialSince                            int64 // when the unfinished frame held now began arriving; 0: none
+	held                                    int   // bytes of it, as last told to the budget
 
 	bytesIn, bytesOut, framesIn, framesOut, dropped uint64
 
@@ -266,6 +269,7 @@ func (a *Actor) frames() {
 			a.ctx.Send(a.self, continueMsg)
 		}
 	}()
+	framed := false
 	for !a.closing() {
 		f, ok, err := a.framer.Next()
 		if err != nil {
@@ -273,8 +277,10 @@ func (a *Actor) frames() {
 			return
 		}
 		if !ok {
+			a.holding(framed)
 			break
 		}
+		framed = true
 		a.framesIn++
 		a.deps.Metrics.FramesIn.Inc()
 		a.frame(f)
@@ -282,6 +288,32 @@ func (a *Actor) frames() {
 	if a.chunk != nil && !a.closing() {
 		a.chunk = nil
 		a.reader.Resume()
+	}
+}
+
+// holding accounts for the unfinished frame the framer holds once it has
+// handled every whole one: its bytes count against the node's budget
+// (whose largest holders close past it), and its start time bounds how
+// long it may stay unfinished (heartbeat). framed says that frames were
+// completed since the last call, so what is held now is a new frame.
+func (a *Actor) holding(framed bool) {
+	held := a.framer.Buffered()
+	switch {
+	case held == 0:
+		a.partialSince = 0
+	case framed || a.partialSince == 0:
+		a.partialSince = now()
+	}
+	if held == a.held {
+		return
+	}
+	a.held = held
+	evict := a.deps.Budget.hold(a, held)
+	if len(evict) > 0 {
+		a.Log().Warn().Int("closing", len(evict)).Msg("unfinished frames past node.max_partial_bytes: closing the largest holders")
+	}
+	for _, v := range evict {
+		a.system.Root.Send(v.self, &Close{Reason: ReasonMemoryLimit})
 	}
 }
 
@@ -521,6 +553,13 @@ func (a *Actor) heartbeat() {
 		a.Close(ReasonIdle)
 		return
 	}
+	// A frame left unfinished that long is idle too, however often a
+	// byte of it arrives (a slowloris holding its buffer).
+	if s.IdleTimeout > 0 && a.partialSince != 0 && time.Duration(t-a.partialSince) >= s.IdleTimeout {
+		a.Log().Info().Int("held", a.held).Msg("frame unfinished for idle_timeout")
+		a.Close(ReasonIdle)
+		return
+	}
 	if s.PingInterval > 0 {
 		if s.PingLimit > 0 && silent >= time.Duration(s.PingLimit)*s.PingInterval {
 			a.Close(ReasonNoPong)
@@ -556,6 +595,9 @@ func (a *Actor) schedule() {
 	}
 	if s.IdleTimeout > 0 {
 		d := a.lastRecv + int64(s.IdleTimeout)
+		if a.partialSince != 0 {
+			d = min(d, a.partialSince+int64(s.IdleTimeout))
+		}
 		if ci := int64(s.CheckInterval); ci > 0 {
 			d = (d + ci - 1) / ci * ci
 		}
@@ -661,6 +703,10 @@ func (a *Actor) finish() {
 	_ = a.sock.Close()
 	a.chunk = nil
 	a.framer.Reset() // a partial frame's buffer goes back to the pool
+	if a.held != 0 {
+		a.held = 0
+		a.deps.Budget.hold(a, 0)
+	}
 	if a.pending != nil {
 		a.deps.Metrics.Queued.Sub(float64(len(*a.pending)))
 		putBuf(a.pending)

@@ -22,6 +22,7 @@ const (
 	ReasonServerShutdown               // the node is stopping
 	ReasonKicked                       // kicked through the admin API
 	ReasonPanic                        // handling its messages panicked past the retry budget
+	ReasonMemoryLimit                  // it held the most of node.max_partial_bytes when the node reached it
 )
 
 var reasonNames = [...]string{
@@ -39,6 +40,7 @@ var reasonNames = [...]string{
 	ReasonServerShutdown: "server_shutdown",
 	ReasonKicked:         "kicked",
 	ReasonPanic:          "panic",
+	ReasonMemoryLimit:    "memory_limit",
 }
 
 // Reasons lists every close reason, for metrics and documentation.
@@ -85,6 +87,8 @@ func (r Reason) WebSocketCode() uint16 {
 		return 4003
 	case ReasonKicked:
 		return 4004
+	case ReasonMemoryLimit:
+		return 4005
 	}
 	// keepalive and user_timeout: the peer is gone and reads nothing.
 	return framing.CloseGoingAway

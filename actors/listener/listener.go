@@ -51,6 +51,7 @@ type Options struct {
 	Node     string
 	Seq      *atomic.Uint64 // the node's connection sequence, shared by its listeners
 	Registry *conn.Registry
+	Budget   *conn.Budget
 	Metrics  *transport.Metrics
 	Log      zerolog.Logger
 	NewApp   conn.NewApp
@@ -101,7 +102,7 @@ func New(opts Options) (*Actor, error) {
 	a := &Actor{
 		opts: opts, cfg: opts.Config, settings: settings, log: log,
 		deps: &conn.Deps{
-			Node: opts.Node, Registry: opts.Registry, Log: log, NewApp: opts.NewApp,
+			Node: opts.Node, Registry: opts.Registry, Budget: opts.Budget, Log: log, NewApp: opts.NewApp,
 			Metrics: opts.Metrics.Listener(opts.Config.Name, opts.Config.Protocol),
 		},
 		perIP: map[string]int{}, ipOf: map[string]string{},
@@ -210,7 +211,7 @@ func (a *Actor) adopt(ctx actor.Context, m *Accepted) {
 	case a.drainer != nil:
 		a.reject(m.Conn, "shutting_down")
 		return
-	case a.count >= lim.MaxConnections:
+	case lim.MaxConnections > 0 && a.count >= lim.MaxConnections:
 		a.reject(m.Conn, "max_connections")
 		return
 	case lim.MaxPerIP > 0 && a.perIP[ip] >= lim.MaxPerIP:

@@ -33,6 +33,7 @@ type boundListener struct {
 func (n *Node) startListeners(opts Options) error {
 	cfg := n.Config()
 	actors := make([]*listener.Actor, 0, len(cfg.Listeners))
+	budget := conn.NewBudget(int(cfg.Node.MaxPartialBytes), n.metrics.PartialBytes)
 	for _, lc := range cfg.Listeners {
 		b := &boundListener{cfg: lc}
 		if lc.Protocol == config.ProtocolTCP {
@@ -49,7 +50,7 @@ func (n *Node) startListeners(opts Options) error {
 		}
 		la, err := listener.New(listener.Options{
 			Config: lc, Listener: b.tcp, Node: n.id, Seq: &n.seq,
-			Registry: n.registry, Metrics: n.metrics, Log: n.log, NewApp: app,
+			Registry: n.registry, Budget: budget, Metrics: n.metrics, Log: n.log, NewApp: app,
 		})
 		if err != nil {
 			return err
