@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -403,5 +405,137 @@ func TestTrickledFrameIsIdle(t *testing.T) {
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("closed after %s; idle_timeout is 1s", took)
+	}
+}
+
+// TestDescriptorLimitLeavesTheNodeAnswering: with the process's descriptor
+// limit at 300, node.max_connections derives from it (minus
+// node.descriptor_reserve), so a flood of 400 connections is refused
+// past the cap at accept while /healthz, the admin API (over NATS, in the
+// same process) and the accepted connections keep working. Before, the
+// default cap of 100,000 let clients take every descriptor: the admin
+// server and NATS failed with "too many open files".
+func TestDescriptorLimitLeavesTheNodeAnswering(t *testing.T) {
+	tcpPort, httpPort, natsPort := freePort(t), freePort(t), freePort(t)
+	conf := fmt.Sprintf(`node: {name: fd, descriptor_reserve: 64}
+http: {address: "127.0.0.1:%d"}
+nats: {embedded: {port: %d}}
+listeners:
+  - {name: tcp, protocol: tcp, address: "127.0.0.1:%d"}
+`, httpPort, natsPort, tcpPort)
+	dir := t.TempDir()
+	path := dir + "/tether.yaml"
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", `ulimit -n 300 && exec "$0" serve -c "$1"`, tetherBin, path)
+	cmd.Dir, cmd.Env = dir, cleanEnv()
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("serve log:\n%s", logs.String())
+		}
+	})
+	tcpAddr := fmt.Sprintf("127.0.0.1:%d", tcpPort)
+	first := dialRetry(t, tcpAddr)
+	const cap = 300 - 64
+
+	var conns []net.Conn
+	welcomed := 1 // first
+	for i := range 400 {
+		c, err := net.DialTimeout("tcp", tcpAddr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for _, c := range conns {
+		if _, err := readPackN(c, 5*time.Second); err == nil {
+			welcomed++
+		}
+	}
+	if welcomed != cap {
+		t.Errorf("%d connections welcomed, want the derived cap %d", welcomed, cap)
+	}
+	get := func(path string) int {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", httpPort, path))
+		if err != nil {
+			t.Fatalf("GET %s at the descriptor cap: %v", path, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/api/stats", "/metrics"} {
+		if code := get(p); code != http.StatusOK {
+			t.Errorf("GET %s at the descriptor cap: %d", p, code)
+		}
+	}
+	if err := first.Ping(); err != nil {
+		t.Fatalf("an accepted connection: %v", err)
+	}
+	if !strings.Contains(logs.String(), `"max_connections":236`) {
+		t.Errorf("the log does not say the derived cap")
+	}
+}
+
+// TestWebSocketHandshakesCountTowardLimits: sockets still in the HTTP
+// handshake count toward max_per_ip and max_connections: 30 sockets from
+// one address that never send their upgrade request hold 10 descriptors,
+// not 30, with max_per_ip 10; the rest are closed at accept.
+func TestWebSocketHandshakesCountTowardLimits(t *testing.T) {
+	n := startNode(t, func(c *config.Config) {
+		wsListener("127.0.0.1:0")(c)
+		ws := &c.Listeners[1]
+		ws.Limits.MaxPerIP = 10
+		ws.Limits.MaxConnections = 15
+		ws.HandshakeTimeout = config.Duration(30 * time.Second)
+	})
+	dial := func(ip string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", n.addr("ws"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	refused := func(c net.Conn) bool {
+		_, err := waitClosed(c, 300*time.Millisecond)
+		return err == nil
+	}
+	open := 0
+	for range 30 {
+		if !refused(dial("127.0.0.1")) {
+			open++
+		}
+	}
+	if open != 10 {
+		t.Fatalf("%d handshaking sockets from one IP kept open, want max_per_ip 10", open)
+	}
+	open = 0
+	for i := range 10 {
+		if !refused(dial(fmt.Sprintf("127.0.0.%d", 2+i))) {
+			open++
+		}
+	}
+	if open != 5 {
+		t.Fatalf("%d more from other IPs kept open, want 5 (max_connections 15)", open)
+	}
+	if got := counterValue(t, n, `tether_rejects_total{listener="ws",why="max_per_ip"}`); got != 20 {
+		t.Errorf("max_per_ip rejects %v, want 20", got)
+	}
+	if got := counterValue(t, n, `tether_rejects_total{listener="ws",why="max_connections"}`); got != 5 {
+		t.Errorf("max_connections rejects %v, want 5", got)
 	}
 }

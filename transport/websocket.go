@@ -3,9 +3,11 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -25,11 +27,28 @@ type WebSocketOptions struct {
 	HandshakeTimeout time.Duration
 	// Static serves the other paths (the chat page, or static_dir).
 	Static http.Handler
-	// Upgraded receives each upgraded socket, with the bytes the client
-	// sent after its request (the start of the WebSocket stream). It takes
-	// ownership of the socket.
-	Upgraded func(c net.Conn, preread []byte)
+	// Admission admits each socket at accept (the listener's limits count
+	// handshakes in progress).
+	Admission *Admission
+	// Upgraded receives each upgraded socket, with its ticket and the
+	// bytes the client sent after its request (the start of the WebSocket
+	// stream). It takes ownership of the socket and the ticket.
+	Upgraded func(s *Socket)
 	Log      zerolog.Logger
+}
+
+// Socket is an admitted socket on its way to its connection actor, which
+// owns it and releases its ticket once it is closed.
+type Socket struct {
+	Conn   net.Conn
+	Ticket *Ticket
+	// Preread holds bytes read past a WebSocket upgrade request: the
+	// start of the stream.
+	Preread []byte
+	// Sent counts the bytes written before the connection actor took
+	// over (the 101 response), which the kernel's count of acknowledged
+	// bytes includes.
+	Sent int
 }
 
 // ListenWebSocket binds addr and serves WebSocket upgrades and static
@@ -52,7 +71,7 @@ func ListenWebSocket(addr string, o WebSocketOptions) (*HTTPServer, error) {
 		IdleTimeout:       o.HandshakeTimeout,
 		MaxHeaderBytes:    16 << 10,
 	}
-	return serveHTTP(guardedListener{ln}, srv, log), nil
+	return serveHTTP(guardedListener{Listener: ln, admission: o.Admission}, srv, log), nil
 }
 
 func upgradeHandler(o WebSocketOptions, log zerolog.Logger) http.Handler {
@@ -74,16 +93,19 @@ func upgradeHandler(o WebSocketOptions, log zerolog.Logger) http.Handler {
 			}
 			return
 		}
-		var preread []byte
+		g, ok := c.(*handshakeConn)
+		if !ok { // every socket of this server comes through guardedListener
+			log.Error().Str("type", fmt.Sprintf("%T", c)).Msg("upgraded socket without a ticket")
+			_ = c.Close()
+			return
+		}
+		s := &Socket{Conn: g.Conn, Ticket: g.handOff(), Sent: g.written} // the actor wants the *net.TCPConn and its descriptor
 		if n := rw.Reader.Buffered(); n > 0 {
-			preread = make([]byte, n)
-			_, _ = rw.Reader.Read(preread)
+			s.Preread = make([]byte, n)
+			_, _ = rw.Reader.Read(s.Preread)
 		}
-		if g, ok := c.(*handshakeConn); ok {
-			c = g.Conn // the actor wants the *net.TCPConn and its descriptor
-		}
-		_ = c.SetDeadline(time.Time{})
-		o.Upgraded(c, preread)
+		_ = s.Conn.SetDeadline(time.Time{})
+		o.Upgraded(s)
 	})
 }
 
@@ -96,15 +118,23 @@ func originAllowed(origin string, allowed []string) bool {
 	return false
 }
 
-// guardedListener wraps accepted connections in handshakeConn.
-type guardedListener struct{ net.Listener }
+// guardedListener admits accepted sockets (closing those past a limit at
+// once) and wraps them in handshakeConn.
+type guardedListener struct {
+	net.Listener
+	admission *Admission
+}
 
 func (l guardedListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if t := l.admission.Admit(c); t != nil {
+			return &handshakeConn{Conn: c, ticket: t}, nil
+		}
 	}
-	return &handshakeConn{Conn: c}, nil
 }
 
 // handshakeConn answers a first request that is still incomplete when the
@@ -117,6 +147,33 @@ type handshakeConn struct {
 	matched  int  // bytes of "\r\n\r\n" seen in a row
 	complete bool // the first request's header is in
 	answered bool
+	written  int // bytes written: the upgrade's response
+
+	mu     sync.Mutex // Close may come from net/http's goroutines
+	ticket *Ticket    // released on Close, unless handed off with the upgraded socket
+}
+
+// handOff takes the ticket out: the upgraded socket's actor releases it.
+func (c *handshakeConn) handOff() *Ticket {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.ticket
+	c.ticket = nil
+	return t
+}
+
+// Close closes the socket and gives its place back, unless it was
+// handed off upgraded.
+func (c *handshakeConn) Close() error {
+	err := c.Conn.Close()
+	c.handOff().Release()
+	return err
+}
+
+func (c *handshakeConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written += n
+	return n, err
 }
 
 const requestTimeout = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 16\r\n\r\nrequest timeout\n"

@@ -110,6 +110,7 @@ type Actor struct {
 	reader   *transport.Reader
 	chunk    *transport.Chunk // the chunk being framed, until the reader gets it back
 	preread  []byte           // bytes read before the actor started (after a WebSocket upgrade)
+	ticket   *transport.Ticket
 	timer    *time.Timer
 
 	connected, lastRecv, lastSend, lastPing int64 // now() values
@@ -117,6 +118,7 @@ type Actor struct {
 	held                                    int   // bytes of it, as last told to the budget
 
 	bytesIn, bytesOut, framesIn, framesOut, dropped uint64
+	sentBefore                                      uint64 // written before the actor (the 101 response)
 
 	pending  *[]byte // encoded frames not yet written (pooled buffer)
 	inflight *[]byte // being written by a waiting goroutine
@@ -127,9 +129,10 @@ type Actor struct {
 	done     bool   // socket closed and actor stopping
 }
 
-// New prepares the actor of an accepted socket. preread holds bytes that
-// arrived with the WebSocket upgrade request, if any.
-func New(id string, sock net.Conn, settings *Settings, deps *Deps, preread []byte) (*Actor, error) {
+// New prepares the actor of an admitted socket; the actor releases the
+// socket's ticket once it has closed it.
+func New(id string, s *transport.Socket, settings *Settings, deps *Deps) (*Actor, error) {
+	sock := s.Conn
 	sc, ok := sock.(syscall.Conn)
 	if !ok {
 		return nil, fmt.Errorf("conn %s: %T has no file descriptor", id, sock)
@@ -142,7 +145,8 @@ func New(id string, sock net.Conn, settings *Settings, deps *Deps, preread []byt
 	if err != nil {
 		return nil, err
 	}
-	return &Actor{id: id, deps: deps, sock: sock, raw: raw, settings: settings, framer: framer, preread: preread}, nil
+	return &Actor{id: id, deps: deps, sock: sock, raw: raw, settings: settings, framer: framer,
+		preread: s.Preread, ticket: s.Ticket, sentBefore: uint64(s.Sent)}, nil
 }
 
 // ID is the connection id: node id, a dot, a sequence number.
@@ -534,7 +538,7 @@ func (a *Actor) readFailed(err error) {
 // TCP_USER_TIMEOUT) gave up; none means the keepalive probes did.
 func (a *Actor) timedOutReason() Reason {
 	acked, err := transport.BytesAcked(a.raw)
-	if err == nil && a.bytesOut > acked {
+	if err == nil && a.sentBefore+a.bytesOut > acked {
 		return ReasonUserTimeout
 	}
 	return ReasonKeepalive
@@ -701,6 +705,7 @@ func (a *Actor) finish() {
 		a.reader.Stop() // before the close: the descriptor number may be reused at once
 	}
 	_ = a.sock.Close()
+	a.ticket.Release()
 	a.chunk = nil
 	a.framer.Reset() // a partial frame's buffer goes back to the pool
 	if a.held != 0 {

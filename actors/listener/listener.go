@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,12 +22,8 @@ import (
 	"tether/transport"
 )
 
-// Accepted hands the listener a socket to adopt. Preread holds bytes read
-// past a WebSocket upgrade request (the start of the stream).
-type Accepted struct {
-	Conn    net.Conn
-	Preread []byte
-}
+// accepted hands the listener an admitted socket to adopt (Hand sends it).
+type accepted struct{ *transport.Socket }
 
 // Drain asks the listener to stop accepting and to close every connection
 // with server_shutdown. It answers the sender with Drained once the last
@@ -48,6 +45,7 @@ type acceptPanicked struct{ v any }
 type Options struct {
 	Config   config.Listener
 	Listener net.Listener // TCP: the bound socket to accept on; nil for WebSocket
+	Sockets  *transport.NodeSockets
 	Node     string
 	Seq      *atomic.Uint64 // the node's connection sequence, shared by its listeners
 	Registry *conn.Registry
@@ -83,13 +81,21 @@ type Actor struct {
 	connProps *actor.Props
 	spawning  *conn.Actor
 
-	count   int
-	perIP   map[string]int
-	ipOf    map[string]string // child actor id → remote IP
-	drainer *actor.PID
+	admission *transport.Admission
+	inbox     *inbox
+	count     int // connection actors alive
+	drainer   *actor.PID
+	stopping  bool
+}
 
-	rejectsUnlogged int
-	lastRejectLog   time.Time
+// inbox keeps the sockets handed to the listener actor until it adopts
+// them: a listener that stops while some are on their way closes them, so
+// no socket is lost in a stopped actor's mailbox (protoactor drops the
+// messages queued for an actor once it has stopped).
+type inbox struct {
+	mu      sync.Mutex
+	closed  bool
+	pending map[*accepted]struct{}
 }
 
 // New prepares a listener actor.
@@ -99,13 +105,15 @@ func New(opts Options) (*Actor, error) {
 		return nil, err
 	}
 	log := opts.Log.With().Str("listener", opts.Config.Name).Logger()
+	metrics := opts.Metrics.Listener(opts.Config.Name, opts.Config.Protocol)
 	a := &Actor{
 		opts: opts, cfg: opts.Config, settings: settings, log: log,
 		deps: &conn.Deps{
 			Node: opts.Node, Registry: opts.Registry, Budget: opts.Budget, Log: log, NewApp: opts.NewApp,
-			Metrics: opts.Metrics.Listener(opts.Config.Name, opts.Config.Protocol),
+			Metrics: metrics,
 		},
-		perIP: map[string]int{}, ipOf: map[string]string{},
+		admission: transport.NewAdmission(opts.Sockets, opts.Config.Limits.MaxConnections, opts.Config.Limits.MaxPerIP, metrics, log),
+		inbox:     &inbox{pending: map[*accepted]struct{}{}},
 	}
 	a.connProps = actor.PropsFromProducer(func() actor.Actor { return a.spawning },
 		actor.WithMailbox(actor.UnboundedLockfree()))
@@ -115,6 +123,52 @@ func New(opts Options) (*Actor, error) {
 // Name is the listener's name.
 func (a *Actor) Name() string { return a.cfg.Name }
 
+// Admission admits the listener's sockets at accept; the WebSocket server
+// of a websocket listener uses it.
+func (a *Actor) Admission() *transport.Admission { return a.admission }
+
+// Hand gives the listener actor pid (this listener's) an admitted socket
+// to adopt. It may be called from any goroutine; once the listener has
+// stopped, the socket is closed here instead.
+func (a *Actor) Hand(system *actor.ActorSystem, pid *actor.PID, s *transport.Socket) {
+	in := a.inbox
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		closeSocket(s)
+		return
+	}
+	m := &accepted{s}
+	in.pending[m] = struct{}{}
+	system.Root.Send(pid, m)
+}
+
+// take removes m from the inbox; false means the stopping listener
+// closed it already.
+func (in *inbox) take(m *accepted) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	_, ok := in.pending[m]
+	delete(in.pending, m)
+	return ok
+}
+
+// close closes every socket still on its way, and those handed later.
+func (in *inbox) close() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.closed = true
+	for m := range in.pending {
+		closeSocket(m.Socket)
+	}
+	clear(in.pending)
+}
+
+func closeSocket(s *transport.Socket) {
+	_ = s.Conn.Close()
+	s.Ticket.Release()
+}
+
 // Receive is the listener's mailbox handler.
 func (a *Actor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
@@ -122,22 +176,19 @@ func (a *Actor) Receive(ctx actor.Context) {
 		if a.opts.Listener != nil {
 			go a.acceptLoop(ctx.ActorSystem(), ctx.Self())
 		}
-	case *Accepted:
-		a.adopt(ctx, m)
+	case *accepted:
+		if a.inbox.take(m) {
+			a.adopt(ctx, m.Socket)
+		}
 	case *acceptPanicked:
 		a.log.Error().Str("panic", fmt.Sprint(m.v)).Msg("accept loop panicked; restarted")
 		go a.acceptLoop(ctx.ActorSystem(), ctx.Self())
 	case *actor.Terminated:
 		a.count--
-		if ip, ok := a.ipOf[m.Who.Id]; ok {
-			delete(a.ipOf, m.Who.Id)
-			if a.perIP[ip]--; a.perIP[ip] <= 0 {
-				delete(a.perIP, ip)
-			}
-		}
 		a.drained(ctx)
 	case *Drain:
 		a.drainer = ctx.Sender()
+		a.admission.Close()
 		a.closeListener()
 		for _, child := range ctx.Children() {
 			ctx.Send(child, &conn.Close{Reason: conn.ReasonServerShutdown})
@@ -154,11 +205,16 @@ func (a *Actor) Receive(ctx actor.Context) {
 			return
 		}
 		a.cfg, a.settings = next, settings
+		a.admission.SetLimits(next.Limits.MaxConnections, next.Limits.MaxPerIP)
 		for _, child := range ctx.Children() {
 			ctx.Send(child, &conn.Reload{Settings: settings})
 		}
 	case *actor.Stopping:
+		a.stopping = true
+		a.admission.Close()
 		a.closeListener()
+	case *actor.Stopped:
+		a.inbox.close()
 	}
 }
 
@@ -197,64 +253,41 @@ func (a *Actor) acceptLoop(system *actor.ActorSystem, self *actor.PID) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		system.Root.Send(self, &Accepted{Conn: c})
+		if t := a.admission.Admit(c); t != nil {
+			a.Hand(system, self, &transport.Socket{Conn: c, Ticket: t})
+		}
 	}
 }
 
-// adopt applies the limits to a new socket and spawns its connection actor.
-func (a *Actor) adopt(ctx actor.Context, m *Accepted) {
-	metrics := a.deps.Metrics
-	metrics.Accepts.Inc()
-	ip, _, _ := net.SplitHostPort(m.Conn.RemoteAddr().String())
-	lim := a.cfg.Limits
-	switch {
-	case a.drainer != nil:
-		a.reject(m.Conn, "shutting_down")
-		return
-	case lim.MaxConnections > 0 && a.count >= lim.MaxConnections:
-		a.reject(m.Conn, "max_connections")
-		return
-	case lim.MaxPerIP > 0 && a.perIP[ip] >= lim.MaxPerIP:
-		a.reject(m.Conn, "max_per_ip")
+// adopt spawns the connection actor of an admitted socket.
+func (a *Actor) adopt(ctx actor.Context, s *transport.Socket) {
+	if a.drainer != nil || a.stopping {
+		closeSocket(s) // admitted just before the drain began
+		a.deps.Metrics.Rejected("shutting_down")
 		return
 	}
-	if tcp, ok := m.Conn.(*net.TCPConn); ok {
+	if tcp, ok := s.Conn.(*net.TCPConn); ok {
 		if err := transport.ApplySocketOptions(tcp, a.settings.Socket); err != nil {
-			a.log.Warn().Err(err).Str("remote", m.Conn.RemoteAddr().String()).Msg("socket options not applied")
+			a.log.Warn().Err(err).Str("remote", s.Conn.RemoteAddr().String()).Msg("socket options not applied")
 		}
 	}
 	id := a.opts.Node + "." + strconv.FormatUint(a.opts.Seq.Add(1), 10)
-	c, err := conn.New(id, m.Conn, a.settings, a.deps, m.Preread)
+	c, err := conn.New(id, s, a.settings, a.deps)
 	if err != nil {
 		a.log.Error().Err(err).Msg("connection not adopted")
-		_ = m.Conn.Close()
+		closeSocket(s)
 		return
 	}
 	a.spawning = c
-	pid, err := ctx.SpawnNamed(a.connProps, id)
+	_, err = ctx.SpawnNamed(a.connProps, id)
 	a.spawning = nil
 	if err != nil {
 		a.log.Error().Err(err).Str("conn", id).Msg("spawn failed")
-		_ = m.Conn.Close()
+		closeSocket(s)
 		return
 	}
 	a.count++
-	a.perIP[ip]++
-	a.ipOf[pid.Id] = ip
-	a.log.Debug().Str("conn", id).Str("remote", m.Conn.RemoteAddr().String()).Msg("connection opened")
-}
-
-// reject closes a socket at accept. Under a flood of rejects the log gets
-// one line a second with the count, not one per socket.
-func (a *Actor) reject(c net.Conn, why string) {
-	_ = c.Close()
-	a.deps.Metrics.Rejected(why)
-	a.rejectsUnlogged++
-	if time.Since(a.lastRejectLog) >= time.Second {
-		a.log.Warn().Str("why", why).Str("remote", c.RemoteAddr().String()).Int("rejected", a.rejectsUnlogged).
-			Int("connections", a.count).Msg("connection rejected")
-		a.rejectsUnlogged, a.lastRejectLog = 0, time.Now()
-	}
+	a.log.Debug().Str("conn", id).Str("remote", s.Conn.RemoteAddr().String()).Msg("connection opened")
 }
 
 // HandleFailure is the supervision strategy of the listener's connections

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"golang.org/x/sys/unix"
 
 	"tether/actors/chat"
 	"tether/actors/conn"
@@ -20,11 +21,12 @@ import (
 // boundListener is a listener's socket, bound before any actor starts so
 // that a taken port fails the start.
 type boundListener struct {
-	cfg  config.Listener
-	tcp  net.Listener          // tcp listeners
-	ws   *transport.HTTPServer // websocket listeners
-	addr net.Addr
-	pid  *actor.PID // the listener actor
+	cfg   config.Listener
+	tcp   net.Listener          // tcp listeners
+	ws    *transport.HTTPServer // websocket listeners
+	addr  net.Addr
+	actor *listener.Actor
+	pid   *actor.PID // the listener actor
 }
 
 // startListeners binds every TCP listener, spawns the listener actors
@@ -34,6 +36,10 @@ func (n *Node) startListeners(opts Options) error {
 	cfg := n.Config()
 	actors := make([]*listener.Actor, 0, len(cfg.Listeners))
 	budget := conn.NewBudget(int(cfg.Node.MaxPartialBytes), n.metrics.PartialBytes)
+	sockets, err := n.nodeSockets(cfg)
+	if err != nil {
+		return err
+	}
 	for _, lc := range cfg.Listeners {
 		b := &boundListener{cfg: lc}
 		if lc.Protocol == config.ProtocolTCP {
@@ -49,12 +55,13 @@ func (n *Node) startListeners(opts Options) error {
 			return err
 		}
 		la, err := listener.New(listener.Options{
-			Config: lc, Listener: b.tcp, Node: n.id, Seq: &n.seq,
+			Config: lc, Listener: b.tcp, Sockets: sockets, Node: n.id, Seq: &n.seq,
 			Registry: n.registry, Budget: budget, Metrics: n.metrics, Log: n.log, NewApp: app,
 		})
 		if err != nil {
 			return err
 		}
+		b.actor = la
 		actors = append(actors, la)
 	}
 	res, err := n.system.Root.RequestFuture(n.root, &spawnListeners{listeners: actors}, spawnTimeout).Result()
@@ -68,14 +75,13 @@ func (n *Node) startListeners(opts Options) error {
 	for _, b := range n.listeners {
 		b.pid = pids[b.cfg.Name]
 		if b.cfg.Protocol == config.ProtocolWebSocket {
-			pid := b.pid
+			pid, la := b.pid, b.actor
 			ws, err := transport.ListenWebSocket(b.cfg.Address, transport.WebSocketOptions{
 				Path: b.cfg.Path, AllowedOrigins: b.cfg.AllowedOrigins, HandshakeTimeout: b.cfg.HandshakeTimeout.D(),
-				Static: staticHandler(b.cfg),
-				Upgraded: func(c net.Conn, preread []byte) {
-					n.system.Root.Send(pid, &listener.Accepted{Conn: c, Preread: preread})
-				},
-				Log: n.log.With().Str("listener", b.cfg.Name).Logger(),
+				Static:    staticHandler(b.cfg),
+				Admission: la.Admission(),
+				Upgraded:  func(s *transport.Socket) { la.Hand(n.system, pid, s) },
+				Log:       n.log.With().Str("listener", b.cfg.Name).Logger(),
 			})
 			if err != nil {
 				return fmt.Errorf("listeners.%s.address %s: %w", b.cfg.Name, b.cfg.Address, err)
@@ -86,6 +92,31 @@ func (n *Node) startListeners(opts Options) error {
 			Str("app", b.cfg.App).Msg("listening")
 	}
 	return nil
+}
+
+// nodeSockets is the node's cap on the sockets of all its listeners
+// together: node.max_connections, or, when 0, the process's descriptor
+// limit minus node.descriptor_reserve, so that clients can never take the
+// descriptors the admin server, NATS and files need (at the limit, those
+// failed with "too many open files": the node went deaf).
+func (n *Node) nodeSockets(cfg *config.Config) (*transport.NodeSockets, error) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return nil, fmt.Errorf("descriptor limit: %w", err)
+	}
+	limit, reserve := int(min(rl.Cur, 1<<30)), cfg.Node.DescriptorReserve
+	max := cfg.Node.MaxConnections
+	switch {
+	case max == 0 && limit <= reserve:
+		return nil, fmt.Errorf("node.descriptor_reserve: %d leaves no descriptor for connections (the descriptor limit is %d)", reserve, limit)
+	case max == 0:
+		max = limit - reserve
+	case max > limit-reserve:
+		n.log.Warn().Int("max_connections", max).Int("descriptor_limit", limit).Int("descriptor_reserve", reserve).
+			Msg("node.max_connections leaves fewer descriptors than node.descriptor_reserve: at the cap the admin server and NATS may fail to accept")
+	}
+	n.log.Info().Int("max_connections", max).Int("descriptor_limit", limit).Msg("connections capped")
+	return transport.NewNodeSockets(max), nil
 }
 
 // newApp returns the application a listener runs on its connections.
