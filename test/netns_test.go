@@ -73,9 +73,21 @@ func (p *peerNamespace) pullCable() {
 	p.run("ip", "netns", "exec", p.name, "ip", "link", "set", p.peerIf, "down")
 }
 
-// dial connects to addr from inside the namespace. The socket is created
-// by a thread switched into the namespace, and belongs to it for good.
+// dial connects a TCP client to addr from inside the namespace.
 func (p *peerNamespace) dial(addr string) (*client.Client, error) {
+	return p.inside(func(ctx context.Context) (*client.Client, error) {
+		return client.DialTCP(ctx, addr, client.TCPOptions{})
+	})
+}
+
+// dialWS connects a WebSocket client to url from inside the namespace.
+func (p *peerNamespace) dialWS(url string) (*client.Client, error) {
+	return p.inside(func(ctx context.Context) (*client.Client, error) { return client.DialWebSocket(ctx, url) })
+}
+
+// inside runs dial on a thread switched into the namespace: the socket it
+// creates belongs to the namespace for good.
+func (p *peerNamespace) inside(dial func(context.Context) (*client.Client, error)) (*client.Client, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	self, err := os.Open("/proc/thread-self/ns/net")
@@ -99,14 +111,16 @@ func (p *peerNamespace) dial(addr string) (*client.Client, error) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return client.DialTCP(ctx, addr, client.TCPOptions{})
+	return dial(ctx)
 }
 
 // TestDeadPeerWithoutFIN: a peer whose link goes down sends nothing more.
 // On a listener with OS keepalive the kernel gives up after idle +
 // interval*count and the node closes the connection as keepalive; on a
 // listener with TCP_USER_TIMEOUT whose server keeps writing (pings), the
-// unacknowledged data closes it as user_timeout.
+// unacknowledged data closes it as user_timeout, on TCP and on WebSocket
+// (whose count of bytes sent must include the handshake's response, or
+// the kernel's count of acknowledged bytes makes it look like keepalive).
 func TestDeadPeerWithoutFIN(t *testing.T) {
 	ns := newPeerNamespace(t)
 	const (
@@ -128,7 +142,14 @@ func TestDeadPeerWithoutFIN(t *testing.T) {
 		ut.Heartbeat.IdleTimeout = 0
 		ut.Heartbeat.PingInterval, ut.Heartbeat.PingNotResponseLimit = config.Duration(pingInterval), 0 // ping, never kick
 
-		c.Listeners = []config.Listener{ka, ut}
+		ws := config.DefaultListener(config.ProtocolWebSocket)
+		ws.Name, ws.Address = "ws", net.JoinHostPort(ns.hostIP, "0")
+		ws.TCPKeepalive.Enabled = false
+		ws.TCPUserTimeout = config.Duration(userTimeout)
+		ws.Heartbeat.IdleTimeout = 0
+		ws.Heartbeat.PingInterval, ws.Heartbeat.PingNotResponseLimit = config.Duration(pingInterval), 0
+
+		c.Listeners = []config.Listener{ka, ut, ws}
 	})
 	kaClient, err := ns.dial(n.addr("keepalive"))
 	if err != nil {
@@ -140,6 +161,11 @@ func TestDeadPeerWithoutFIN(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer utClient.Close()
+	wsClient, err := ns.dialWS("ws://" + n.addr("ws") + "/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wsClient.Close()
 
 	pulled := time.Now()
 	ns.pullCable()
@@ -153,10 +179,12 @@ func TestDeadPeerWithoutFIN(t *testing.T) {
 	}
 
 	utLimit := pingInterval + userTimeout + time.Second
-	if r := n.closeReason(t, utClient.ID(), utLimit+2*time.Second); r != conn.ReasonUserTimeout {
-		t.Errorf("user timeout listener: reason %s, want user_timeout", r)
-	}
-	if info, _ := n.ConnInfo(utClient.ID()); info.Closed.Sub(pulled) > utLimit {
-		t.Errorf("user timeout closed %s after the cable was pulled, want within %s", info.Closed.Sub(pulled), utLimit)
+	for _, c := range []*client.Client{utClient, wsClient} {
+		if r := n.closeReason(t, c.ID(), utLimit+2*time.Second); r != conn.ReasonUserTimeout {
+			t.Errorf("user timeout, %s: reason %s, want user_timeout", c.ID(), r)
+		}
+		if info, _ := n.ConnInfo(c.ID()); info.Closed.Sub(pulled) > utLimit {
+			t.Errorf("user timeout, %s: closed %s after the cable was pulled, want within %s", c.ID(), info.Closed.Sub(pulled), utLimit)
+		}
 	}
 }
