@@ -63,13 +63,15 @@ type Reader struct {
 	chunk   Chunk // the one chunk in flight
 }
 
-// StartReader starts delivering rc's bytes to sink.
-func StartReader(rc syscall.RawConn, sink ReaderSink) (*Reader, error) {
+// StartReader starts delivering rc's bytes to sink; a paused reader reads
+// nothing until the first Resume (its owner has bytes of the stream to
+// handle first).
+func StartReader(rc syscall.RawConn, sink ReaderSink, paused bool) (*Reader, error) {
 	fd := -1
 	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
 		return nil, err
 	}
-	r := &Reader{fd: fd, sink: sink, armed: true}
+	r := &Reader{fd: fd, sink: sink, armed: !paused}
 	p, err := pickPoller()
 	if err != nil {
 		return nil, err
@@ -81,7 +83,7 @@ func StartReader(rc syscall.RawConn, sink ReaderSink) (*Reader, error) {
 }
 
 // Resume gives the chunk back; the reader reads again. Call it once per
-// delivered chunk, and never after Stop.
+// delivered chunk (and once after a paused start), and never after Stop.
 func (r *Reader) Resume() {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -127,4 +128,50 @@ func BytesAcked(rc syscall.RawConn) (uint64, error) {
 		return 0, err
 	}
 	return info.Bytes_acked, nil
+}
+
+// lingering counts the closes in progress in CloseLingering.
+var lingering atomic.Int64
+
+// maxLingering bounds the lingering closes in progress: past it sockets
+// are closed at once. Each holds a goroutine and a descriptor for up to
+// its bound.
+const maxLingering = 4096
+
+// CloseLingering closes c after shutting down its sending side and
+// reading away what the peer still sends, until the peer's end of stream
+// or bound, then calls done. It returns at once; the rest happens in a
+// short-lived goroutine. This is nginx's lingering close: closing a socket
+// whose input is unread makes the kernel send a reset instead of a FIN,
+// and a reset makes the peer's kernel drop what it had not delivered yet
+// (our last messages and the close reason) and its own kernel refuse more
+// of ours. A peer still sending a frame we refused would never learn why.
+func CloseLingering(c net.Conn, done func(), bound time.Duration) {
+	tcp, ok := c.(*net.TCPConn)
+	if !ok || lingering.Add(1) > maxLingering {
+		if ok {
+			lingering.Add(-1)
+		}
+		_ = c.Close()
+		done()
+		return
+	}
+	go func() {
+		defer func() {
+			recover() // nothing here may take the node down
+			_ = c.Close()
+			lingering.Add(-1)
+			done()
+		}()
+		if tcp.CloseWrite() != nil {
+			return
+		}
+		_ = tcp.SetReadDeadline(time.Now().Add(bound))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := tcp.Read(buf); err != nil {
+				return // the peer's FIN, its reset, or the bound
+			}
+		}
+	}()
 }

@@ -109,6 +109,7 @@ type Actor struct {
 	ctx      actor.Context
 	reader   *transport.Reader
 	chunk    *transport.Chunk // the chunk being framed, until the reader gets it back
+	framing  bool             // input fed to the framer is not all handled yet; the reader waits
 	preread  []byte           // bytes read before the actor started (after a WebSocket upgrade)
 	ticket   *transport.Ticket
 	timer    *time.Timer
@@ -124,9 +125,11 @@ type Actor struct {
 	inflight *[]byte // being written by a waiting goroutine
 	writing  bool
 
-	reason   Reason // set once closing
-	lingerOK bool   // closing, waiting for queued bytes to leave
-	done     bool   // socket closed and actor stopping
+	reason      Reason    // set once closing
+	lingerOK    bool      // closing, waiting for queued bytes to leave
+	lingerUntil time.Time // when the last writes give up, set once at the close
+	sealed      bool      // the close frame (or TCP's final message) is queued: nothing may follow it
+	done        bool      // socket closed and actor stopping
 }
 
 // New prepares the actor of an admitted socket; the actor releases the
@@ -180,11 +183,10 @@ func (a *Actor) Receive(ctx actor.Context) {
 		if !a.closing() {
 			a.chunk = m
 			a.countIn(len(m.Bytes()))
-			a.framer.Feed(m.Bytes())
-			a.frames()
+			a.feed(m.Bytes())
 		}
 	case *continueFrames:
-		if !a.closing() && a.chunk != nil {
+		if !a.closing() && a.framing {
 			a.frames()
 		}
 	case *Deliver:
@@ -210,7 +212,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		if !a.closing() {
 			a.reason = ReasonServerShutdown
 		}
-		a.finish()
+		a.finish(false)
 	case *actor.Stopped, *actor.Restarting:
 	default:
 		a.app.Receive(a, m)
@@ -233,10 +235,11 @@ func (a *Actor) start(ctx actor.Context) {
 	a.app = a.deps.NewApp(a)
 	// The deadline and the reader first: whatever the App does next (even
 	// panic), a silent connection is closed in time and a talking one is
-	// read. What the reader delivers waits in the mailbox until start is
-	// done, so the preread bytes below still come first.
+	// read. With bytes that came with the upgrade request, the reader
+	// starts paused: those are the start of the stream, and are framed
+	// first (even past a panic) before the reader delivers more.
 	a.schedule()
-	reader, err := transport.StartReader(a.raw, a)
+	reader, err := transport.StartReader(a.raw, a, len(a.preread) > 0)
 	if err != nil {
 		a.Log().Error().Err(err).Msg("cannot read the socket")
 		a.closeNow(ReasonServerClosed)
@@ -244,15 +247,16 @@ func (a *Actor) start(ctx actor.Context) {
 	}
 	a.reader = reader
 	a.app.Opened(a)
-	if a.closing() || len(a.preread) == 0 {
+	if len(a.preread) == 0 {
 		return
 	}
-	// Bytes that came with the upgrade request are the start of the
-	// stream; the framer copies what it keeps.
-	a.countIn(len(a.preread))
-	a.framer.Feed(a.preread)
+	preread := a.preread
 	a.preread = nil
-	a.frames()
+	a.countIn(len(preread))
+	if a.closing() {
+		return
+	}
+	a.feed(preread) // the framer copies what it keeps
 }
 
 // countIn counts bytes received, once per read.
@@ -262,14 +266,22 @@ func (a *Actor) countIn(n int) {
 	a.deps.Metrics.BytesIn.Add(float64(n))
 }
 
-// frames handles the whole frames of the current chunk, then gives the
-// chunk back to the reader. If the App panics on a frame, the deferred
-// check posts continueFrames: once the supervisor resumes this actor it
-// goes on with the next frame of the same chunk, so one bad message loses
-// nothing else.
+// feed gives the framer the next input (a chunk, or the preread bytes)
+// and handles its frames; the reader reads again once they all are.
+func (a *Actor) feed(p []byte) {
+	a.framing = true
+	a.framer.Feed(p)
+	a.frames()
+}
+
+// frames handles the whole frames of the input fed last, then lets the
+// reader read again. If the App panics on a frame, the deferred check
+// posts continueFrames: once the supervisor resumes this actor it goes on
+// with the next frame of the same input, so one bad message loses nothing
+// else.
 func (a *Actor) frames() {
 	defer func() {
-		if a.chunk != nil && !a.closing() {
+		if a.framing && !a.closing() {
 			a.ctx.Send(a.self, continueMsg)
 		}
 	}()
@@ -289,8 +301,8 @@ func (a *Actor) frames() {
 		a.deps.Metrics.FramesIn.Inc()
 		a.frame(f)
 	}
-	if a.chunk != nil && !a.closing() {
-		a.chunk = nil
+	if a.framing && !a.closing() {
+		a.framing, a.chunk = false, nil
 		a.reader.Resume()
 	}
 }
@@ -394,7 +406,7 @@ func (a *Actor) queued() int {
 // can. Control frames (pongs, the close frame) may exceed the queue limit:
 // they are small and the protocol requires them.
 func (a *Actor) enqueue(op framing.Op, payload []byte, control bool) {
-	if a.closing() && !a.lingerOK {
+	if a.sealed || (a.closing() && !a.lingerOK) {
 		return
 	}
 	if a.pending == nil {
@@ -452,7 +464,10 @@ func (a *Actor) flush() {
 	*a.pending = rest
 	a.inflight, a.pending = a.pending, nil
 	a.writing = true
-	if a.settings.WriteTimeout > 0 {
+	switch {
+	case a.closing():
+		_ = a.sock.SetWriteDeadline(a.lingerUntil) // once, from the close: no write extends it
+	case a.settings.WriteTimeout > 0:
 		_ = a.sock.SetWriteDeadline(time.Now().Add(a.settings.WriteTimeout))
 	}
 	go waitWrite(a.sock, *a.inflight, a.system, a.self)
@@ -490,7 +505,9 @@ func (a *Actor) wrote(m *writeDone) {
 		a.socketFailed(m.err)
 		return
 	}
-	_ = a.sock.SetWriteDeadline(time.Time{}) // later TryWrites must not see a stale deadline
+	if !a.closing() {
+		_ = a.sock.SetWriteDeadline(time.Time{}) // later TryWrites must not see a stale deadline
+	}
 	a.flush()
 	a.lingered()
 }
@@ -526,7 +543,7 @@ func (a *Actor) socketFailed(err error) {
 func (a *Actor) readFailed(err error) {
 	if a.closing() {
 		if !a.done {
-			a.finish() // the peer went away while we were lingering
+			a.finish(false) // the peer went away while we were lingering
 		}
 		return
 	}
@@ -645,26 +662,33 @@ func (a *Actor) closeWS(reason Reason, code uint16) {
 	}
 	a.reason = reason
 	a.lingerOK = true
+	// What is queued gets the write timeout to leave, counted once from
+	// now, and bounded even when write_timeout is off.
+	linger := a.settings.WriteTimeout
+	if linger <= 0 {
+		linger = defaultLinger
+	}
+	a.lingerUntil = time.Now().Add(linger)
+	if a.writing {
+		_ = a.sock.SetWriteDeadline(a.lingerUntil)
+	}
 	switch {
 	case a.settings.WebSocket:
 		a.enqueue(framing.OpClose, closeBody(code, reason.String()), true)
 	case reason != ReasonClientClosed && a.app != nil:
 		a.app.Closing(a, reason)
 	}
-	if a.writing {
-		// The linger is bounded even when write_timeout is off.
-		linger := a.settings.WriteTimeout
-		if linger <= 0 {
-			linger = defaultLinger
-		}
-		_ = a.sock.SetWriteDeadline(time.Now().Add(linger))
-	}
+	a.sealed = true // RFC 6455 section 5.5.1: no data frame after the close frame
 	a.lingered()
 }
 
 // defaultLinger bounds a closing connection's last writes when
 // limits.write_timeout is 0.
 const defaultLinger = 5 * time.Second
+
+// drainLinger bounds how long a closed connection's input is read and
+// thrown away after our side is shut down (transport.CloseLingering).
+const drainLinger = 2 * time.Second
 
 // closeBody is a close frame's payload (RFC 6455 section 5.5.1): the code
 // in two bytes, big endian, then the reason. Reasons are short ASCII names.
@@ -680,20 +704,25 @@ func (a *Actor) closeNow(reason Reason) {
 	if !a.closing() {
 		a.reason = reason
 	}
-	a.finish()
+	a.finish(false)
 }
 
-// lingered finishes a closing connection once its queue is empty.
+// lingered finishes a closing connection once its queue is empty: all we
+// had to say has left, so the close is orderly (finish's graceful).
 func (a *Actor) lingered() {
 	if a.lingerOK && !a.done && !a.writing && (a.pending == nil || len(*a.pending) == 0) {
-		a.finish()
+		a.finish(true)
 	}
 }
 
 // finish closes the socket and stops the actor: the registry learns the
 // reason before the actor stops, so rooms watching it find the reason when
-// their Terminated arrives.
-func (a *Actor) finish() {
+// their Terminated arrives. A graceful finish shuts down our side and
+// reads the peer's input away for a while before the socket closes
+// (transport.CloseLingering): closing a socket with unread input sends a
+// reset, and the reset makes the kernel drop what it still held for the
+// peer, our last words included.
+func (a *Actor) finish(graceful bool) {
 	if a.done {
 		return
 	}
@@ -704,9 +733,13 @@ func (a *Actor) finish() {
 	if a.reader != nil {
 		a.reader.Stop() // before the close: the descriptor number may be reused at once
 	}
-	_ = a.sock.Close()
-	a.ticket.Release()
-	a.chunk = nil
+	if graceful {
+		transport.CloseLingering(a.sock, a.ticket.Release, drainLinger)
+	} else {
+		_ = a.sock.Close()
+		a.ticket.Release()
+	}
+	a.chunk, a.framing = nil, false
 	a.framer.Reset() // a partial frame's buffer goes back to the pool
 	if a.held != 0 {
 		a.held = 0
