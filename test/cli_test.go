@@ -153,10 +153,19 @@ listeners:
 		status = out
 		return nil
 	})
-	for _, want := range []string{fmt.Sprintf("running (pid %d)", serve.Process.Pid), "embedded: true", "http  " + httpAddr} {
+	for _, want := range []string{fmt.Sprintf("running (pid %d)", serve.Process.Pid), "connected (embedded: true)", "http  " + httpAddr} {
 		if !strings.Contains(status, want) {
 			t.Errorf("status lacks %q:\n%s", want, status)
 		}
+	}
+	// A file status cannot read says what is wrong with it, not "not
+	// running" (exit 3 would tell a supervisor the node is down).
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("node: {name: cli, nmae: x}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := tether(t, dir, "status", "-c", bad); code != 1 || !strings.Contains(stderr, "node.nmae: unknown key") {
+		t.Errorf("status with a bad file: code %d, %q %q", code, out, stderr)
 	}
 
 	out, stderr, code := tether(t, dir, "stop", "-c", conf)

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -537,5 +538,57 @@ func TestWebSocketHandshakesCountTowardLimits(t *testing.T) {
 	}
 	if got := counterValue(t, n, `tether_rejects_total{listener="ws",why="max_connections"}`); got != 5 {
 		t.Errorf("max_connections rejects %v, want 5", got)
+	}
+}
+
+// TestShutdownReportsMembersAsServerShutdown: a node stopping cleanly
+// (SIGTERM, Shutdown) with 500 members in a room shared with another
+// node: the other node reports every one of them left with reason
+// server_shutdown. Its goodbye used to overtake some of their leaves
+// (another NATS subscription, another goroutine) and report them
+// node_down.
+func TestShutdownReportsMembersAsServerShutdown(t *testing.T) {
+	ns := startNATS(t, -1)
+	nodes := startCluster(t, ns.ClientURL(), "a", "b")
+	a, b := nodes[0], nodes[1]
+	watcher := b.dial(t, "tcp")
+	join(t, watcher, "big", "w")
+	const members = 500
+	var conns []net.Conn
+	for i := range members {
+		c, err := net.Dial("tcp", a.addr("tcp"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(packN(fmt.Sprintf(`{"op":"join","room":"big","name":"m%d"}`, i))); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	joined := 0
+	for joined < members {
+		ev, err := watcher.Expect("joined", 10*time.Second)
+		if err != nil {
+			t.Fatalf("after %d joined: %v", joined, err)
+		}
+		joined++
+		_ = ev
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]int{}
+	for left := 0; left < members; left++ {
+		ev, err := watcher.Expect("left", 10*time.Second)
+		if err != nil {
+			t.Fatalf("after %d left (%v): %v", left, reasons, err)
+		}
+		reasons[ev.Reason]++
+	}
+	if reasons["server_shutdown"] != members {
+		t.Errorf("left reasons %v, want %d server_shutdown", reasons, members)
 	}
 }

@@ -325,9 +325,14 @@ func (b *Bridge) clusterEvent(ctx actor.Context, m *nats.Msg) {
 			b.resyncRooms(ctx)
 		}
 	case KindGoodbye:
+		// A node stopping cleanly has closed its connections, all with
+		// server_shutdown, and published their leaves before this; but
+		// those come on the room subjects, through other goroutines of
+		// nats.go, and some may still be on their way: the members this
+		// drops left for the same reason.
 		if info, ok := b.nodes[node]; ok && info.Alive {
 			b.log.Info().Str("peer", node).Msg("node left the cluster")
-			b.down(ctx, node)
+			b.down(ctx, node, "server_shutdown")
 		}
 	case KindGather:
 		if m.Reply != "" && b.o.Gather != nil {
@@ -349,7 +354,7 @@ func (b *Bridge) checkNodes(ctx actor.Context) {
 		if info.Alive && silent > b.o.DeadAfter {
 			b.log.Warn().Str("peer", id).Str("silent", silent.Round(time.Millisecond).String()).Msg("node declared dead")
 			b.o.Bus.metrics.NodesDown.Inc()
-			b.down(ctx, id)
+			b.down(ctx, id, "node_down")
 		}
 		if !info.Alive && silent > 10*b.o.DeadAfter {
 			delete(b.nodes, id) // long gone: forget it
@@ -357,11 +362,11 @@ func (b *Bridge) checkNodes(ctx actor.Context) {
 	}
 }
 
-func (b *Bridge) down(ctx actor.Context, node string) {
+func (b *Bridge) down(ctx actor.Context, node, reason string) {
 	b.nodes[node].Alive = false
 	b.countAlive()
 	for _, rs := range b.rooms {
-		ctx.Send(rs.pid, &room.NodeDown{Node: node})
+		ctx.Send(rs.pid, &room.NodeDown{Node: node, Reason: reason})
 	}
 }
 

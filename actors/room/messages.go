@@ -140,8 +140,10 @@ type Remote struct {
 	Reply   string            // members: where to answer
 }
 
-// NodeDown tells a room that a node died: its members are gone.
-type NodeDown struct{ Node string }
+// NodeDown tells a room that a node is gone, and with it its members:
+// Reason is node_down for a node declared dead, server_shutdown for one
+// that said goodbye.
+type NodeDown struct{ Node, Reason string }
 
 // Resync tells a room to ask every node for its members again (NATS came
 // back, or a node thought dead spoke again).

@@ -103,7 +103,7 @@ func (r *Actor) Receive(ctx actor.Context) {
 			r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindSync, Members: r.localMembers()})
 		}
 	case *NodeDown:
-		r.nodeDown(ctx, m.Node)
+		r.nodeDown(ctx, m.Node, m.Reason)
 	case *Resync:
 		r.resync(ctx)
 	case *resyncDone:
@@ -350,11 +350,12 @@ func (r *Actor) replace(ctx actor.Context, node string, ms []protocol.Member) {
 	}
 }
 
-// nodeDown drops a dead node's members: each gets one left, node_down.
-func (r *Actor) nodeDown(ctx actor.Context, node string) {
+// nodeDown drops a gone node's members: each gets one left, with the
+// reason.
+func (r *Actor) nodeDown(ctx actor.Context, node, reason string) {
 	for _, id := range slices.Sorted(maps.Keys(r.remote[node])) {
 		m := r.remote[node][id]
-		r.announceLeft(ctx, m, leftEvent(r.name, m, "node_down"))
+		r.announceLeft(ctx, m, leftEvent(r.name, m, reason))
 	}
 	delete(r.remote, node)
 }

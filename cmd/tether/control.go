@@ -76,7 +76,10 @@ func statusCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, pid, err := running(&cf)
 			out := cmd.OutOrStdout()
-			if err != nil {
+			switch {
+			case cfg == nil:
+				return err // the file is wrong: that is no answer about the node
+			case err != nil:
 				fmt.Fprintln(out, "not running:", err)
 				return exitCode(3)
 			}
