@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -320,14 +318,7 @@ func TestUnfinishedFramesAreBoundedPerNode(t *testing.T) {
 	frame := packN(strings.Repeat("x", 200_000))
 	conns := make([]net.Conn, holders)
 	for i := range conns {
-		c, err := net.Dial("tcp", n.addr("tcp"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if _, err := readPackN(c, 5*time.Second); err != nil { // welcome
-			t.Fatal(err)
-		}
+		c, _ := dialRaw(t, n.addr("tcp"))
 		if _, err := c.Write(frame[:4+size]); err != nil {
 			t.Fatal(err)
 		}
@@ -380,17 +371,7 @@ func TestTrickledFrameIsIdle(t *testing.T) {
 		c.Listeners[0].Heartbeat.IdleTimeout = config.Duration(time.Second)
 		c.Listeners[0].Heartbeat.CheckInterval = 0
 	})
-	c, err := net.Dial("tcp", n.addr("tcp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	welcome, err := readPackN(c, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var w struct{ Conn string }
-	_ = json.Unmarshal([]byte(welcome), &w)
+	c, id := dialRaw(t, n.addr("tcp"))
 	frame := packN(`{"op":"ping","pad":"` + strings.Repeat("x", 100) + `"}`)
 	start := time.Now()
 	go func() {
@@ -401,7 +382,7 @@ func TestTrickledFrameIsIdle(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	if reason := n.closeReason(t, w.Conn, 5*time.Second); reason != conn.ReasonIdle {
+	if reason := n.closeReason(t, id, 5*time.Second); reason != conn.ReasonIdle {
 		t.Fatalf("trickling client closed with %q, want idle", reason)
 	}
 	if took := time.Since(start); took > 3*time.Second {
@@ -418,32 +399,13 @@ func TestTrickledFrameIsIdle(t *testing.T) {
 // server and NATS failed with "too many open files".
 func TestDescriptorLimitLeavesTheNodeAnswering(t *testing.T) {
 	tcpPort, httpPort, natsPort := freePort(t), freePort(t), freePort(t)
-	conf := fmt.Sprintf(`node: {name: fd, descriptor_reserve: 64}
+	tcpAddr := fmt.Sprintf("127.0.0.1:%d", tcpPort)
+	p := startServeProcess(t, fmt.Sprintf(`node: {name: fd, descriptor_reserve: 64}
 http: {address: "127.0.0.1:%d"}
 nats: {embedded: {port: %d}}
 listeners:
-  - {name: tcp, protocol: tcp, address: "127.0.0.1:%d"}
-`, httpPort, natsPort, tcpPort)
-	dir := t.TempDir()
-	path := dir + "/tether.yaml"
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("sh", "-c", `ulimit -n 300 && exec "$0" serve -c "$1"`, tetherBin, path)
-	cmd.Dir, cmd.Env = dir, cleanEnv()
-	logs := &syncBuffer{}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("serve log:\n%s", logs.String())
-		}
-	})
-	tcpAddr := fmt.Sprintf("127.0.0.1:%d", tcpPort)
+  - {name: tcp, protocol: tcp, address: %q}
+`, httpPort, natsPort, tcpAddr), tcpAddr, "ulimit -n 300")
 	first := dialRetry(t, tcpAddr)
 	const cap = 300 - 64
 
@@ -485,7 +447,7 @@ listeners:
 	if err := first.Ping(); err != nil {
 		t.Fatalf("an accepted connection: %v", err)
 	}
-	if !strings.Contains(logs.String(), `"max_connections":236`) {
+	if !strings.Contains(p.logs.String(), `"max_connections":236`) {
 		t.Errorf("the log does not say the derived cap")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -127,6 +128,26 @@ func (n *testNode) logLines(subs ...string) []string {
 		}
 	}
 	return out
+}
+
+// dialRaw connects a raw socket to a pack('N') TCP listener at addr and
+// reads its welcome; it returns the socket and the connection id.
+func dialRaw(t *testing.T, addr string) (net.Conn, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	welcome, err := readPackN(c, 5*time.Second)
+	if err != nil {
+		t.Fatalf("welcome: %v", err)
+	}
+	var w struct{ Conn string }
+	if err := json.Unmarshal([]byte(welcome), &w); err != nil {
+		t.Fatalf("welcome %q: %v", welcome, err)
+	}
+	return c, w.Conn
 }
 
 // packN frames body as PHP's pack('N', strlen($body)) . $body does: the

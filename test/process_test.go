@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,15 +23,20 @@ type serveProcess struct {
 }
 
 // startServeProcess runs tether serve with the configuration conf, whose
-// TCP listener is at tcpAddr.
-func startServeProcess(t *testing.T, conf, tcpAddr string) *serveProcess {
+// TCP listener is at tcpAddr; a shell command given as before runs first
+// in the same process (ulimit -n 300, say).
+func startServeProcess(t *testing.T, conf, tcpAddr string, before ...string) *serveProcess {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "tether.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := &serveProcess{cmd: exec.Command(tetherBin, "serve", "-c", path), tcpAddr: tcpAddr, logs: &syncBuffer{}}
+	cmd := exec.Command(tetherBin, "serve", "-c", path)
+	if len(before) > 0 {
+		cmd = exec.Command("sh", "-c", strings.Join(before, " && ")+` && exec "$0" serve -c "$1"`, tetherBin, path)
+	}
+	p := &serveProcess{cmd: cmd, tcpAddr: tcpAddr, logs: &syncBuffer{}}
 	p.cmd.Dir, p.cmd.Env, p.cmd.Stderr = dir, cleanEnv(), p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
