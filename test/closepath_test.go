@@ -228,6 +228,9 @@ func TestOversizeFrameWhileSendingIsToldWhy(t *testing.T) {
 				}
 				break
 			}
+			if strings.HasPrefix(msg, `{"op":"left"`) { // the last round's client, maybe
+				continue
+			}
 			got++
 			last = msg
 		}
