@@ -26,7 +26,7 @@ func benchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "generate load against a running node and report figures for BENCHMARKS.md",
 	}
-	cmd.AddCommand(benchIdleCmd(), benchRoomCmd(), benchWorkerCmd())
+	cmd.AddCommand(benchIdleCmd(), benchRoomCmd(), benchFloorCmd(), benchWorkerCmd())
 	return cmd
 }
 

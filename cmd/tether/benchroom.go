@@ -9,6 +9,8 @@ import (
 	"maps"
 	"math"
 	"net"
+	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,7 +29,13 @@ import (
 // worker processes join one room; the parent sends messages at a fixed
 // rate, each carrying its send time; every worker records, per message,
 // when its last member had it. The figure per message is the time from
-// send until the last member of the whole room had it.
+// send until the last member of the whole room had it. With --pid it also
+// reports the server's CPU time per delivery (from /proc/PID/stat).
+//
+// With --floor it first runs the same clients and the same scenario
+// against a bare fan-out server (benchFloorCmd) in a process of its own,
+// and reports every figure as a ratio to that floor: these machines are
+// shared and noisy, so only a ratio measured in the same run means much.
 //
 // With several --url (nodes of one cluster) the workers are spread over
 // them and the figures come per node: the sender's node shows local
@@ -36,7 +44,7 @@ func benchRoomCmd() *cobra.Command {
 	var o roomBench
 	cmd := &cobra.Command{
 		Use:   "room",
-		Short: "fan-out latency and throughput of one room of many WebSocket members",
+		Short: "fan-out latency, throughput and CPU per delivery of one room of many WebSocket members",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.run(cmd.Context(), cmd.OutOrStdout())
@@ -45,6 +53,8 @@ func benchRoomCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.url, "url", "ws://127.0.0.1:9502/ws", "WebSocket listener(s), comma separated: the workers are spread over them")
 	f.StringVar(&o.sendURL, "send-url", "", "where the sender connects (default the first --url)")
+	f.IntVar(&o.pid, "pid", 0, "the server's process id: report its CPU time per delivery")
+	f.BoolVar(&o.floor, "floor", false, "also run against a bare fan-out server, and report ratios to it")
 	f.IntVar(&o.members, "members", 10000, "members in the room")
 	f.IntVar(&o.procs, "procs", 4, "worker processes holding the members")
 	f.IntVar(&o.messages, "messages", 500, "messages to send")
@@ -56,39 +66,120 @@ func benchRoomCmd() *cobra.Command {
 
 type roomBench struct {
 	url, sendURL, room   string
+	pid                  int
+	floor                bool
 	members, procs       int
 	messages, rate, size int
 }
 
+// roomResult is one run's figures.
+type roomResult struct {
+	delivered  int
+	elapsed    time.Duration        // first send to last delivery
+	lastMember map[string][]float64 // per node URL ("" the whole room): per message, ms until its last member had it
+	cpu        float64              // the server's CPU seconds over the run; <0 unknown
+	joinTime   time.Duration
+	sendTime   time.Duration
+	sendURL    string
+}
+
+func (r *roomResult) cpuPerDelivery() float64 { return r.cpu / float64(r.delivered) }
+
+func (r *roomResult) latency(p float64) float64 {
+	lat := slices.Clone(r.lastMember[""])
+	slices.Sort(lat)
+	return percentile(lat, p)
+}
+
 func (o *roomBench) run(ctx context.Context, out io.Writer) error {
+	var floor *roomResult
+	if o.floor {
+		url, pid, stop, err := startFloor()
+		if err != nil {
+			return err
+		}
+		floor, err = o.measure(ctx, url, url, pid)
+		stop()
+		if err != nil {
+			return fmt.Errorf("floor: %w", err)
+		}
+		fmt.Fprintln(out, "floor (a bare server: encode once, one write(2) per delivery):")
+		o.print(out, floor)
+		fmt.Fprintln(out)
+		fmt.Fprintln(out, "tether:")
+	}
 	urls := strings.Split(o.url, ",")
 	if o.sendURL == "" {
 		o.sendURL = urls[0]
 	}
-	per := (o.members + o.procs - 1) / o.procs
-	w, err := startWorkers(o.procs, "room", "--url", o.url, "--members", strconv.Itoa(per), "--room", o.room,
-		"--messages", strconv.Itoa(o.messages))
+	res, err := o.measure(ctx, o.url, o.sendURL, o.pid)
 	if err != nil {
 		return err
+	}
+	o.print(out, res)
+	if floor != nil {
+		fmt.Fprintln(out)
+		fmt.Fprintf(out, "tether / floor      CPU per delivery %.2fx, send to last member p50 %.2fx, p99 %.2fx\n",
+			res.cpuPerDelivery()/floor.cpuPerDelivery(), res.latency(0.50)/floor.latency(0.50), res.latency(0.99)/floor.latency(0.99))
+	}
+	if res.delivered != o.members*o.messages {
+		return fmt.Errorf("%d deliveries missing", o.members*o.messages-res.delivered)
+	}
+	return nil
+}
+
+// startFloor runs the floor server in a process of its own and returns
+// its URL and pid.
+func startFloor() (url string, pid int, stop func(), err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", 0, nil, err
+	}
+	cmd := exec.Command(self, "bench", "floor")
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", 0, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", 0, nil, err
+	}
+	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		stop()
+		return "", 0, nil, fmt.Errorf("floor server: %w", err)
+	}
+	return strings.TrimSpace(line), cmd.Process.Pid, stop, nil
+}
+
+// measure runs the scenario once against url.
+func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (*roomResult, error) {
+	res := &roomResult{cpu: -1, sendURL: sendURL}
+	per := (o.members + o.procs - 1) / o.procs
+	w, err := startWorkers(o.procs, "room", "--url", url, "--members", strconv.Itoa(per), "--room", o.room,
+		"--messages", strconv.Itoa(o.messages))
+	if err != nil {
+		return nil, err
 	}
 	defer w.stop()
 	joinStart := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	if _, err := w.waitAll(wctx, "connected"); err != nil {
-		return err
+		return nil, err
 	}
-	joinTime := time.Since(joinStart)
+	res.joinTime = time.Since(joinStart)
 
 	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-	sender, err := client.DialWebSocket(dctx, o.sendURL)
+	sender, err := client.DialWebSocket(dctx, sendURL)
 	dcancel()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer sender.Close()
 	if _, err := sender.Call(client.Request{Op: "join", Room: o.room, Name: "sender"}); err != nil {
-		return err
+		return nil, err
 	}
 	go func() { // the sender reads nothing of interest; keep its queue empty
 		for {
@@ -97,6 +188,12 @@ func (o *roomBench) run(ctx context.Context, out io.Writer) error {
 			}
 		}
 	}()
+	cpuBefore := 0.0
+	if pid != 0 {
+		if cpuBefore, err = cpuSeconds(pid); err != nil {
+			return nil, err
+		}
+	}
 	pad := strings.Repeat("x", max(0, o.size-len(`{"seq":0000,"t":0000000000000000000,"pad":""}`)))
 	// Pace in steps of a millisecond: at 10,000/s a sleep per message
 	// would overshoot; each step sends what the rate owes by then.
@@ -106,38 +203,49 @@ func (o *roomBench) run(ctx context.Context, out io.Writer) error {
 		for ; seq < owed; seq++ {
 			data := fmt.Sprintf(`{"seq":%d,"t":%d,"pad":"%s"}`, seq, time.Now().UnixNano(), pad)
 			if err := sender.SendRaw([]byte(`{"op":"send","room":"` + o.room + `","data":` + data + `}`)); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		time.Sleep(time.Millisecond)
 	}
-	sendTime := time.Since(first)
+	res.sendTime = time.Since(first)
 	results, err := w.waitAll(wctx, "result")
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if pid != 0 {
+		after, err := cpuSeconds(pid)
+		if err != nil {
+			return nil, err
+		}
+		res.cpu = after - cpuBefore
 	}
 
 	// Per node and for the whole room: per message, when its last member
 	// had it.
-	lastMember := map[string][]float64{"": make([]float64, o.messages)}
-	delivered, lastRecv := 0, int64(0)
+	res.lastMember = map[string][]float64{"": make([]float64, o.messages)}
+	lastRecv := int64(0)
 	for _, r := range results {
-		delivered += r.Received
+		res.delivered += r.Received
 		lastRecv = max(lastRecv, r.LastRecv)
-		if lastMember[r.URL] == nil {
-			lastMember[r.URL] = make([]float64, o.messages)
+		if res.lastMember[r.URL] == nil {
+			res.lastMember[r.URL] = make([]float64, o.messages)
 		}
 		for i, l := range r.Latencies {
-			lastMember[""][i] = max(lastMember[""][i], l)
-			lastMember[r.URL][i] = max(lastMember[r.URL][i], l)
+			res.lastMember[""][i] = max(res.lastMember[""][i], l)
+			res.lastMember[r.URL][i] = max(res.lastMember[r.URL][i], l)
 		}
 	}
-	elapsed := time.Duration(lastRecv - first.UnixNano())
-	fmt.Fprintf(out, "members             %d in one room (%d worker processes; joined in %s)\n", o.members, o.procs, joinTime.Round(time.Millisecond))
-	fmt.Fprintf(out, "messages            %d x %d bytes of data at %d/s (sent in %s, from %s)\n", o.messages, o.size, o.rate, sendTime.Round(time.Millisecond), o.sendURL)
-	fmt.Fprintf(out, "deliveries          %d of %d\n", delivered, o.members*o.messages)
-	for _, url := range slices.Sorted(maps.Keys(lastMember)) {
-		lat := lastMember[url]
+	res.elapsed = time.Duration(lastRecv - first.UnixNano())
+	return res, nil
+}
+
+func (o *roomBench) print(out io.Writer, res *roomResult) {
+	fmt.Fprintf(out, "members             %d in one room (%d worker processes; joined in %s)\n", o.members, o.procs, res.joinTime.Round(time.Millisecond))
+	fmt.Fprintf(out, "messages            %d x %d bytes of data at %d/s (sent in %s, from %s)\n", o.messages, o.size, o.rate, res.sendTime.Round(time.Millisecond), res.sendURL)
+	fmt.Fprintf(out, "deliveries          %d of %d\n", res.delivered, o.members*o.messages)
+	for _, url := range slices.Sorted(maps.Keys(res.lastMember)) {
+		lat := slices.Clone(res.lastMember[url])
 		slices.Sort(lat)
 		what := "whole room"
 		if url != "" {
@@ -147,11 +255,10 @@ func (o *roomBench) run(ctx context.Context, out io.Writer) error {
 			percentile(lat, 0.50), percentile(lat, 0.99), lat[len(lat)-1], what)
 	}
 	fmt.Fprintf(out, "delivered/s         %.0f (deliveries / time from first send to last delivery, %s)\n",
-		float64(delivered)/elapsed.Seconds(), elapsed.Round(time.Millisecond))
-	if delivered != o.members*o.messages {
-		return fmt.Errorf("%d deliveries missing", o.members*o.messages-delivered)
+		float64(res.delivered)/res.elapsed.Seconds(), res.elapsed.Round(time.Millisecond))
+	if res.cpu >= 0 {
+		fmt.Fprintf(out, "server CPU          %.2f s, %.2f µs per delivery\n", res.cpu, res.cpuPerDelivery()*1e6)
 	}
-	return nil
 }
 
 // percentile of sorted values (nearest rank).
