@@ -68,9 +68,14 @@
 //     Control frames are bounded by RFC 6455 to 125 bytes; one may be held
 //     in addition to a message being assembled.
 //
+// max_frame bounds what is received, not what is sent: AppendFrame frames
+// any payload the format can say (a length field's largest value, any
+// size for EOF and WebSocket), so that a member list or a page of history
+// larger than the frames a client may send still goes out.
+//
 // Buffers come from power-of-two size classes, so the memory behind a
 // partial frame is max_frame rounded up to a power of two at most (exactly
-// max_frame for the default 2 MiB).
+// max_frame for the default 64 KiB).
 //
 // # Errors
 //

@@ -154,12 +154,6 @@ func (e *EOF) AppendFrame(dst []byte, op Op, payload []byte) ([]byte, error) {
 		return dst, err
 	}
 	d := len(e.delim)
-	if n := len(payload) + d; n > e.max {
-		return dst, fmt.Errorf(
-			"%w: frame of %d bytes exceeds max_frame %d",
-			ErrFrameTooLarge, n, e.max,
-		)
-	}
 	if i := bytes.Index(payload, e.delim); i >= 0 {
 		return dst, fmt.Errorf(
 			"%w: payload holds the delimiter at byte %d",

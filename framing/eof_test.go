@@ -167,12 +167,6 @@ func TestEOFAppendFrame(t *testing.T) {
 			target:  ErrBadFrame,
 		},
 		{
-			name:    "one byte over max_frame",
-			payload: "1234567890123",
-			op:      OpBinary,
-			target:  ErrFrameTooLarge,
-		},
-		{
 			name:    "control op",
 			payload: "ping",
 			op:      OpPing,

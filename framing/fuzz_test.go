@@ -99,15 +99,16 @@ func FuzzEOF(f *testing.F) {
 		var wire []byte
 		var sent []Frame
 		for _, p := range cutPayloads(stream, r) {
+			// max_frame bounds receiving only: AppendFrame takes any size.
 			one, err := enc.AppendFrame(nil, OpBinary, p)
-			got, _, _ := eofModel(append(bytes.Clone(p), delim...), delim, max)
+			got, _, _ := eofModel(append(bytes.Clone(p), delim...), delim, len(p)+len(delim))
 			roundTrips := len(got) == 1 && bytes.Equal(got[0].Payload, p)
 			switch {
 			case err == nil && !roundTrips:
 				t.Fatalf("AppendFrame(%q) accepted a frame that decodes as %s", p, showFrames(got))
 			case err != nil && roundTrips:
 				t.Fatalf("AppendFrame(%q) refused a good frame: %v", p, err)
-			case err != nil:
+			case err != nil, len(p)+len(delim) > max: // more than this framer receives
 				continue
 			}
 			wire = append(wire, one...)
@@ -180,12 +181,14 @@ func FuzzLength(f *testing.F) {
 		var wire []byte
 		var sent []Frame
 		for _, p := range cutPayloads(stream, r) {
+			// max_frame bounds receiving only: AppendFrame takes what the
+			// length field can say.
 			one, err := enc.AppendFrame(nil, OpBinary, p)
-			fits := int64(len(p)) <= lengthTypes[o.Type].max && o.BodyOffset+len(p) <= o.MaxFrame
+			fits := int64(len(p)) <= lengthTypes[o.Type].max
 			if (err == nil) != fits {
 				t.Fatalf("AppendFrame(%d bytes) = %v, fits = %v", len(p), err, fits)
 			}
-			if err != nil {
+			if err != nil || o.BodyOffset+len(p) > o.MaxFrame { // more than this framer receives
 				continue
 			}
 			got, _, _ := lengthModel(one, o)

@@ -259,12 +259,6 @@ func (l *Length) AppendFrame(dst []byte, op Op, payload []byte) ([]byte, error) 
 			ErrFrameTooLarge, n, l.typ, l.maxPayload,
 		)
 	}
-	if n > l.max-l.bodyOff {
-		return dst, fmt.Errorf(
-			"%w: length %d + body_offset %d exceeds max_frame %d",
-			ErrFrameTooLarge, n, l.bodyOff, l.max,
-		)
-	}
 	start := len(dst)
 	dst = slices.Grow(dst, l.bodyOff+n)
 	dst = dst[:start+l.bodyOff]
