@@ -46,6 +46,7 @@ func (c *Config) Validate() error {
 	v.atLeast("rooms.max_per_connection", c.Rooms.MaxPerConnection, 1)
 	v.atLeast("rooms.announce_limit", c.Rooms.AnnounceLimit, 1)
 	v.positive("rooms.presence_interval", c.Rooms.PresenceInterval)
+	v.atLeast("rooms.max_backlog", c.Rooms.MaxBacklog, 1)
 	v.nonNegative("shutdown_timeout", c.ShutdownTimeout)
 
 	names := map[string]bool{}
@@ -220,6 +221,9 @@ func (l *Listener) validate(v *validator, key string) {
 	}
 	v.nonNegative(lk+".write_timeout", lim.WriteTimeout)
 	v.oneOf(lk+".on_full", lim.OnFull, OnFullClose, OnFullDrop)
+	if v.nonNegative(lk+".write_delay", lim.WriteDelay) && lim.WriteDelay > Duration(time.Second) {
+		v.add(lk+".write_delay", "must be at most 1s, got %s", lim.WriteDelay)
+	}
 }
 
 // validator collects key errors so that one run reports every bad key.

@@ -33,13 +33,13 @@ type WebSocketOptions struct {
 	// Upgraded receives each upgraded socket, with its ticket and the
 	// bytes the client sent after its request (the start of the WebSocket
 	// stream). It takes ownership of the socket and the ticket.
-	Upgraded func(s *Socket)
+	Upgraded func(s *Accepted)
 	Log      zerolog.Logger
 }
 
-// Socket is an admitted socket on its way to its connection actor, which
-// owns it and releases its ticket once it is closed.
-type Socket struct {
+// Accepted is an admitted socket on its way to its connection actor,
+// which owns it and releases its ticket once it is closed.
+type Accepted struct {
 	Conn   net.Conn
 	Ticket *Ticket
 	// Preread holds bytes read past a WebSocket upgrade request: the
@@ -99,7 +99,7 @@ func upgradeHandler(o WebSocketOptions, log zerolog.Logger) http.Handler {
 			_ = c.Close()
 			return
 		}
-		s := &Socket{Conn: g.Conn, Ticket: g.handOff(), Sent: g.written} // the actor wants the *net.TCPConn and its descriptor
+		s := &Accepted{Conn: g.Conn, Ticket: g.handOff(), Sent: g.written} // the actor wants the *net.TCPConn and its descriptor
 		if n := rw.Reader.Buffered(); n > 0 {
 			s.Preread = make([]byte, n)
 			_, _ = rw.Reader.Read(s.Preread)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -44,12 +45,24 @@ type whisperDone struct {
 // use up everyone's share.
 const MaxInFlight = 8
 
+// MaxPendingSends bounds one connection's sends to one room that the room
+// has not handled yet: past it a send gets error busy. The room's whole
+// backlog (rooms.max_backlog) is bounded too; this keeps one flooding
+// client from taking all of it, so that the others' sends still flow.
+const MaxPendingSends = 64
+
+// joined is a room the connection is in.
+type joined struct {
+	room    *room.Handle // nil while the join is on its way
+	pending atomic.Int32 // sends not handled by the room yet
+}
+
 // App is the chat application of one connection.
 type App struct {
 	deps         *Deps
-	name, avatar string                // from the latest join; whispers carry them
-	rooms        map[string]*actor.PID // joined rooms; nil while the join is on its way
-	inflight     int                   // members requests and remote whispers not answered yet
+	name, avatar string // from the latest join; whispers carry them
+	rooms        map[string]*joined
+	inflight     int // members requests and remote whispers not answered yet
 }
 
 // New returns the conn.NewApp of listeners running chat.
@@ -125,15 +138,15 @@ func (a *App) join(c *conn.Actor, req *protocol.Request) {
 	}
 	a.name, a.avatar = name, req.Avatar
 	if a.rooms == nil {
-		a.rooms = map[string]*actor.PID{}
+		a.rooms = map[string]*joined{}
 	}
 	if _, in := a.rooms[req.Room]; !in {
-		a.rooms[req.Room] = nil // joining
+		a.rooms[req.Room] = &joined{} // joining
 	}
 	c.Context().Request(a.deps.Rooms, &room.Join{
 		Room:   req.Room,
 		Member: protocol.Member{Conn: c.ID(), Name: name, Avatar: req.Avatar, Node: c.Node()},
-		PID:    c.Context().Self(), Ref: req.ID,
+		PID:    c.Context().Self(), Socket: c.Socket(), Encoder: c.Settings().Encoder, Ref: req.ID,
 	})
 }
 
@@ -141,12 +154,21 @@ func (a *App) send(c *conn.Actor, req *protocol.Request) {
 	if !a.checkRoom(c, req) {
 		return
 	}
-	pid := a.rooms[req.Room]
-	if pid == nil {
+	j := a.rooms[req.Room]
+	if j.room == nil {
 		a.fail(c, req.ID, protocol.CodeNotInRoom, "the join of "+req.Room+" is not done yet")
 		return
 	}
-	c.Context().Send(pid, &room.Send{From: c.ID(), Data: req.Data, Echo: req.Echo})
+	if j.pending.Add(1) > MaxPendingSends {
+		j.pending.Add(-1)
+		a.fail(c, req.ID, protocol.CodeBusy, fmt.Sprintf("%d sends to %s not handled yet; retry later", MaxPendingSends, req.Room))
+		return
+	}
+	if !j.room.TrySend(c.Context().ActorSystem(), &room.Send{From: c.ID(), Data: req.Data, Echo: req.Echo, Pending: &j.pending}) {
+		j.pending.Add(-1)
+		a.fail(c, req.ID, protocol.CodeBusy, "room "+req.Room+" has too many messages waiting; retry later")
+		return
+	}
 	a.ok(c, req.ID)
 }
 
@@ -193,11 +215,10 @@ func (a *App) checkRoom(c *conn.Actor, req *protocol.Request) bool {
 // Receive takes the rooms' answers and turns them into replies.
 func (a *App) Receive(c *conn.Actor, msg any) {
 	switch m := msg.(type) {
-	case *room.JoinReply:
-		if _, in := a.rooms[m.Name]; in { // not left meanwhile
-			a.rooms[m.Name] = m.Room
+	case *room.JoinReply: // the room wrote the client's ok
+		if j, in := a.rooms[m.Name]; in { // not left meanwhile
+			j.room = m.Room
 		}
-		a.ok(c, m.Ref)
 	case *room.LeaveReply:
 		if m.Err != "" {
 			a.fail(c, m.Ref, m.Err, "not in room "+m.Room)

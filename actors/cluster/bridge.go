@@ -75,8 +75,8 @@ type Bridge struct {
 }
 
 type roomSub struct {
-	pid *actor.PID
-	sub *nats.Subscription
+	handle *room.Handle
+	sub    *nats.Subscription
 }
 
 // NewBridge returns the props of the bridge actor.
@@ -97,7 +97,7 @@ func (b *Bridge) Receive(ctx actor.Context) {
 	case *room.Subscribe:
 		b.subscribeRoom(ctx, m)
 	case *room.Unsubscribe:
-		if rs, ok := b.rooms[m.Room]; ok && rs.pid.Equal(m.PID) {
+		if rs, ok := b.rooms[m.Room]; ok && rs.handle.PID.Equal(m.PID) {
 			_ = rs.sub.Unsubscribe()
 			delete(b.rooms, m.Room)
 		}
@@ -171,7 +171,7 @@ func (b *Bridge) subscribeFixed() {
 func (b *Bridge) subscribeAll() {
 	b.subscribeFixed()
 	for name, rs := range b.rooms {
-		sub, err := b.roomSubscription(name, rs.pid)
+		sub, err := b.roomSubscription(name, rs.handle)
 		if err != nil {
 			b.log.Error().Err(err).Str("room", name).Msg("room subscribe failed")
 			delete(b.rooms, name)
@@ -191,27 +191,40 @@ func (b *Bridge) subscribeRoom(ctx actor.Context, m *room.Subscribe) {
 	if old, ok := b.rooms[m.Room]; ok { // a previous actor of the room, stopping
 		_ = old.sub.Unsubscribe()
 	}
-	sub, err := b.roomSubscription(m.Room, m.PID)
+	sub, err := b.roomSubscription(m.Room, m.Handle)
 	if err != nil {
 		b.log.Error().Err(err).Str("room", m.Room).Msg("room subscribe failed")
 		return
 	}
-	b.rooms[m.Room] = &roomSub{pid: m.PID, sub: sub}
-	ctx.Send(m.PID, &room.Subscribed{})
+	b.rooms[m.Room] = &roomSub{handle: m.Handle, sub: sub}
+	ctx.Send(m.Handle.PID, &room.Subscribed{})
 }
 
-func (b *Bridge) roomSubscription(name string, pid *actor.PID) (*nats.Subscription, error) {
+// roomSubscription hands the room's events to the room. While its backlog
+// is full the subscription's goroutine waits, and what comes meanwhile
+// waits in nats.go's pending queue, bounded the same way (as many
+// messages as the backlog, and roomPendingBytes): past it nats.go drops
+// and reports a slow consumer, which the bus counts.
+func (b *Bridge) roomSubscription(name string, h *room.Handle) (*nats.Subscription, error) {
 	system, metrics, log := b.system, b.o.Bus.metrics, b.log
-	return b.o.Bus.Conn().Subscribe(b.o.Bus.Subjects.Room(name), Safe(log, func(msg *nats.Msg) {
+	sub, err := b.o.Bus.Conn().Subscribe(b.o.Bus.Subjects.Room(name), Safe(log, func(msg *nats.Msg) {
 		ev, err := decodeRoom(msg)
 		if err != nil {
 			log.Warn().Err(err).Str("subject", msg.Subject).Msg("bad room event")
 			return
 		}
 		metrics.NATSIn.WithLabelValues(ev.Kind).Inc()
-		system.Root.Send(pid, ev)
+		h.Send(system, ev)
 	}))
+	if err != nil {
+		return nil, err
+	}
+	return sub, sub.SetPendingLimits(h.Backlog(), roomPendingBytes)
 }
+
+// roomPendingBytes bounds the bytes of a room's events waiting in nats.go
+// for the room's backlog to have room.
+const roomPendingBytes = 16 << 20
 
 func (b *Bridge) watchUser(user string) {
 	if _, ok := b.users[user]; ok {
@@ -366,13 +379,13 @@ func (b *Bridge) down(ctx actor.Context, node, reason string) {
 	b.nodes[node].Alive = false
 	b.countAlive()
 	for _, rs := range b.rooms {
-		ctx.Send(rs.pid, &room.NodeDown{Node: node, Reason: reason})
+		ctx.Send(rs.handle.PID, &room.NodeDown{Node: node, Reason: reason})
 	}
 }
 
 func (b *Bridge) resyncRooms(ctx actor.Context) {
 	for _, rs := range b.rooms {
-		ctx.Send(rs.pid, &room.Resync{})
+		ctx.Send(rs.handle.PID, &room.Resync{})
 	}
 }
 

@@ -1,31 +1,29 @@
-// Package conn is the connection actor: one per socket, owning the socket,
-// its framer, its liveness deadline and its outbound queue.
+// Package conn is the connection actor: one per socket, owning the
+// socket, its framer and its liveness deadline.
 //
-// Concurrency rules (guarded by the tests in test/):
+// Concurrency rules (guarded by the tests in this package and in test/):
 //   - Everything in Actor is touched only by the actor's own Receive,
-//     except the fields marked immutable, which the reader goroutine reads
-//     to address its messages.
-//   - The reader (transport.Reader, a registration with a shared poller,
-//     not a goroutine) reads one chunk at a time and reads again only when
-//     the actor has handled it: a fast sender is pushed back by TCP flow
-//     control, never queued in memory.
-//   - Writes never block the actor: it makes one non-blocking write; what
-//     the kernel does not take waits in a bounded queue, and a short-lived
-//     goroutine waits for the peer (bounded by the write timeout) while the
-//     actor keeps serving its mailbox.
-//   - Whoever sends to a connection (a room, the cluster bridge) only
-//     posts to its mailbox.
+//     except the fields marked immutable, which other goroutines read to
+//     address it.
+//   - The socket (transport.Socket) reads one chunk at a time and reads
+//     again only when the actor has handled it: a fast sender is pushed
+//     back by TCP flow control, never queued in memory.
+//   - Writes never go through the mailbox on the delivery path: a room
+//     pushes its frames (built once per fan-out) into the members'
+//     sockets and flushes each once per batch, from its own goroutine;
+//     the socket's lock orders those writes with the actor's own
+//     (replies, pongs, the close frame). No write ever blocks: what the
+//     kernel does not take waits in the socket's bounded queue for the
+//     poller to find the socket writable.
+//   - What the socket reports (a chunk, the end of input, a full queue, a
+//     write waiting for the peer, a write error, the queue drained after
+//     the close) comes as a message, so the actor decides everything.
 package conn
 
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
-	"net"
-	"sync"
-	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
@@ -35,8 +33,7 @@ import (
 )
 
 // Deliver asks a connection to send Payload as one message (a text
-// message on WebSocket). Payload is shared by every connection of a
-// fan-out and must not be modified.
+// message on WebSocket). Payload must not be modified.
 type Deliver struct {
 	Payload []byte
 }
@@ -56,32 +53,34 @@ type Reload struct {
 // that failed on the closed socket); that is expected, so dead-letter
 // logging is off for them.
 type (
-	readEnd   struct{ err error }
-	tick      struct{}
-	writeDone struct {
-		n   int
-		err error
-	}
+	readEnd        struct{ err error }
+	tick           struct{}
+	writeBlocked   struct{}
+	writeFailed    struct{ err error }
+	queueFull      struct{}
+	drained        struct{}
 	continueFrames struct{}
 )
 
 func (*readEnd) IgnoreDeadLetterLogging()        {}
 func (*tick) IgnoreDeadLetterLogging()           {}
-func (*writeDone) IgnoreDeadLetterLogging()      {}
+func (*writeBlocked) IgnoreDeadLetterLogging()   {}
+func (*writeFailed) IgnoreDeadLetterLogging()    {}
+func (*queueFull) IgnoreDeadLetterLogging()      {}
+func (*drained) IgnoreDeadLetterLogging()        {}
 func (*continueFrames) IgnoreDeadLetterLogging() {}
 
 var (
-	tickMsg     = &tick{}
-	continueMsg = &continueFrames{}
+	tickMsg         = &tick{}
+	continueMsg     = &continueFrames{}
+	writeBlockedMsg = &writeBlocked{}
+	queueFullMsg    = &queueFull{}
+	drainedMsg      = &drained{}
 )
 
-// epoch is the base of the monotonic nanosecond clock the actor keeps its
-// times in (8 bytes each instead of a 24-byte time.Time).
-var epoch = time.Now()
-
-func now() int64 { return int64(time.Since(epoch)) }
-
-func wall(t int64) time.Time { return epoch.Add(time.Duration(t)) }
+// now is the clock the actor keeps its times in (transport.Now: monotonic
+// nanoseconds, 8 bytes a timestamp).
+func now() int64 { return transport.Now() }
 
 // Deps are what a listener gives each of its connections.
 type Deps struct {
@@ -95,61 +94,52 @@ type Deps struct {
 
 // Actor is one connection.
 type Actor struct {
-	// immutable after start; the poller reads system and self.
+	// immutable after start; the socket's events read system and self.
 	id     string
 	deps   *Deps
-	sock   net.Conn
-	raw    syscall.RawConn
+	sock   *transport.Socket
 	system *actor.ActorSystem
 	self   *actor.PID
 
+	ticket   *transport.Ticket
 	settings *Settings
 	framer   framing.Framer
 	app      App
 	ctx      actor.Context
-	reader   *transport.Reader
-	chunk    *transport.Chunk // the chunk being framed, until the reader gets it back
-	framing  bool             // input fed to the framer is not all handled yet; the reader waits
+	chunk    *transport.Chunk // the chunk being framed, until the socket gets it back
+	framing  bool             // input fed to the framer is not all handled yet; the socket waits
+	batching bool             // inside frames(): replies are pushed, and flushed once at the end
 	preread  []byte           // bytes read before the actor started (after a WebSocket upgrade)
-	ticket   *transport.Ticket
 	timer    *time.Timer
 
-	connected, lastRecv, lastSend, lastPing int64 // now() values
-	partialSince                            int64 // when the unfinished frame held now began arriving; 0: none
-	held                                    int   // bytes of it, as last told to the budget
+	connected, lastRecv, lastPing int64 // now() values; lastRecv: when handled bytes were read
+	partialSince                  int64 // when the unfinished frame held now began arriving; 0: none
+	lingerUntil                   int64 // closing: when the last writes give up
+	held                          int   // bytes of the unfinished frame, as last told to the budget
 
-	bytesIn, bytesOut, framesIn, framesOut, dropped uint64
-	sentBefore                                      uint64 // written before the actor (the 101 response)
+	bytesIn, framesIn uint64
+	sentBefore        uint64 // written before the actor (the 101 response)
 
-	pending  *[]byte // encoded frames not yet written (pooled buffer)
-	inflight *[]byte // being written by a waiting goroutine
-	writing  bool
-
-	reason      Reason    // set once closing
-	lingerOK    bool      // closing, waiting for queued bytes to leave
-	lingerUntil time.Time // when the last writes give up, set once at the close
-	sealed      bool      // the close frame (or TCP's final message) is queued: nothing may follow it
-	done        bool      // socket closed and actor stopping
+	reason Reason // set once closing
+	done   bool   // socket closed and actor stopping
 }
 
-// New prepares the actor of an admitted socket; the actor releases the
-// socket's ticket once it has closed it.
-func New(id string, s *transport.Socket, settings *Settings, deps *Deps) (*Actor, error) {
-	sock := s.Conn
-	sc, ok := sock.(syscall.Conn)
-	if !ok {
-		return nil, fmt.Errorf("conn %s: %T has no file descriptor", id, sock)
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
+// New prepares the actor of an admitted socket: it takes the socket's
+// descriptor (transport.Adopt) and releases its ticket once it has
+// closed it.
+func New(id string, a *transport.Accepted, settings *Settings, deps *Deps) (*Actor, error) {
 	framer, err := settings.NewFramer()
 	if err != nil {
 		return nil, err
 	}
-	return &Actor{id: id, deps: deps, sock: sock, raw: raw, settings: settings, framer: framer,
-		preread: s.Preread, ticket: s.Ticket, sentBefore: uint64(s.Sent)}, nil
+	c := &Actor{id: id, deps: deps, settings: settings, framer: framer,
+		preread: a.Preread, ticket: a.Ticket, sentBefore: uint64(a.Sent)}
+	if c.sock, err = transport.Adopt(a.Conn, c, deps.Metrics); err != nil {
+		return nil, err
+	}
+	c.sock.SetLimits(settings.OutboundQueue, settings.DropWhenFull)
+	c.sock.SetDelay(settings.Delayer)
+	return c, nil
 }
 
 // ID is the connection id: node id, a dot, a sequence number.
@@ -159,10 +149,14 @@ func (a *Actor) ID() string { return a.id }
 func (a *Actor) Node() string { return a.deps.Node }
 
 // RemoteAddr is the client's address, ip:port.
-func (a *Actor) RemoteAddr() string { return a.sock.RemoteAddr().String() }
+func (a *Actor) RemoteAddr() string { return a.sock.Remote().String() }
 
 // Settings are the listener's settings in force.
 func (a *Actor) Settings() *Settings { return a.settings }
+
+// Socket is the connection's socket: a room pushes its fan-out's frames
+// into it directly.
+func (a *Actor) Socket() *transport.Socket { return a.sock }
 
 // Context is the actor context, for Apps that send to other actors. It is
 // valid only inside the App's methods.
@@ -182,7 +176,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *transport.Chunk:
 		if !a.closing() {
 			a.chunk = m
-			a.countIn(len(m.Bytes()))
+			a.countIn(len(m.Bytes()), m.At)
 			a.feed(m.Bytes())
 		}
 	case *continueFrames:
@@ -191,10 +185,23 @@ func (a *Actor) Receive(ctx actor.Context) {
 		}
 	case *Deliver:
 		a.Send(m.Payload)
-	case *writeDone:
-		a.wrote(m)
 	case *tick:
 		a.heartbeat()
+	case *writeBlocked:
+		a.schedule() // the write timeout counts from now
+	case *drained:
+		if a.closing() && !a.done {
+			a.finish(true)
+		}
+	case *queueFull:
+		if !a.closing() {
+			a.Log().Info().Int("limit", a.settings.OutboundQueue).Msg("outbound queue full")
+			a.closeNow(ReasonSlowConsumer)
+		}
+	case *writeFailed:
+		if !a.done {
+			a.socketFailed(m.err)
+		}
 	case *readEnd:
 		a.readFailed(m.err)
 	case *Close:
@@ -203,6 +210,8 @@ func (a *Actor) Receive(ctx actor.Context) {
 		ctx.Respond(a.info())
 	case *Reload:
 		a.settings = m.Settings
+		a.sock.SetLimits(m.Settings.OutboundQueue, m.Settings.DropWhenFull)
+		a.sock.SetDelay(m.Settings.Delayer)
 		a.schedule()
 	case *actor.Started:
 		a.start(ctx)
@@ -219,12 +228,27 @@ func (a *Actor) Receive(ctx actor.Context) {
 	}
 }
 
-// Chunk is the reader's delivery (transport.ReaderSink); it runs on a
-// poller goroutine and only posts to the mailbox.
+// The socket's events (transport.SocketEvents): they run on a poller or
+// a writer's goroutine, with the socket locked, and only post to the
+// mailbox.
+
+// Chunk delivers bytes read.
 func (a *Actor) Chunk(c *transport.Chunk) { a.system.Root.Send(a.self, c) }
 
-// End is the reader's last word (transport.ReaderSink).
-func (a *Actor) End(err error) { a.system.Root.Send(a.self, &readEnd{err: err}) }
+// ReadEnded reports the end of input.
+func (a *Actor) ReadEnded(err error) { a.system.Root.Send(a.self, &readEnd{err: err}) }
+
+// WriteBlocked reports a write waiting for the peer.
+func (a *Actor) WriteBlocked() { a.system.Root.Send(a.self, writeBlockedMsg) }
+
+// WriteFailed reports a write error.
+func (a *Actor) WriteFailed(err error) { a.system.Root.Send(a.self, &writeFailed{err: err}) }
+
+// QueueFull reports a full outbound queue.
+func (a *Actor) QueueFull() { a.system.Root.Send(a.self, queueFullMsg) }
+
+// Drained reports that the last bytes after the close have left.
+func (a *Actor) Drained() { a.system.Root.Send(a.self, drainedMsg) }
 
 func (a *Actor) start(ctx actor.Context) {
 	a.system, a.self = ctx.ActorSystem(), ctx.Self()
@@ -233,41 +257,39 @@ func (a *Actor) start(ctx actor.Context) {
 	a.deps.Registry.Add(a.id, &Entry{PID: a.self, Listener: a.settings.Listener})
 	a.deps.Metrics.Connections.Inc()
 	a.app = a.deps.NewApp(a)
-	// The deadline and the reader first: whatever the App does next (even
+	// The deadline and the socket first: whatever the App does next (even
 	// panic), a silent connection is closed in time and a talking one is
-	// read. With bytes that came with the upgrade request, the reader
+	// read. With bytes that came with the upgrade request, the socket
 	// starts paused: those are the start of the stream, and are framed
-	// first (even past a panic) before the reader delivers more.
+	// first (even past a panic) before it reads more.
 	a.schedule()
-	reader, err := transport.StartReader(a.raw, a, len(a.preread) > 0)
-	if err != nil {
+	if err := a.sock.Start(len(a.preread) > 0); err != nil {
 		a.Log().Error().Err(err).Msg("cannot read the socket")
 		a.closeNow(ReasonServerClosed)
 		return
 	}
-	a.reader = reader
 	a.app.Opened(a)
 	if len(a.preread) == 0 {
 		return
 	}
 	preread := a.preread
 	a.preread = nil
-	a.countIn(len(preread))
+	a.countIn(len(preread), a.connected)
 	if a.closing() {
 		return
 	}
 	a.feed(preread) // the framer copies what it keeps
 }
 
-// countIn counts bytes received, once per read.
-func (a *Actor) countIn(n int) {
-	a.lastRecv = now()
+// countIn counts bytes received, once per read; at is when they were read.
+func (a *Actor) countIn(n int, at int64) {
+	a.lastRecv = max(a.lastRecv, at)
 	a.bytesIn += uint64(n)
 	a.deps.Metrics.BytesIn.Add(float64(n))
 }
 
 // feed gives the framer the next input (a chunk, or the preread bytes)
-// and handles its frames; the reader reads again once they all are.
+// and handles its frames; the socket reads again once they all are.
 func (a *Actor) feed(p []byte) {
 	a.framing = true
 	a.framer.Feed(p)
@@ -275,12 +297,16 @@ func (a *Actor) feed(p []byte) {
 }
 
 // frames handles the whole frames of the input fed last, then lets the
-// reader read again. If the App panics on a frame, the deferred check
-// posts continueFrames: once the supervisor resumes this actor it goes on
-// with the next frame of the same input, so one bad message loses nothing
+// socket read again. The replies to the frames of one read go out in one
+// write. If the App panics on a frame, the deferred check posts
+// continueFrames: once the supervisor resumes this actor it goes on with
+// the next frame of the same input, so one bad message loses nothing
 // else.
 func (a *Actor) frames() {
+	a.batching = true
 	defer func() {
+		a.batching = false
+		a.sock.Flush()
 		if a.framing && !a.closing() {
 			a.ctx.Send(a.self, continueMsg)
 		}
@@ -303,7 +329,7 @@ func (a *Actor) frames() {
 	}
 	if a.framing && !a.closing() {
 		a.framing, a.chunk = false, nil
-		a.reader.Resume()
+		a.sock.Resume()
 	}
 }
 
@@ -342,7 +368,7 @@ func (a *Actor) frame(f framing.Frame) {
 	case framing.OpText, framing.OpBinary:
 		a.app.Frame(a, f.Payload)
 	case framing.OpPing:
-		a.enqueue(framing.OpPong, f.Payload, true)
+		a.control(framing.OpPong, f.Payload)
 	case framing.OpPong:
 		// Life, counted in lastRecv already.
 	case framing.OpClose:
@@ -367,158 +393,32 @@ func (a *Actor) badStream(err error) {
 
 // Send queues payload as one message to the client: a frame of the
 // listener's framing on TCP; on WebSocket a text message, or a binary one
-// when payload is not UTF-8 (what a relay worker pushes may be anything,
-// and a browser fails the connection on a text frame that is not UTF-8).
+// when payload is not UTF-8 (framing.Encoder). It is written at once, or,
+// while the frames of one read are handled, with the other replies.
 func (a *Actor) Send(payload []byte) {
-	op := framing.OpText
-	if a.settings.WebSocket && !utf8.Valid(payload) {
-		op = framing.OpBinary
-	}
-	a.enqueue(op, payload, false)
-}
-
-// bufPool holds outbound buffers. A connection takes one when it has
-// something to write and gives it back once the kernel has taken it all.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-// maxPooled keeps buffers grown by large bursts out of the pool.
-const maxPooled = 64 << 10
-
-func putBuf(b *[]byte) {
-	if cap(*b) <= maxPooled {
-		*b = (*b)[:0]
-		bufPool.Put(b)
-	}
-}
-
-func (a *Actor) queued() int {
-	n := 0
-	if a.pending != nil {
-		n += len(*a.pending)
-	}
-	if a.inflight != nil {
-		n += len(*a.inflight)
-	}
-	return n
-}
-
-// enqueue encodes one frame into the outbound queue and writes what it
-// can. Control frames (pongs, the close frame) may exceed the queue limit:
-// they are small and the protocol requires them.
-func (a *Actor) enqueue(op framing.Op, payload []byte, control bool) {
-	if a.sealed || (a.closing() && !a.lingerOK) {
-		return
-	}
-	if a.pending == nil {
-		a.pending = bufPool.Get().(*[]byte)
-	}
-	before, queuedBefore := len(*a.pending), a.queued()
-	buf, err := a.framer.AppendFrame(*a.pending, op, payload)
+	frame, err := a.settings.Encoder.AppendMessage(nil, payload)
 	if err != nil {
 		a.Log().Warn().Err(err).Int("bytes", len(payload)).Msg("message not sent: cannot be framed")
 		return
 	}
-	*a.pending = buf
-	// A message that finds the queue empty is always taken, however
-	// large: the bound is outbound_queue plus one message, and a client
-	// that keeps up is never refused.
-	if !control && queuedBefore > 0 && a.queued() > a.settings.OutboundQueue {
-		*a.pending = (*a.pending)[:before]
-		if a.settings.DropWhenFull {
-			a.dropped++
-			a.deps.Metrics.Dropped.Inc()
-			return
-		}
-		a.Log().Info().Int("queued", queuedBefore).Int("limit", a.settings.OutboundQueue).Msg("outbound queue full")
-		a.closeNow(ReasonSlowConsumer)
-		return
+	a.sock.Push(frame, false)
+	if !a.batching {
+		a.sock.Flush()
 	}
-	a.framesOut++
-	a.lastSend = now()
-	a.deps.Metrics.FramesOut.Inc()
-	a.deps.Metrics.Queued.Add(float64(a.queued() - queuedBefore))
-	a.flush()
 }
 
-// flush makes one non-blocking write of the queue. What the kernel does
-// not take is handed to a goroutine that waits for the peer, bounded by
-// the write timeout, while the actor goes on.
-func (a *Actor) flush() {
-	if a.writing || a.pending == nil || len(*a.pending) == 0 {
-		return
-	}
-	n, err := transport.TryWrite(a.raw, *a.pending)
-	a.sent(n)
+// control queues a WebSocket control frame (a pong, a ping, the close
+// frame): they may exceed the queue's limit, being small and required.
+func (a *Actor) control(op framing.Op, payload []byte) {
+	frame, err := a.framer.AppendFrame(nil, op, payload)
 	if err != nil {
-		a.socketFailed(err)
+		a.Log().Warn().Err(err).Str("op", op.String()).Msg("control frame not sent")
 		return
 	}
-	rest := (*a.pending)[n:]
-	if len(rest) == 0 {
-		putBuf(a.pending)
-		a.pending = nil
-		a.lingered()
-		return
+	a.sock.Push(frame, true)
+	if !a.batching {
+		a.sock.Flush()
 	}
-	// The kernel's buffer is full. New frames go to a fresh pending buffer.
-	*a.pending = rest
-	a.inflight, a.pending = a.pending, nil
-	a.writing = true
-	switch {
-	case a.closing():
-		_ = a.sock.SetWriteDeadline(a.lingerUntil) // once, from the close: no write extends it
-	case a.settings.WriteTimeout > 0:
-		_ = a.sock.SetWriteDeadline(time.Now().Add(a.settings.WriteTimeout))
-	}
-	go waitWrite(a.sock, *a.inflight, a.system, a.self)
-}
-
-// waitWrite writes p with Go's blocking write (which waits for the socket
-// to drain, up to the deadline) and tells the actor how it went.
-func waitWrite(sock net.Conn, p []byte, system *actor.ActorSystem, self *actor.PID) {
-	var n int
-	var err error
-	defer func() {
-		if v := recover(); v != nil {
-			err = fmt.Errorf("write panic: %v", v)
-		}
-		system.Root.Send(self, &writeDone{n: n, err: err})
-	}()
-	n, err = sock.Write(p)
-}
-
-func (a *Actor) wrote(m *writeDone) {
-	if a.done {
-		return // finish has counted the in-flight bytes off already
-	}
-	a.writing = false
-	a.sent(m.n)
-	// On failure the unwritten rest goes with the buffer (the connection
-	// closes); on success it is 0.
-	a.deps.Metrics.Queued.Sub(float64(len(*a.inflight) - max(m.n, 0)))
-	putBuf(a.inflight)
-	a.inflight = nil
-	if a.done {
-		return
-	}
-	if m.err != nil {
-		a.socketFailed(m.err)
-		return
-	}
-	if !a.closing() {
-		_ = a.sock.SetWriteDeadline(time.Time{}) // later TryWrites must not see a stale deadline
-	}
-	a.flush()
-	a.lingered()
-}
-
-func (a *Actor) sent(n int) {
-	if n <= 0 {
-		return
-	}
-	a.bytesOut += uint64(n)
-	a.deps.Metrics.BytesOut.Add(float64(n))
-	a.deps.Metrics.Queued.Sub(float64(n))
 }
 
 // socketFailed closes the connection after a read or write error, with
@@ -527,8 +427,6 @@ func (a *Actor) socketFailed(err error) {
 	switch transport.Classify(err) {
 	case transport.FailurePeerClosed:
 		a.closeNow(ReasonClientClosed)
-	case transport.FailureWriteTimeout:
-		a.closeNow(ReasonWriteTimeout)
 	case transport.FailureTimedOut:
 		a.closeNow(a.timedOutReason())
 	default:
@@ -537,7 +435,7 @@ func (a *Actor) socketFailed(err error) {
 	}
 }
 
-// readFailed handles the reader's end: the peer's FIN or reset, or the
+// readFailed handles the end of input: the peer's FIN or reset, or the
 // kernel giving up on it. A FIN always closes our side at once, so no
 // socket lingers in CLOSE_WAIT.
 func (a *Actor) readFailed(err error) {
@@ -552,24 +450,45 @@ func (a *Actor) readFailed(err error) {
 
 // timedOutReason tells keepalive from user timeout after ETIMEDOUT: data
 // the peer never acknowledged means the retransmissions (bounded by
-// TCP_USER_TIMEOUT) gave up; none means the keepalive probes did.
+// TCP_USER_TIMEOUT) gave up; none means the keepalive probes did. The
+// kernel's count includes what was written before the actor took over.
 func (a *Actor) timedOutReason() Reason {
-	acked, err := transport.BytesAcked(a.raw)
-	if err == nil && a.sentBefore+a.bytesOut > acked {
+	acked, err := a.sock.BytesAcked()
+	if err == nil && a.sentBefore+a.sock.Stats().BytesOut > acked {
 		return ReasonUserTimeout
 	}
 	return ReasonKeepalive
 }
 
+// lastHeard is when the peer was last heard from: the read time of the
+// bytes handled last, or of bytes the socket read since (still waiting in
+// the mailbox behind other work).
+func (a *Actor) lastHeard() int64 { return max(a.lastRecv, a.sock.LastRead()) }
+
 // heartbeat runs when the liveness timer fires: it closes a silent
-// connection, sends a ping if one is due, and sets the next deadline.
+// connection, or one whose write waited too long, or whose linger is
+// over; it sends a ping if one is due, and sets the next deadline.
 func (a *Actor) heartbeat() {
+	t := now()
 	if a.closing() {
+		if !a.done && t >= a.lingerUntil {
+			a.finish(false) // the last writes gave up: write_timeout, or 5s
+		}
 		return
 	}
 	s := a.settings
-	t := now()
-	silent := time.Duration(t - a.lastRecv)
+	if bs := a.sock.BlockedSince(); bs != 0 && s.WriteTimeout > 0 && time.Duration(t-bs) >= s.WriteTimeout {
+		a.closeNow(ReasonWriteTimeout)
+		return
+	}
+	silent := time.Duration(t - a.lastHeard())
+	if (s.IdleTimeout > 0 && silent >= s.IdleTimeout) || (s.PingInterval > 0 && s.PingLimit > 0 && silent >= time.Duration(s.PingLimit)*s.PingInterval) {
+		if a.sock.Unread() > 0 {
+			// The peer sent bytes the socket has not read yet, because
+			// this connection is behind: it is alive.
+			a.lastRecv, silent = t, 0
+		}
+	}
 	if s.IdleTimeout > 0 && silent >= s.IdleTimeout {
 		a.Close(ReasonIdle)
 		return
@@ -592,9 +511,9 @@ func (a *Actor) heartbeat() {
 			a.lastPing = t
 			a.deps.Metrics.Pings.Inc()
 			if s.WebSocket {
-				a.enqueue(framing.OpPing, s.PingData, true)
+				a.control(framing.OpPing, s.PingData)
 			} else {
-				a.enqueue(framing.OpBinary, s.PingData, false)
+				a.Send(s.PingData)
 			}
 		}
 	}
@@ -603,8 +522,9 @@ func (a *Actor) heartbeat() {
 
 // schedule sets the one liveness timer to the earliest deadline: idle
 // (rounded up to check_interval, so timers of many connections fire
-// together), the next ping, or the no-pong limit. It is not reset per
-// message: when it fires early for a connection that spoke meanwhile,
+// together), the next ping, the no-pong limit, the write timeout of a
+// write waiting for the peer, or the end of the linger. It is not reset
+// per message: when it fires early for a connection that spoke meanwhile,
 // heartbeat just moves it on.
 func (a *Actor) schedule() {
 	s := a.settings
@@ -614,22 +534,32 @@ func (a *Actor) schedule() {
 			next = t
 		}
 	}
-	if s.IdleTimeout > 0 {
-		d := a.lastRecv + int64(s.IdleTimeout)
-		if a.partialSince != 0 {
-			d = min(d, a.partialSince+int64(s.IdleTimeout))
+	switch {
+	case a.done:
+	case a.closing():
+		earliest(a.lingerUntil)
+	default:
+		last := a.lastHeard()
+		if s.IdleTimeout > 0 {
+			d := last + int64(s.IdleTimeout)
+			if a.partialSince != 0 {
+				d = min(d, a.partialSince+int64(s.IdleTimeout))
+			}
+			if ci := int64(s.CheckInterval); ci > 0 {
+				d = (d + ci - 1) / ci * ci
+			}
+			earliest(d)
 		}
-		if ci := int64(s.CheckInterval); ci > 0 {
-			d = (d + ci - 1) / ci * ci
+		if s.PingInterval > 0 {
+			if len(s.PingData) > 0 {
+				earliest(max(last, a.lastPing) + int64(s.PingInterval))
+			}
+			if s.PingLimit > 0 {
+				earliest(last + int64(s.PingLimit)*int64(s.PingInterval))
+			}
 		}
-		earliest(d)
-	}
-	if s.PingInterval > 0 {
-		if len(s.PingData) > 0 {
-			earliest(max(a.lastRecv, a.lastPing) + int64(s.PingInterval))
-		}
-		if s.PingLimit > 0 {
-			earliest(a.lastRecv + int64(s.PingLimit)*int64(s.PingInterval))
+		if bs := a.sock.BlockedSince(); bs != 0 && s.WriteTimeout > 0 {
+			earliest(bs + int64(s.WriteTimeout))
 		}
 	}
 	if next < 0 {
@@ -656,30 +586,34 @@ func (a *Actor) Close(reason Reason) {
 	a.closeWS(reason, reason.WebSocketCode())
 }
 
+// closeWS closes while the socket still works: the close frame (or the
+// TCP application's last words) is the last thing queued, and once what
+// is queued has left (Drained) the socket closes the orderly way. The
+// linger counts once, from now: write_timeout, or 5s when that is 0.
 func (a *Actor) closeWS(reason Reason, code uint16) {
 	if a.closing() {
 		return
 	}
 	a.reason = reason
-	a.lingerOK = true
-	// What is queued gets the write timeout to leave, counted once from
-	// now, and bounded even when write_timeout is off.
 	linger := a.settings.WriteTimeout
 	if linger <= 0 {
 		linger = defaultLinger
 	}
-	a.lingerUntil = time.Now().Add(linger)
-	if a.writing {
-		_ = a.sock.SetWriteDeadline(a.lingerUntil)
-	}
+	a.lingerUntil = now() + int64(linger)
+	a.batching = false // the close frame goes out now, with what is queued
 	switch {
 	case a.settings.WebSocket:
-		a.enqueue(framing.OpClose, closeBody(code, reason.String()), true)
+		a.control(framing.OpClose, closeBody(code, reason.String()))
 	case reason != ReasonClientClosed && a.app != nil:
 		a.app.Closing(a, reason)
 	}
-	a.sealed = true // RFC 6455 section 5.5.1: no data frame after the close frame
-	a.lingered()
+	// RFC 6455 section 5.5.1: no data frame after the close frame.
+	if a.sock.Seal() {
+		a.finish(true)
+		return
+	}
+	a.sock.Flush()
+	a.schedule()
 }
 
 // defaultLinger bounds a closing connection's last writes when
@@ -707,37 +641,26 @@ func (a *Actor) closeNow(reason Reason) {
 	a.finish(false)
 }
 
-// lingered finishes a closing connection once its queue is empty: all we
-// had to say has left, so the close is orderly (finish's graceful).
-func (a *Actor) lingered() {
-	if a.lingerOK && !a.done && !a.writing && (a.pending == nil || len(*a.pending) == 0) {
-		a.finish(true)
-	}
-}
-
 // finish closes the socket and stops the actor: the registry learns the
 // reason before the actor stops, so rooms watching it find the reason when
 // their Terminated arrives. A graceful finish shuts down our side and
 // reads the peer's input away for a while before the socket closes
-// (transport.CloseLingering): closing a socket with unread input sends a
-// reset, and the reset makes the kernel drop what it still held for the
-// peer, our last words included.
+// (transport.Socket.CloseLingering): closing a socket with unread input
+// sends a reset, and the reset makes the kernel drop what it still held
+// for the peer, our last words included.
 func (a *Actor) finish(graceful bool) {
 	if a.done {
 		return
 	}
-	a.done, a.lingerOK = true, false
+	a.done = true
 	if a.timer != nil {
 		a.timer.Stop()
 	}
-	if a.reader != nil {
-		a.reader.Stop() // before the close: the descriptor number may be reused at once
-	}
+	info := a.info() // before the close: the socket's counters
 	if graceful {
-		transport.CloseLingering(a.sock, a.ticket.Release, drainLinger)
+		a.sock.CloseLingering(drainLinger, a.ticket.Release)
 	} else {
-		_ = a.sock.Close()
-		a.ticket.Release()
+		a.sock.Close(a.ticket.Release)
 	}
 	a.chunk, a.framing = nil, false
 	a.framer.Reset() // a partial frame's buffer goes back to the pool
@@ -745,21 +668,9 @@ func (a *Actor) finish(graceful bool) {
 		a.held = 0
 		a.deps.Budget.hold(a, 0)
 	}
-	if a.pending != nil {
-		a.deps.Metrics.Queued.Sub(float64(len(*a.pending)))
-		putBuf(a.pending)
-		a.pending = nil
-	}
-	if a.writing {
-		// The waiting goroutine owns inflight until its writeDone, which
-		// a stopped actor never handles: count the bytes off now, and
-		// leave the buffer to the garbage collector.
-		a.deps.Metrics.Queued.Sub(float64(len(*a.inflight)))
-	}
 	if a.app != nil {
 		a.app.Closed(a, a.reason)
 	}
-	info := a.info()
 	closed := time.Now()
 	info.Closed = &closed
 	a.deps.Registry.Closed(info)
@@ -767,7 +678,7 @@ func (a *Actor) finish(graceful bool) {
 	a.deps.Metrics.Closed(a.reason.String())
 	a.Log().Info().Str("reason", a.reason.String()).Str("remote", info.RemoteAddr).
 		Str("duration", closed.Sub(info.Connected).Round(time.Millisecond).String()).
-		Uint64("bytes_in", a.bytesIn).Uint64("bytes_out", a.bytesOut).Msg("connection closed")
+		Uint64("bytes_in", a.bytesIn).Uint64("bytes_out", info.BytesOut).Msg("connection closed")
 	if a.ctx != nil {
 		a.ctx.Stop(a.self)
 	}
@@ -778,17 +689,17 @@ func (a *Actor) info() *Info {
 	if a.settings.WebSocket {
 		protocol = "websocket"
 	}
-	rhost, rport := splitHostPort(a.sock.RemoteAddr())
-	_, lport := splitHostPort(a.sock.LocalAddr())
+	st := a.sock.Stats()
+	remote := a.sock.Remote()
 	info := &Info{
 		ID: a.id, Node: a.deps.Node, Listener: a.settings.Listener, Protocol: protocol,
-		RemoteAddr: rhost, RemotePort: rport, LocalPort: lport,
-		Connected: wall(a.connected), LastReceive: wall(a.lastRecv),
-		BytesIn: a.bytesIn, BytesOut: a.bytesOut, FramesIn: a.framesIn, FramesOut: a.framesOut,
-		Queued: a.queued(), Dropped: a.dropped, Reason: a.reason, Rooms: []string{},
+		RemoteAddr: remote.Addr().String(), RemotePort: int(remote.Port()), LocalPort: a.sock.LocalPort(),
+		Connected: transport.Wall(a.connected), LastReceive: transport.Wall(a.lastHeard()),
+		BytesIn: a.bytesIn, BytesOut: st.BytesOut, FramesIn: a.framesIn, FramesOut: st.FramesOut,
+		Queued: st.Queued, Dropped: st.Dropped, Reason: a.reason, Rooms: []string{},
 	}
-	if a.lastSend != 0 {
-		info.LastSend = wall(a.lastSend)
+	if st.LastSend != 0 {
+		info.LastSend = transport.Wall(st.LastSend)
 	}
 	if e := a.deps.Registry.Get(a.id); e != nil {
 		info.User = e.User

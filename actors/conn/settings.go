@@ -25,8 +25,15 @@ type Settings struct {
 	OutboundQueue int           // bytes
 	WriteTimeout  time.Duration // 0: none
 	DropWhenFull  bool          // on_full: drop instead of closing
+	WriteDelay    time.Duration
+	Delayer       *transport.Delayer // nil when WriteDelay is 0: write at once
 
 	Socket transport.SocketOptions
+
+	// Encoder frames outbound messages in the listener's format. Fan-outs
+	// build each message's frame once per Encoder, so it stays the same
+	// across reloads (framing does not change live).
+	Encoder *framing.Encoder
 
 	framing config.Framing
 }
@@ -44,6 +51,7 @@ func NewSettings(l *config.Listener) (*Settings, error) {
 		OutboundQueue: int(l.Limits.OutboundQueue),
 		WriteTimeout:  l.Limits.WriteTimeout.D(),
 		DropWhenFull:  l.Limits.OnFull == config.OnFullDrop,
+		WriteDelay:    l.Limits.WriteDelay.D(),
 		Socket: transport.SocketOptions{
 			Keepalive: l.TCPKeepalive.Enabled,
 			Idle:      l.TCPKeepalive.Idle.D(), Interval: l.TCPKeepalive.Interval.D(), Count: l.TCPKeepalive.Count,
@@ -51,10 +59,26 @@ func NewSettings(l *config.Listener) (*Settings, error) {
 		},
 		framing: l.Framing,
 	}
-	if _, err := s.NewFramer(); err != nil { // fail at start, not at the first accept
+	enc, err := s.NewFramer() // fails at start, not at the first accept
+	if err != nil {
 		return nil, fmt.Errorf("listeners.%s.framing: %w", l.Name, err)
 	}
+	s.Encoder = framing.NewEncoder(enc)
+	if s.WriteDelay > 0 {
+		s.Delayer = transport.NewDelayer(s.WriteDelay)
+	}
 	return s, nil
+}
+
+// Reloaded returns the settings of a reload of the same listener: it
+// keeps s's encoder (framing does not change live) and, when the write
+// delay is the same, s's delayer.
+func (s *Settings) Reloaded(next *Settings) *Settings {
+	next.Encoder = s.Encoder
+	if next.WriteDelay == s.WriteDelay {
+		next.Delayer = s.Delayer
+	}
+	return next
 }
 
 // NewFramer returns a fresh framer for one connection.

@@ -23,7 +23,7 @@ import (
 )
 
 // accepted hands the listener an admitted socket to adopt (Hand sends it).
-type accepted struct{ *transport.Socket }
+type accepted struct{ *transport.Accepted }
 
 // Drain asks the listener to stop accepting and to close every connection
 // with server_shutdown. It answers the sender with Drained once the last
@@ -130,7 +130,7 @@ func (a *Actor) Admission() *transport.Admission { return a.admission }
 // Hand gives the listener actor pid (this listener's) an admitted socket
 // to adopt. It may be called from any goroutine; once the listener has
 // stopped, the socket is closed here instead.
-func (a *Actor) Hand(system *actor.ActorSystem, pid *actor.PID, s *transport.Socket) {
+func (a *Actor) Hand(system *actor.ActorSystem, pid *actor.PID, s *transport.Accepted) {
 	in := a.inbox
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -159,12 +159,12 @@ func (in *inbox) close() {
 	defer in.mu.Unlock()
 	in.closed = true
 	for m := range in.pending {
-		closeSocket(m.Socket)
+		closeSocket(m.Accepted)
 	}
 	clear(in.pending)
 }
 
-func closeSocket(s *transport.Socket) {
+func closeSocket(s *transport.Accepted) {
 	_ = s.Conn.Close()
 	s.Ticket.Release()
 }
@@ -178,7 +178,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		}
 	case *accepted:
 		if a.inbox.take(m) {
-			a.adopt(ctx, m.Socket)
+			a.adopt(ctx, m.Accepted)
 		}
 	case *acceptPanicked:
 		a.log.Error().Str("panic", fmt.Sprint(m.v)).Msg("accept loop panicked; restarted")
@@ -204,10 +204,10 @@ func (a *Actor) Receive(ctx actor.Context) {
 			a.log.Error().Err(err).Msg("reload rejected")
 			return
 		}
-		a.cfg, a.settings = next, settings
+		a.cfg, a.settings = next, a.settings.Reloaded(settings)
 		a.admission.SetLimits(next.Limits.MaxConnections, next.Limits.MaxPerIP)
 		for _, child := range ctx.Children() {
-			ctx.Send(child, &conn.Reload{Settings: settings})
+			ctx.Send(child, &conn.Reload{Settings: a.settings})
 		}
 	case *actor.Stopping:
 		a.stopping = true
@@ -254,13 +254,13 @@ func (a *Actor) acceptLoop(system *actor.ActorSystem, self *actor.PID) {
 		}
 		backoff = 5 * time.Millisecond
 		if t := a.admission.Admit(c); t != nil {
-			a.Hand(system, self, &transport.Socket{Conn: c, Ticket: t})
+			a.Hand(system, self, &transport.Accepted{Conn: c, Ticket: t})
 		}
 	}
 }
 
 // adopt spawns the connection actor of an admitted socket.
-func (a *Actor) adopt(ctx actor.Context, s *transport.Socket) {
+func (a *Actor) adopt(ctx actor.Context, s *transport.Accepted) {
 	if a.drainer != nil || a.stopping {
 		closeSocket(s) // admitted just before the drain began
 		a.deps.Metrics.Rejected("shutting_down")

@@ -97,7 +97,7 @@ func TestSocketsHandedToAStoppingListenerAreClosed(t *testing.T) {
 		}
 		// Admitted before the stop, handed around it.
 		var clients []net.Conn
-		var admitted []*transport.Socket
+		var admitted []*transport.Accepted
 		for range 10 {
 			server, client := pair(t)
 			ticket := l.Admission().Admit(server)
@@ -105,7 +105,7 @@ func TestSocketsHandedToAStoppingListenerAreClosed(t *testing.T) {
 				t.Fatal("not admitted")
 			}
 			clients = append(clients, client)
-			admitted = append(admitted, &transport.Socket{Conn: server, Ticket: ticket})
+			admitted = append(admitted, &transport.Accepted{Conn: server, Ticket: ticket})
 		}
 		for i, s := range admitted {
 			if i == 5 {

@@ -239,7 +239,13 @@ func (n *Node) push(ctx context.Context, req *APIRequest) (any, error) {
 		if err := protocol.CheckRoom(req.Room); err != nil {
 			return nil, badRequest("%v", err)
 		}
-		n.system.Root.Send(n.rooms, &room.Push{Room: req.Room, Payload: payload})
+		res, err := n.system.Root.RequestFuture(n.rooms, &room.Push{Room: req.Room, Payload: payload}, apiTimeout).Result()
+		if err != nil {
+			return nil, &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
+		}
+		if code := res.(*room.PushReply).Err; code != "" {
+			return nil, &APIError{Code: code, Message: "room " + req.Room + " has too many messages waiting; retry later"}
+		}
 		return ok, n.published(n.bus.PublishRoom(req.Room, &room.Remote{Kind: room.KindMessage, Body: payload}))
 	case req.All:
 		n.registry.Each(func(_ string, e *conn.Entry) { n.system.Root.Send(e.PID, d) })

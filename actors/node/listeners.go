@@ -80,7 +80,7 @@ func (n *Node) startListeners(opts Options) error {
 				Path: b.cfg.Path, AllowedOrigins: b.cfg.AllowedOrigins, HandshakeTimeout: b.cfg.HandshakeTimeout.D(),
 				Static:    staticHandler(b.cfg),
 				Admission: la.Admission(),
-				Upgraded:  func(s *transport.Socket) { la.Hand(n.system, pid, s) },
+				Upgraded:  func(s *transport.Accepted) { la.Hand(n.system, pid, s) },
 				Log:       n.log.With().Str("listener", b.cfg.Name).Logger(),
 			})
 			if err != nil {

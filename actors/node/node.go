@@ -137,6 +137,7 @@ func Start(opts Options) (_ *Node, err error) {
 		Node: n.id, Registry: n.registry, Metrics: n.metrics, Log: n.log,
 		AnnounceLimit: cfg.Rooms.AnnounceLimit, PresenceInterval: cfg.Rooms.PresenceInterval.D(),
 		Bridge: bridge, Cluster: n.bus, ResyncWindow: 2 * cfg.Cluster.HeartbeatInterval.D(),
+		Backlog: cfg.Rooms.MaxBacklog,
 	}), "rooms")
 	if err != nil {
 		return nil, err

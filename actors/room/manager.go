@@ -22,6 +22,7 @@ type Manager struct {
 
 type entry struct {
 	pid     *actor.PID
+	handle  *Handle
 	joins   int // joins forwarded to the room
 	members int // its members on this node, as it last said
 }
@@ -49,8 +50,9 @@ func (m *Manager) Receive(ctx actor.Context) {
 		if !ok {
 			// A prefix, not a fixed name: the previous actor of a room of
 			// that name may still be stopping.
-			name := msg.Room
-			e = &entry{pid: ctx.SpawnPrefix(actor.PropsFromProducer(func() actor.Actor { return newActor(name, m.deps) }), "room-"+name)}
+			name, h := msg.Room, newHandle(m.deps.Backlog)
+			h.PID = ctx.SpawnPrefix(actor.PropsFromProducer(func() actor.Actor { return newActor(name, m.deps, h) }), "room-"+name)
+			e = &entry{pid: h.PID, handle: h}
 			m.rooms[msg.Room] = e
 		}
 		e.joins++
@@ -86,9 +88,11 @@ func (m *Manager) Receive(ctx actor.Context) {
 			reply.Members = ms
 		}()
 	case *Push:
-		if e, ok := m.rooms[msg.Room]; ok {
-			ctx.Forward(e.pid)
+		reply := &PushReply{}
+		if e, ok := m.rooms[msg.Room]; ok && !e.handle.TrySend(ctx.ActorSystem(), msg) {
+			reply.Err = protocol.CodeBusy
 		}
+		ctx.Respond(reply)
 	case *count:
 		if e, ok := m.rooms[msg.name]; ok && e.pid.Equal(msg.pid) {
 			e.members = msg.members

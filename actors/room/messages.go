@@ -2,27 +2,32 @@ package room
 
 import (
 	"encoding/json"
+	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"tether/actors/protocol"
+	"tether/framing"
+	"tether/transport"
 )
 
 // Join adds a connection to a room (or updates its name and avatar if it
-// is in already). Send it to the Manager; the room answers the sender, the
-// connection, with JoinReply.
+// is in already). Send it to the Manager. The room writes the client's ok
+// (Ref) into its socket itself, before any of the room's messages, and
+// answers the sender, the connection actor, with JoinReply.
 type Join struct {
-	Room   string
-	Member protocol.Member
-	PID    *actor.PID      // the member's connection actor, which the room watches
-	Ref    json.RawMessage // the client's request id, returned in the reply
+	Room    string
+	Member  protocol.Member
+	PID     *actor.PID        // the member's connection actor, which the room watches
+	Socket  *transport.Socket // where the room writes the member's messages
+	Encoder *framing.Encoder  // the member's wire format
+	Ref     json.RawMessage   // the client's request id: the room answers ok
 }
 
-// JoinReply answers Join. Room is the room actor, for sends.
+// JoinReply answers Join: the room, for sends.
 type JoinReply struct {
 	Name string
-	Room *actor.PID
-	Ref  json.RawMessage
+	Room *Handle
 }
 
 // Leave removes a connection from a room. Send it to the Manager; the
@@ -41,11 +46,16 @@ type LeaveReply struct {
 }
 
 // Send is a message from a member to everyone else in the room (and to
-// the sender itself with Echo). Send it to the room actor.
+// the sender itself with Echo). Send it to the room with its Handle's
+// TrySend.
 type Send struct {
 	From string // the sender's connection id
 	Data json.RawMessage
 	Echo bool
+	// Pending counts the sender's sends to the room not handled yet; the
+	// room takes one off each it handles. A sender bounds its own share of
+	// the backlog with it, so that one flooding client cannot take it all.
+	Pending *atomic.Int32
 }
 
 // Members asks for a room's member list. Send it to the Manager; the
@@ -74,12 +84,16 @@ type emptied struct {
 }
 
 // Push delivers an encoded event (a message from the server) to a room's
-// members on this node. Send it to the Manager; other nodes get it from
-// the room's subject.
+// members on this node. Ask the Manager; it answers an error code, "" or
+// busy (the room's backlog is full). Other nodes get it from the room's
+// subject.
 type Push struct {
 	Room    string
 	Payload []byte
 }
+
+// PushReply answers Push.
+type PushReply struct{ Err string }
 
 // count tells the manager a room's local size, for List.
 type count struct {
@@ -110,12 +124,13 @@ const (
 	KindMembers = "members"
 )
 
-// Subscribe asks the cluster bridge to route the room's subject to PID;
-// the bridge answers Subscribed once the subscription is in place. A room
+// Subscribe asks the cluster bridge to route the room's subject to the
+// room (through its Handle, waiting while its backlog is full); the
+// bridge answers Subscribed once the subscription is in place. A room
 // sends it with its first member, Unsubscribe when it stops.
 type Subscribe struct {
-	Room string
-	PID  *actor.PID
+	Room   string
+	Handle *Handle
 }
 
 // Subscribed tells a room that other nodes' events now reach it: it
@@ -152,3 +167,64 @@ type Resync struct{}
 // resyncDone ends a resync's window: nodes that did not answer by then
 // have no members left in the room.
 type resyncDone struct{ gen int }
+
+// writeBatch makes the room write the messages it has collected since
+// the last batch: to each member, in one write.
+type writeBatch struct{}
+
+// departed takes a member out whose connection actor has stopped. The
+// room posts it to itself on the Terminated (a system message, which
+// overtakes user messages): it comes after the member's own sends still
+// in the mailbox, so none is dropped.
+type departed struct{ conn string }
+
+// Handle addresses a room and bounds its backlog: the messages posted to
+// it and not handled yet (sends, other nodes' events, pushes), each of
+// which holds a slot until the room has handled it. A client's send past
+// the bound is refused (busy): a flood is the flooder's problem, not the
+// node's memory. NATS's deliveries wait for a slot instead, so a busy room
+// pushes back on its subscription (whose own bound, nats.go's pending
+// limits, then drops and counts). Safe for concurrent use.
+type Handle struct {
+	PID   *actor.PID
+	slots chan struct{}
+	gone  chan struct{} // closed once the room has stopped
+}
+
+func newHandle(backlog int) *Handle {
+	return &Handle{slots: make(chan struct{}, backlog), gone: make(chan struct{})}
+}
+
+// TrySend posts m (a Send, a Remote, a Push) if the backlog has room.
+func (h *Handle) TrySend(system *actor.ActorSystem, m any) bool {
+	select {
+	case h.slots <- struct{}{}:
+		system.Root.Send(h.PID, m)
+		return true
+	default:
+		return false
+	}
+}
+
+// Send posts m, waiting while the backlog is full; false once the room
+// has stopped.
+func (h *Handle) Send(system *actor.ActorSystem, m any) bool {
+	select {
+	case h.slots <- struct{}{}:
+		system.Root.Send(h.PID, m)
+		return true
+	case <-h.gone:
+		return false
+	}
+}
+
+// Backlog is the most messages the room may have waiting.
+func (h *Handle) Backlog() int { return cap(h.slots) }
+
+// handled frees the slot of one handled message.
+func (h *Handle) handled() {
+	select {
+	case <-h.slots:
+	default:
+	}
+}

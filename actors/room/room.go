@@ -8,14 +8,27 @@
 // and a sync on start carries its members and asks the others for theirs.
 // Each node's answer replaces that node's part of the view.
 //
-// Concurrency rules (guarded by test/room_test.go and test/cluster_test.go):
+// The delivery path (DESIGN.md section 12): the room collects the events
+// posted to it since its last batch, and writes each member once per
+// batch: every event is encoded once (framing.Message builds one frame per
+// wire format), each member's socket queue takes references to those
+// frames, and one writev sends them. No mailbox post, actor activation or
+// encoding per member. Under load a batch grows by itself (what arrives
+// while the room writes is the next batch); limits.write_delay makes the
+// sockets wait for more.
+//
+// Concurrency rules (guarded by this package's tests, test/room_test.go
+// and test/cluster_test.go):
 //   - A room's membership is touched only by the room actor.
 //   - A room Watches each member's connection actor, so a member that ends
 //     for any reason (close, heartbeat, panic, node shutdown) produces
 //     exactly one left event, whose reason the room reads from the
-//     registry (the connection writes it there before it stops).
-//   - Every event is encoded once per fan-out; all members receive the
-//     same immutable conn.Deliver.
+//     registry (the connection writes it there before it stops). The
+//     departure is handled after the member's own sends already in the
+//     mailbox: they were accepted (ok), so they are delivered.
+//   - The batch is written before any change of membership, so a member
+//     gets exactly the events from its join to its leave.
+//   - The backlog (Handle) is bounded: a send past it is refused busy.
 package room
 
 import (
@@ -30,6 +43,7 @@ import (
 
 	"tether/actors/conn"
 	"tether/actors/protocol"
+	"tether/framing"
 	"tether/transport"
 )
 
@@ -44,6 +58,7 @@ type Deps struct {
 	Bridge           *actor.PID    // the cluster bridge, which subscribes rooms
 	Cluster          Cluster
 	ResyncWindow     time.Duration // how long a resync waits for the nodes' answers
+	Backlog          int           // rooms.max_backlog: messages posted to a room and not handled yet
 }
 
 // Cluster is how a room reaches the other nodes (cluster.Bus).
@@ -60,7 +75,16 @@ type Cluster interface {
 
 type member struct {
 	protocol.Member
-	pid *actor.PID
+	pid  *actor.PID
+	sock *transport.Socket
+	enc  *framing.Encoder
+}
+
+// event is one message of the batch being collected, for every member
+// but except.
+type event struct {
+	msg    *framing.Message
+	except string
 }
 
 // Actor is one room.
@@ -68,6 +92,7 @@ type Actor struct {
 	name   string
 	deps   *Deps
 	self   *actor.PID
+	handle *Handle
 	local  map[string]*member                    // conn id → member on this node
 	byPID  map[string]string                     // member actor id → conn id, for Terminated
 	remote map[string]map[string]protocol.Member // node id → conn id → member
@@ -81,11 +106,14 @@ type Actor struct {
 	// one entry per connection, the latest news winning.
 	pendingJoined, pendingLeft map[string]protocol.Member
 	flushScheduled             bool
+
+	batch      []event // collected since the last batch was written
+	batchStart time.Time
 }
 
-func newActor(name string, deps *Deps) *Actor {
+func newActor(name string, deps *Deps, handle *Handle) *Actor {
 	return &Actor{
-		name: name, deps: deps,
+		name: name, deps: deps, handle: handle,
 		local: map[string]*member{}, byPID: map[string]string{}, remote: map[string]map[string]protocol.Member{},
 	}
 }
@@ -96,7 +124,10 @@ func (r *Actor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		r.self = ctx.Self()
 		r.deps.Metrics.Rooms.Inc()
+	case *writeBatch:
+		r.write()
 	case *Remote:
+		r.handle.handled()
 		r.remoteEvent(ctx, m)
 	case *Subscribed:
 		if len(r.local) > 0 {
@@ -113,26 +144,39 @@ func (r *Actor) Receive(ctx actor.Context) {
 	case *Leave:
 		r.leave(ctx, m)
 	case *Send:
+		r.handle.handled()
+		if m.Pending != nil {
+			m.Pending.Add(-1)
+		}
 		r.send(ctx, m)
 	case *Members:
 		ctx.Respond(&MembersReply{Room: r.name, Members: r.members(), Ref: m.Ref})
 	case *Push:
+		r.handle.handled()
 		r.deliver(ctx, m.Payload, "")
 	case *actor.Terminated:
 		if id, ok := r.byPID[m.Who.Id]; ok {
+			// Terminated overtakes the member's sends still in the
+			// mailbox; its departure waits behind them.
+			ctx.Send(r.self, &departed{conn: id})
+		}
+	case *departed:
+		if _, ok := r.local[m.conn]; ok {
 			// The connection wrote its reason to the registry before it
 			// stopped; only after more closes than the registry keeps
 			// is it gone, and then the room does not guess.
 			reason := "disconnected"
-			if info, ok := r.deps.Registry.ClosedInfo(id); ok {
+			if info, ok := r.deps.Registry.ClosedInfo(m.conn); ok {
 				reason = info.Reason.String()
 			}
-			r.remove(ctx, id, reason)
+			r.remove(ctx, m.conn, reason)
 		}
 	case *flushPresence:
 		r.flushScheduled = false
 		r.flush(ctx)
 	case *actor.Stopped:
+		r.write()
+		close(r.handle.gone)
 		r.deps.Metrics.Rooms.Dec()
 		r.deps.Metrics.RoomMembers.Sub(float64(len(r.local)))
 		ctx.Send(r.deps.Bridge, &Unsubscribe{Room: r.name, PID: r.self})
@@ -141,13 +185,17 @@ func (r *Actor) Receive(ctx actor.Context) {
 
 func (r *Actor) join(ctx actor.Context, m *Join) {
 	r.joins++
-	ctx.Respond(&JoinReply{Name: r.name, Room: r.self, Ref: m.Ref})
+	r.write() // the events so far are not the new member's
+	if m.Ref != nil {
+		r.writeTo(m.Socket, m.Encoder, protocol.Encode(&protocol.Reply{Op: "ok", ID: m.Ref}))
+	}
+	ctx.Respond(&JoinReply{Name: r.name, Room: r.handle})
 	if old, ok := r.local[m.Member.Conn]; ok {
 		old.Member = m.Member // a rejoin updates name and avatar
 		return
 	}
 	first := len(r.local) == 0
-	r.local[m.Member.Conn] = &member{Member: m.Member, pid: m.PID}
+	r.local[m.Member.Conn] = &member{Member: m.Member, pid: m.PID, sock: m.Socket, enc: m.Encoder}
 	r.byPID[m.PID.Id] = m.Member.Conn
 	r.deps.Metrics.RoomMembers.Inc()
 	ctx.Send(ctx.Parent(), &count{name: r.name, pid: r.self, members: len(r.local)})
@@ -155,7 +203,7 @@ func (r *Actor) join(ctx actor.Context, m *Join) {
 	if first {
 		// The room's first member on this node: from now on this node
 		// wants the room's events, and the others' members.
-		ctx.Send(r.deps.Bridge, &Subscribe{Room: r.name, PID: r.self})
+		ctx.Send(r.deps.Bridge, &Subscribe{Room: r.name, Handle: r.handle})
 	}
 	body := protocol.Encode(&protocol.Joined{
 		Op: "joined", Room: r.name, Conn: m.Member.Conn, Name: m.Member.Name, Avatar: m.Member.Avatar,
@@ -213,6 +261,7 @@ func (r *Actor) leave(ctx actor.Context, m *Leave) {
 
 // remove takes a local member out and tells everyone, once.
 func (r *Actor) remove(ctx actor.Context, id, reason string) {
+	r.write() // the member gets what was sent before it left
 	mem := r.local[id]
 	delete(r.local, id)
 	delete(r.byPID, mem.pid.Id)
@@ -231,27 +280,67 @@ func (r *Actor) send(ctx actor.Context, m *Send) {
 	if !ok {
 		return // the chat app checks membership; a straggler after a leave is dropped
 	}
-	start := time.Now()
 	payload := protocol.Encode(&protocol.Message{
 		Op: "message", Room: r.name, From: m.From, Name: from.Name, Avatar: from.Avatar,
-		Data: m.Data, Time: start.UTC(),
+		Data: m.Data, Time: time.Now().UTC(),
 	})
 	except := m.From
 	if m.Echo {
 		except = ""
 	}
 	r.deliver(ctx, payload, except)
-	r.deps.Metrics.Delivery.Observe(time.Since(start).Seconds())
 	r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindMessage, Body: payload})
 }
 
-// deliver hands one encoded event to every local member but except.
+// deliver adds one encoded event, for every local member but except, to
+// the batch; the batch is written once what is in the mailbox now has
+// been handled.
 func (r *Actor) deliver(ctx actor.Context, payload []byte, except string) {
-	d := &conn.Deliver{Payload: payload}
-	for id, mem := range r.local {
-		if id != except {
-			ctx.Send(mem.pid, d)
+	if len(r.local) == 0 || (len(r.local) == 1 && r.local[except] != nil) {
+		return
+	}
+	if len(r.batch) == 0 {
+		r.batchStart = time.Now()
+		ctx.Send(r.self, writeBatchMsg)
+	}
+	r.batch = append(r.batch, event{msg: framing.NewMessage(payload), except: except})
+}
+
+var writeBatchMsg = &writeBatch{}
+
+// write writes the batch: to each member, its events (every one but those
+// it sent itself), framed once per wire format, in one writev.
+func (r *Actor) write() {
+	if len(r.batch) == 0 {
+		return
+	}
+	for id, m := range r.local {
+		pushed := false
+		for _, ev := range r.batch {
+			if ev.except == id {
+				continue
+			}
+			frame, err := ev.msg.Frame(m.enc)
+			if err != nil {
+				r.deps.Log.Warn().Err(err).Str("room", r.name).Str("conn", id).Msg("event not sent: cannot be framed")
+				continue
+			}
+			pushed = m.sock.Push(frame, false) || pushed
 		}
+		if pushed {
+			m.sock.Flush()
+		}
+	}
+	r.deps.Metrics.Delivery.Observe(time.Since(r.batchStart).Seconds())
+	clear(r.batch)
+	r.batch = r.batch[:0]
+}
+
+// writeTo writes one event to one socket at once (the join's ok).
+func (r *Actor) writeTo(sock *transport.Socket, enc *framing.Encoder, payload []byte) {
+	frame, err := enc.AppendMessage(nil, payload)
+	if err == nil {
+		sock.Write(frame, false)
 	}
 }
 

@@ -1,0 +1,137 @@
+package transport
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sockets are watched by a few shared pollers (one epoll set each, one
+// per processor) instead of a goroutine each. A registration is one-shot
+// (EPOLLONESHOT): once an event is reported the socket is disabled until
+// its owner says what it waits for next (readable, writable, or both), so
+// no two goroutines ever handle one socket's events at once. Each
+// poller's epoll descriptor is itself parked in Go's netpoller, so
+// waiting blocks no OS thread. An idle socket costs its registration
+// here and nothing else: no stack, no buffer.
+
+// poller is one epoll set and the goroutine that waits on it.
+type poller struct {
+	epfd int
+	rc   syscall.RawConn // of the epoll descriptor, parked in Go's netpoller
+
+	mu   sync.Mutex
+	regs map[uint32]*Socket
+	next uint32
+}
+
+var (
+	pollersOnce sync.Once
+	pollers     []*poller
+	pollersErr  error
+	nextPoller  atomic.Uint32
+)
+
+// pickPoller returns the pollers round robin, starting them (one per
+// processor) on first use.
+func pickPoller() (*poller, error) {
+	pollersOnce.Do(func() {
+		for range max(1, runtime.GOMAXPROCS(0)) {
+			p, err := newPoller()
+			if err != nil {
+				pollersErr = err
+				return
+			}
+			pollers = append(pollers, p)
+			go p.run()
+		}
+	})
+	if pollersErr != nil {
+		return nil, pollersErr
+	}
+	return pollers[nextPoller.Add(1)%uint32(len(pollers))], nil
+}
+
+func newPoller() (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create: %w", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	// A non-blocking descriptor given to os.NewFile is registered with
+	// Go's netpoller: an epoll set is readable when it has events.
+	f := os.NewFile(uintptr(epfd), "tether-poller")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return &poller{epfd: epfd, rc: rc, regs: map[uint32]*Socket{}}, nil
+}
+
+// add registers s, waiting for events (readable, writable or neither).
+func (p *poller) add(s *Socket, events uint32) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		p.next++
+		if _, taken := p.regs[p.next]; !taken {
+			break
+		}
+	}
+	s.p, s.key = p, p.next
+	p.regs[s.key] = s
+	ev := unix.EpollEvent{Events: events | baseEvents, Fd: int32(s.key)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+		delete(p.regs, s.key)
+		return fmt.Errorf("epoll_ctl add: %w", err)
+	}
+	return nil
+}
+
+// baseEvents are in every registration: one-shot.
+const baseEvents = unix.EPOLLONESHOT
+
+// arm re-enables s's one-shot registration for events. An error means
+// the socket is gone; its owner is closing it.
+func (p *poller) arm(s *Socket, events uint32) {
+	ev := unix.EpollEvent{Events: events | baseEvents, Fd: int32(s.key)}
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, s.fd, &ev)
+}
+
+func (p *poller) remove(s *Socket) {
+	p.mu.Lock()
+	delete(p.regs, s.key)
+	p.mu.Unlock()
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
+}
+
+func (p *poller) run() {
+	events := make([]unix.EpollEvent, 256)
+	for {
+		var n int
+		var werr error
+		err := p.rc.Read(func(uintptr) bool {
+			n, werr = unix.EpollWait(p.epfd, events, 0)
+			return n > 0 || (werr != nil && werr != unix.EINTR)
+		})
+		if err != nil || werr != nil {
+			panic(fmt.Sprintf("tether: epoll wait failed: %v %v", err, werr)) // the epoll set is never closed
+		}
+		for i := range events[:n] {
+			p.mu.Lock()
+			s := p.regs[uint32(events[i].Fd)]
+			p.mu.Unlock()
+			if s != nil {
+				s.dispatch(events[i].Events)
+			}
+		}
+	}
+}
