@@ -109,6 +109,7 @@ type Actor struct {
 
 	batch      []event // collected since the last batch was written
 	batchStart time.Time
+	dirty      []*transport.Socket // the members a batch pushed to, reused
 }
 
 func newActor(name string, deps *Deps, handle *Handle) *Actor {
@@ -328,12 +329,15 @@ func (r *Actor) write() {
 			pushed = m.sock.Push(frame, false) || pushed
 		}
 		if pushed {
-			m.sock.Flush()
+			r.dirty = append(r.dirty, m.sock)
 		}
 	}
+	transport.FlushAll(r.dirty)
 	r.deps.Metrics.Delivery.Observe(time.Since(r.batchStart).Seconds())
 	clear(r.batch)
 	r.batch = r.batch[:0]
+	clear(r.dirty)
+	r.dirty = r.dirty[:0]
 }
 
 // writeTo writes one event to one socket at once (the join's ok).
