@@ -162,7 +162,20 @@ func NewTCPFramer(o TCPOptions) (framing.Framer, error) {
 // DialWebSocket connects to a WebSocket listener (ws://host:port/ws) and
 // reads the welcome.
 func DialWebSocket(ctx context.Context, url string) (*Client, error) {
-	c, br, _, err := ws.Dial(ctx, url)
+	return DialWebSocketFrom(ctx, url, nil)
+}
+
+// DialWebSocketFrom is DialWebSocket from the local address local (nil:
+// any), for load generators that spread clients over many addresses.
+func DialWebSocketFrom(ctx context.Context, url string, local net.IP) (*Client, error) {
+	d := ws.Dialer{}
+	if local != nil {
+		d.NetDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: local}}
+			return nd.DialContext(ctx, network, addr)
+		}
+	}
+	c, br, _, err := d.Dial(ctx, url)
 	if err != nil {
 		return nil, err
 	}

@@ -307,7 +307,8 @@ type Limits struct {
 	// node.max_connections bounds all listeners together.
 	MaxConnections int `yaml:"max_connections"`
 	// MaxPerIP is the most connections from one remote IP, handshakes
-	// included; 0 (the default) is unlimited.
+	// included; 0 (the default) is unlimited. Set by a reload, it counts
+	// the connections made from then on.
 	MaxPerIP int `yaml:"max_per_ip"`
 	// OutboundQueue is the most bytes queued for one connection that the
 	// kernel has not taken yet. A message that finds the queue empty is

@@ -46,24 +46,22 @@ type WebSocketOptions struct {
 // reasons for UTF-8 and close codes for validity. It negotiates no extension,
 // so RSV bits must be zero. Create it with NewWebSocket.
 type WebSocket struct {
-	max int
-
-	input
-
-	hdr  [ws.MaxHeaderSize]byte // a header split across Feeds
-	hdrN int                    // bytes of it in hdr
-
-	// The frame being read, once its header is parsed.
-	inFrame bool
+	// Fields are ordered to pack: every connection holds one.
+	hdr     [ws.MaxHeaderSize]byte // a header split across Feeds
+	hdrN    uint8                  // bytes of it in hdr
+	inFrame bool                   // the frame being read has its header parsed:
 	fin     bool
 	op      ws.OpCode
+	msgOp   Op // the op of the message being assembled, 0 if none
 	mask    [4]byte
 	left    int // payload bytes still to come
 	seen    int // payload bytes already read, the offset into the mask
+	max     int
 
-	msgOp Op     // the op of the message being assembled, 0 if none
-	msg   buffer // its payload so far, unmasked
-	ctl   buffer // the payload so far of a control frame split across Feeds
+	input
+
+	msg buffer // the payload so far of the message being assembled, unmasked
+	ctl buffer // the payload so far of a control frame split across Feeds
 }
 
 // NewWebSocket returns a WebSocket framer.
@@ -194,7 +192,7 @@ func (w *WebSocket) readHeader() (ok bool, err error) {
 		// Gather the header in hdr: first the two bytes that tell its size.
 		if w.hdrN < 2 {
 			c := copy(w.hdr[w.hdrN:2], w.p)
-			w.hdrN += c
+			w.hdrN += uint8(c)
 			w.p = w.p[c:]
 			if w.hdrN < 2 {
 				return false, nil
@@ -202,9 +200,9 @@ func (w *WebSocket) readHeader() (ok bool, err error) {
 		}
 		n := headerLen(w.hdr[0], w.hdr[1])
 		c := copy(w.hdr[w.hdrN:n], w.p)
-		w.hdrN += c
+		w.hdrN += uint8(c)
 		w.p = w.p[c:]
-		if w.hdrN < n {
+		if int(w.hdrN) < n {
 			return false, nil
 		}
 		b = w.hdr[:n]
@@ -422,7 +420,7 @@ func CloseCodeFor(err error) uint16 {
 
 // Buffered implements Framer: bytes of a partial header, of a partial control
 // frame and of a message being assembled.
-func (w *WebSocket) Buffered() int { return w.hdrN + w.ctl.len() + w.msg.len() }
+func (w *WebSocket) Buffered() int { return int(w.hdrN) + w.ctl.len() + w.msg.len() }
 
 // Reset implements Framer.
 func (w *WebSocket) Reset() {

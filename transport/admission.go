@@ -2,6 +2,7 @@ package transport
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +28,7 @@ type Admission struct {
 	maxPerIP int // 0: none
 	closed   bool
 	count    int
-	perIP    map[string]int
+	perIP    map[netip.Addr]int
 
 	rejectsUnlogged int
 	lastRejectLog   time.Time
@@ -51,23 +52,26 @@ func (n *NodeSockets) Count() int { return int(n.count.Load()) }
 
 // NewAdmission returns the admission of one listener.
 func NewAdmission(node *NodeSockets, max, maxPerIP int, metrics *ListenerMetrics, log zerolog.Logger) *Admission {
-	return &Admission{node: node, max: max, maxPerIP: maxPerIP, metrics: metrics, log: log, perIP: map[string]int{}}
+	return &Admission{node: node, max: max, maxPerIP: maxPerIP, metrics: metrics, log: log, perIP: map[netip.Addr]int{}}
 }
 
-// Ticket is one admitted socket's place. Release gives it back once the
-// socket is closed; only the first call counts.
+// Ticket is one admitted socket's place: a value its one owner holds (the
+// handshake, then the Socket) and releases once the socket is closed.
+// The zero Ticket holds no place.
 type Ticket struct {
-	a    *Admission
-	ip   string
-	done atomic.Bool
+	a  *Admission
+	ip netip.Addr
 }
 
 // Admit takes c or refuses it. A refused socket is closed here, counted
 // by why (max_connections, max_per_ip, shutting_down) and logged at most
 // once a second.
-func (a *Admission) Admit(c net.Conn) *Ticket {
+func (a *Admission) Admit(c net.Conn) (Ticket, bool) {
 	a.metrics.Accepts.Inc()
-	ip, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	var ip netip.Addr
+	if tcp, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		ip = tcp.AddrPort().Addr()
+	}
 	a.mu.Lock()
 	why := ""
 	switch {
@@ -83,9 +87,14 @@ func (a *Admission) Admit(c net.Conn) *Ticket {
 	}
 	if why == "" {
 		a.count++
-		a.perIP[ip]++
+		if a.maxPerIP > 0 {
+			// Counted only while limited: an entry per address is most of
+			// what admission costs a connection, and most listeners do
+			// not limit per address.
+			a.perIP[ip]++
+		}
 		a.mu.Unlock()
-		return &Ticket{a: a, ip: ip}
+		return Ticket{a: a, ip: ip}, true
 	}
 	a.rejectsUnlogged++
 	logNow := time.Since(a.lastRejectLog) >= time.Second
@@ -100,26 +109,35 @@ func (a *Admission) Admit(c net.Conn) *Ticket {
 		a.log.Warn().Str("why", why).Str("remote", c.RemoteAddr().String()).Int("rejected", rejected).
 			Int("connections", count).Int("node_connections", int(a.node.count.Load())).Msg("connection rejected")
 	}
-	return nil
+	return Ticket{}, false
 }
 
-// Release gives the ticket's place back.
+// Release gives the ticket's place back; the ticket holds none afterwards.
 func (t *Ticket) Release() {
-	if t == nil || !t.done.CompareAndSwap(false, true) {
-		return
+	if t.a != nil {
+		t.a.release(t.ip)
+		t.a = nil
 	}
-	a := t.a
+}
+
+// release gives back the place of a socket from ip.
+func (a *Admission) release(ip netip.Addr) {
 	a.node.count.Add(-1)
 	a.mu.Lock()
 	a.count--
-	if a.perIP[t.ip]--; a.perIP[t.ip] <= 0 {
-		delete(a.perIP, t.ip)
+	if n, ok := a.perIP[ip]; ok {
+		if n <= 1 {
+			delete(a.perIP, ip)
+		} else {
+			a.perIP[ip] = n - 1
+		}
 	}
 	a.mu.Unlock()
 }
 
 // SetLimits changes the listener's limits (reload); sockets already
-// admitted stay.
+// admitted stay. A max_per_ip set by a reload counts the sockets admitted
+// from then on.
 func (a *Admission) SetLimits(max, maxPerIP int) {
 	a.mu.Lock()
 	a.max, a.maxPerIP = max, maxPerIP

@@ -26,8 +26,7 @@ type poller struct {
 	rc   syscall.RawConn // of the epoll descriptor, parked in Go's netpoller
 
 	mu   sync.Mutex
-	regs map[uint32]*Socket
-	next uint32
+	regs []*Socket // by descriptor: a slot costs 8 bytes, a map entry ten times that
 }
 
 var (
@@ -73,24 +72,25 @@ func newPoller() (*poller, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &poller{epfd: epfd, rc: rc, regs: map[uint32]*Socket{}}, nil
+	return &poller{epfd: epfd, rc: rc}, nil
 }
 
 // add registers s, waiting for events (readable, writable or neither).
+// Events carry the descriptor; one of a socket already closed can reach a
+// new socket with the same descriptor, which then finds nothing to read
+// or write yet and waits again: harmless.
 func (p *poller) add(s *Socket, events uint32) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for {
-		p.next++
-		if _, taken := p.regs[p.next]; !taken {
-			break
-		}
+	fd := int(s.fd)
+	if fd >= len(p.regs) {
+		p.regs = append(p.regs, make([]*Socket, fd+1-len(p.regs)+len(p.regs)/2)...)
 	}
-	s.p, s.key = p, p.next
-	p.regs[s.key] = s
-	ev := unix.EpollEvent{Events: events | baseEvents, Fd: int32(s.key)}
-	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
-		delete(p.regs, s.key)
+	s.p = p
+	p.regs[fd] = s
+	ev := unix.EpollEvent{Events: events | baseEvents, Fd: s.fd}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		p.regs[fd] = nil
 		return fmt.Errorf("epoll_ctl add: %w", err)
 	}
 	return nil
@@ -102,15 +102,17 @@ const baseEvents = unix.EPOLLONESHOT
 // arm re-enables s's one-shot registration for events. An error means
 // the socket is gone; its owner is closing it.
 func (p *poller) arm(s *Socket, events uint32) {
-	ev := unix.EpollEvent{Events: events | baseEvents, Fd: int32(s.key)}
-	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, s.fd, &ev)
+	ev := unix.EpollEvent{Events: events | baseEvents, Fd: s.fd}
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, int(s.fd), &ev)
 }
 
 func (p *poller) remove(s *Socket) {
 	p.mu.Lock()
-	delete(p.regs, s.key)
+	if p.regs[s.fd] == s {
+		p.regs[s.fd] = nil
+	}
 	p.mu.Unlock()
-	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(s.fd), nil)
 }
 
 func (p *poller) run() {
@@ -126,8 +128,11 @@ func (p *poller) run() {
 			panic(fmt.Sprintf("tether: epoll wait failed: %v %v", err, werr)) // the epoll set is never closed
 		}
 		for i := range events[:n] {
+			var s *Socket
 			p.mu.Lock()
-			s := p.regs[uint32(events[i].Fd)]
+			if fd := int(events[i].Fd); fd < len(p.regs) {
+				s = p.regs[fd]
+			}
 			p.mu.Unlock()
 			if s != nil {
 				s.dispatch(events[i].Events)

@@ -36,40 +36,41 @@ import (
 // Concurrency: every method is safe for concurrent use; mu serialises the
 // poller's reads and writes with the owner's and the fan-outs' calls.
 type Socket struct {
-	fd     int
-	p      *poller
-	key    uint32
-	ev     SocketEvents
-	m      *ListenerMetrics
-	remote netip.AddrPort
-	local  uint16
-
+	// Fields are ordered and sized to keep the struct small: an idle
+	// connection's memory is what users compare first.
+	fd       int32
+	local    uint16       // the port the peer connected to
 	lastRead atomic.Int64 // Now() of the last read that returned bytes
+	p        *poller
+	ev       SocketEvents
+	m        *ListenerMetrics
+	adm      *Admission // whose place the socket holds until it is closed
+	remote   netip.AddrPort
 
-	mu      sync.Mutex
-	reading bool  // the owner waits for bytes: no chunk in flight
-	chunk   Chunk // the one chunk in flight
+	mu sync.Mutex
+	// flags, guarded by mu
+	reading bool // the owner waits for bytes: no chunk in flight
 	closed  bool
+	drop    bool // on a full queue drop the frame (and count it) instead of telling the owner
+	writing bool // registered for EPOLLOUT
+	sealed  bool // nothing more may be pushed; Drained once the queue is empty
+	full    bool // QueueFull was told
+	delayed bool // on the delayer's list
 
+	chunk    Chunk    // the one chunk in flight
 	q        [][]byte // frames queued, oldest first; q[0][off:] is next
-	off      int
+	off      int32
+	reported int32 // queued bytes the metrics know of
 	queued   int   // bytes queued
 	limit    int   // bytes; a frame that finds the queue empty is always taken
-	drop     bool  // on a full queue drop the frame (and count it) instead of telling the owner
 	blocked  int64 // Now() when a write last found the kernel's buffer full; 0: not blocked
-	writing  bool  // registered for EPOLLOUT
-	sealed   bool  // nothing more may be pushed; Drained once the queue is empty
-	full     bool  // QueueFull was told
 	delay    *Delayer
-	delayed  bool // on the delayer's list
-	reported int  // queued bytes the metrics know of
 
 	// Counters for the connection's info.
 	bytesOut, framesOut, dropped uint64
 	lastSend                     int64 // Now()
 
-	discard *time.Timer // lingering close: reading away the peer's input until it
-	done    func()      // called once the descriptor is closed
+	discard *time.Timer // lingering close: reading away the peer's input until it ends
 }
 
 // SocketEvents is what a Socket tells its owner. Every method is called
@@ -126,11 +127,13 @@ func Now() int64 { return int64(time.Since(epoch)) }
 // Wall turns a Now value into wall-clock time.
 func Wall(t int64) time.Time { return epoch.Add(time.Duration(t)) }
 
-// Adopt takes an accepted socket from c: its descriptor is duplicated and
-// c closed, so that the socket is read and written only through the
-// returned Socket (which ev hears from) and costs no net.Conn. Start
-// begins reading.
-func Adopt(c net.Conn, ev SocketEvents, m *ListenerMetrics) (*Socket, error) {
+// Adopt takes an accepted socket: its descriptor is duplicated and the
+// net.Conn closed, so that the socket is read and written only through the
+// returned Socket (which ev hears from) and costs no net.Conn. The Socket
+// owns the socket's ticket from now on, and releases it once closed; on
+// an error the caller still does. Start begins reading.
+func Adopt(a *Accepted, ev SocketEvents, m *ListenerMetrics) (*Socket, error) {
+	c := a.Conn
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil, fmt.Errorf("%T has no file descriptor", c)
@@ -147,7 +150,8 @@ func Adopt(c net.Conn, ev SocketEvents, m *ListenerMetrics) (*Socket, error) {
 	if derr != nil {
 		return nil, fmt.Errorf("dup: %w", derr)
 	}
-	s := &Socket{fd: fd, ev: ev, m: m, limit: 1 << 20}
+	s := &Socket{fd: int32(fd), ev: ev, m: m, limit: 1 << 20, adm: a.Ticket.a}
+	a.Ticket = Ticket{} // the socket holds the place now
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		s.remote = a.AddrPort()
 	}
@@ -238,7 +242,7 @@ func (s *Socket) dispatch(events uint32) {
 // with mu held.
 func (s *Socket) read() {
 	buf := chunkPool.Get().(*[]byte)
-	n, err := unix.Read(s.fd, *buf)
+	n, err := unix.Read(int(s.fd), *buf)
 	if err == unix.EAGAIN || err == unix.EINTR {
 		chunkPool.Put(buf) // spurious: wait again, without a buffer
 		return
@@ -373,7 +377,7 @@ func (s *Socket) flush() {
 // full. Called with mu held.
 func (s *Socket) flushNow() {
 	for s.queued > 0 {
-		n, err := writev(s.fd, s.q, s.off)
+		n, err := writev(int(s.fd), s.q, int(s.off))
 		if n > 0 {
 			s.consume(n)
 		}
@@ -410,9 +414,9 @@ func (s *Socket) consume(n int) {
 	s.queued -= n
 	i := 0
 	for n > 0 {
-		rest := len(s.q[i]) - s.off
+		rest := len(s.q[i]) - int(s.off)
 		if n < rest {
-			s.off += n
+			s.off += int32(n)
 			break
 		}
 		n -= rest
@@ -439,9 +443,9 @@ func (s *Socket) dropQueue() {
 // report tells the metrics how the queued bytes changed, when they did:
 // a queue that empties at every flush costs nothing here.
 func (s *Socket) report() {
-	if s.queued != s.reported {
-		s.m.Queued.Add(float64(s.queued - s.reported))
-		s.reported = s.queued
+	if q := int32(min(s.queued, 1<<30)); q != s.reported {
+		s.m.Queued.Add(float64(q - s.reported))
+		s.reported = q
 	}
 }
 
@@ -476,12 +480,10 @@ func (s *Socket) Stats() Stats {
 	return Stats{BytesOut: s.bytesOut, FramesOut: s.framesOut, Dropped: s.dropped, Queued: s.queued, LastSend: s.lastSend}
 }
 
-// Close closes the socket now, dropping what is queued; done (may be nil)
-// is called once the descriptor is closed.
-func (s *Socket) Close(done func()) {
+// Close closes the socket now, dropping what is queued.
+func (s *Socket) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.done = done
 	s.closeNow()
 }
 
@@ -495,7 +497,7 @@ func (s *Socket) closeNow() {
 	if s.p != nil {
 		s.p.remove(s)
 	}
-	_ = unix.Close(s.fd)
+	_ = unix.Close(int(s.fd))
 	s.releaseChunk()
 	s.dropQueue()
 	s.report()
@@ -503,9 +505,9 @@ func (s *Socket) closeNow() {
 		s.discard.Stop()
 		lingering.Add(-1)
 	}
-	if s.done != nil {
-		s.done()
-		s.done = nil
+	if s.adm != nil {
+		s.adm.release(s.remote.Addr())
+		s.adm = nil
 	}
 }
 
@@ -520,16 +522,14 @@ const maxLingering = 4096
 // CloseLingering closes the socket the orderly way, nginx's lingering
 // close: it shuts down the sending side (what is queued is dropped: call
 // it once Drained), then reads away what the peer still sends until the
-// peer's end of stream or bound, and only then closes the descriptor and
-// calls done. Closing a socket whose input is unread makes the kernel
+// peer's end of stream or bound, and only then closes the descriptor. Closing a socket whose input is unread makes the kernel
 // send a reset instead of a FIN, and a reset makes the peer's kernel drop
 // what it has not delivered yet: our last messages and the close reason.
 // No goroutine waits meanwhile: the poller reads, a timer ends it.
-func (s *Socket) CloseLingering(bound time.Duration, done func()) {
+func (s *Socket) CloseLingering(bound time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.done = done
-	if s.closed || s.p == nil || lingering.Add(1) > maxLingering || unix.Shutdown(s.fd, unix.SHUT_WR) != nil {
+	if s.closed || s.p == nil || lingering.Add(1) > maxLingering || unix.Shutdown(int(s.fd), unix.SHUT_WR) != nil {
 		if !s.closed && s.p != nil && s.discard == nil {
 			lingering.Add(-1)
 		}
@@ -554,7 +554,7 @@ func (s *Socket) CloseLingering(bound time.Duration, done func()) {
 func (s *Socket) readAway() bool {
 	var buf [4096]byte
 	for {
-		n, err := unix.Read(s.fd, buf[:])
+		n, err := unix.Read(int(s.fd), buf[:])
 		switch {
 		case err == unix.EAGAIN:
 			return false
@@ -573,7 +573,7 @@ func (s *Socket) readAway() bool {
 // of keepalive. The counter survives the kernel purging its queues on the
 // timeout, which tcpi_unacked does not.
 func (s *Socket) BytesAcked() (uint64, error) {
-	info, err := unix.GetsockoptTCPInfo(s.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	info, err := unix.GetsockoptTCPInfo(int(s.fd), unix.IPPROTO_TCP, unix.TCP_INFO)
 	if err != nil {
 		return 0, err
 	}
@@ -583,7 +583,7 @@ func (s *Socket) BytesAcked() (uint64, error) {
 // Unread reports how many bytes the kernel holds that the socket has not
 // read yet: the peer sent them, whatever the owner's backlog.
 func (s *Socket) Unread() int {
-	n, err := unix.IoctlGetInt(s.fd, unix.SIOCINQ)
+	n, err := unix.IoctlGetInt(int(s.fd), unix.SIOCINQ)
 	if err != nil {
 		return 0
 	}

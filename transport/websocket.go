@@ -38,10 +38,10 @@ type WebSocketOptions struct {
 }
 
 // Accepted is an admitted socket on its way to its connection actor,
-// which owns it and releases its ticket once it is closed.
+// whose Socket owns it and releases its ticket once it is closed.
 type Accepted struct {
 	Conn   net.Conn
-	Ticket *Ticket
+	Ticket Ticket
 	// Preread holds bytes read past a WebSocket upgrade request: the
 	// start of the stream.
 	Preread []byte
@@ -131,7 +131,7 @@ func (l guardedListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if t := l.admission.Admit(c); t != nil {
+		if t, ok := l.admission.Admit(c); ok {
 			return &handshakeConn{Conn: c, ticket: t}, nil
 		}
 	}
@@ -150,15 +150,15 @@ type handshakeConn struct {
 	written  int // bytes written: the upgrade's response
 
 	mu     sync.Mutex // Close may come from net/http's goroutines
-	ticket *Ticket    // released on Close, unless handed off with the upgraded socket
+	ticket Ticket     // released on Close, unless handed off with the upgraded socket
 }
 
-// handOff takes the ticket out: the upgraded socket's actor releases it.
-func (c *handshakeConn) handOff() *Ticket {
+// handOff takes the ticket out: the upgraded socket releases it.
+func (c *handshakeConn) handOff() Ticket {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := c.ticket
-	c.ticket = nil
+	c.ticket = Ticket{}
 	return t
 }
 
@@ -166,7 +166,8 @@ func (c *handshakeConn) handOff() *Ticket {
 // handed off upgraded.
 func (c *handshakeConn) Close() error {
 	err := c.Conn.Close()
-	c.handOff().Release()
+	t := c.handOff()
+	t.Release()
 	return err
 }
 

@@ -84,6 +84,7 @@ func now() int64 { return transport.Now() }
 
 // Deps are what a listener gives each of its connections.
 type Deps struct {
+	System   *actor.ActorSystem
 	Node     string
 	Registry *Registry
 	Budget   *Budget // the node's bound on unfinished inbound frames
@@ -94,14 +95,12 @@ type Deps struct {
 
 // Actor is one connection.
 type Actor struct {
-	// immutable after start; the socket's events read system and self.
-	id     string
-	deps   *Deps
-	sock   *transport.Socket
-	system *actor.ActorSystem
-	self   *actor.PID
+	// immutable after start; the socket's events read deps and self.
+	id   string
+	deps *Deps
+	sock *transport.Socket
+	self *actor.PID
 
-	ticket   *transport.Ticket
 	settings *Settings
 	framer   framing.Framer
 	app      App
@@ -109,8 +108,8 @@ type Actor struct {
 	chunk    *transport.Chunk // the chunk being framed, until the socket gets it back
 	framing  bool             // input fed to the framer is not all handled yet; the socket waits
 	batching bool             // inside frames(): replies are pushed, and flushed once at the end
-	preread  []byte           // bytes read before the actor started (after a WebSocket upgrade)
-	timer    *time.Timer
+	preread  *[]byte          // bytes read before the actor started (after a WebSocket upgrade)
+	deadline deadline         // when the liveness check runs next (clock)
 
 	connected, lastRecv, lastPing int64 // now() values; lastRecv: when handled bytes were read
 	partialSince                  int64 // when the unfinished frame held now began arriving; 0: none
@@ -124,17 +123,18 @@ type Actor struct {
 	done   bool   // socket closed and actor stopping
 }
 
-// New prepares the actor of an admitted socket: it takes the socket's
-// descriptor (transport.Adopt) and releases its ticket once it has
-// closed it.
+// New prepares the actor of an admitted socket: its Socket takes the
+// socket's descriptor and ticket (transport.Adopt).
 func New(id string, a *transport.Accepted, settings *Settings, deps *Deps) (*Actor, error) {
 	framer, err := settings.NewFramer()
 	if err != nil {
 		return nil, err
 	}
-	c := &Actor{id: id, deps: deps, settings: settings, framer: framer,
-		preread: a.Preread, ticket: a.Ticket, sentBefore: uint64(a.Sent)}
-	if c.sock, err = transport.Adopt(a.Conn, c, deps.Metrics); err != nil {
+	c := &Actor{id: id, deps: deps, settings: settings, framer: framer, sentBefore: uint64(a.Sent)}
+	if len(a.Preread) > 0 {
+		c.preread = &a.Preread
+	}
+	if c.sock, err = transport.Adopt(a, c, deps.Metrics); err != nil {
 		return nil, err
 	}
 	c.sock.SetLimits(settings.OutboundQueue, settings.DropWhenFull)
@@ -233,25 +233,25 @@ func (a *Actor) Receive(ctx actor.Context) {
 // mailbox.
 
 // Chunk delivers bytes read.
-func (a *Actor) Chunk(c *transport.Chunk) { a.system.Root.Send(a.self, c) }
+func (a *Actor) Chunk(c *transport.Chunk) { a.deps.System.Root.Send(a.self, c) }
 
 // ReadEnded reports the end of input.
-func (a *Actor) ReadEnded(err error) { a.system.Root.Send(a.self, &readEnd{err: err}) }
+func (a *Actor) ReadEnded(err error) { a.deps.System.Root.Send(a.self, &readEnd{err: err}) }
 
 // WriteBlocked reports a write waiting for the peer.
-func (a *Actor) WriteBlocked() { a.system.Root.Send(a.self, writeBlockedMsg) }
+func (a *Actor) WriteBlocked() { a.deps.System.Root.Send(a.self, writeBlockedMsg) }
 
 // WriteFailed reports a write error.
-func (a *Actor) WriteFailed(err error) { a.system.Root.Send(a.self, &writeFailed{err: err}) }
+func (a *Actor) WriteFailed(err error) { a.deps.System.Root.Send(a.self, &writeFailed{err: err}) }
 
 // QueueFull reports a full outbound queue.
-func (a *Actor) QueueFull() { a.system.Root.Send(a.self, queueFullMsg) }
+func (a *Actor) QueueFull() { a.deps.System.Root.Send(a.self, queueFullMsg) }
 
 // Drained reports that the last bytes after the close have left.
-func (a *Actor) Drained() { a.system.Root.Send(a.self, drainedMsg) }
+func (a *Actor) Drained() { a.deps.System.Root.Send(a.self, drainedMsg) }
 
 func (a *Actor) start(ctx actor.Context) {
-	a.system, a.self = ctx.ActorSystem(), ctx.Self()
+	a.self = ctx.Self()
 	a.connected = now()
 	a.lastRecv = a.connected
 	a.deps.Registry.Add(a.id, &Entry{PID: a.self, Listener: a.settings.Listener})
@@ -263,16 +263,16 @@ func (a *Actor) start(ctx actor.Context) {
 	// starts paused: those are the start of the stream, and are framed
 	// first (even past a panic) before it reads more.
 	a.schedule()
-	if err := a.sock.Start(len(a.preread) > 0); err != nil {
+	if err := a.sock.Start(a.preread != nil); err != nil {
 		a.Log().Error().Err(err).Msg("cannot read the socket")
 		a.closeNow(ReasonServerClosed)
 		return
 	}
 	a.app.Opened(a)
-	if len(a.preread) == 0 {
+	if a.preread == nil {
 		return
 	}
-	preread := a.preread
+	preread := *a.preread
 	a.preread = nil
 	a.countIn(len(preread), a.connected)
 	if a.closing() {
@@ -355,7 +355,7 @@ func (a *Actor) holding(framed bool) {
 		a.Log().Warn().Int("closing", len(evict)).Msg("unfinished frames past node.max_partial_bytes: closing the largest holders")
 	}
 	for _, v := range evict {
-		a.system.Root.Send(v.self, &Close{Reason: ReasonMemoryLimit})
+		a.deps.System.Root.Send(v.self, &Close{Reason: ReasonMemoryLimit})
 	}
 }
 
@@ -465,7 +465,7 @@ func (a *Actor) timedOutReason() Reason {
 // the mailbox behind other work).
 func (a *Actor) lastHeard() int64 { return max(a.lastRecv, a.sock.LastRead()) }
 
-// heartbeat runs when the liveness timer fires: it closes a silent
+// heartbeat runs when the connection's deadline comes: it closes a silent
 // connection, or one whose write waited too long, or whose linger is
 // over; it sends a ping if one is due, and sets the next deadline.
 func (a *Actor) heartbeat() {
@@ -520,7 +520,8 @@ func (a *Actor) heartbeat() {
 	a.schedule()
 }
 
-// schedule sets the one liveness timer to the earliest deadline: idle
+// schedule sets the connection's one deadline (clock) to the earliest of:
+// idle
 // (rounded up to check_interval, so timers of many connections fire
 // together), the next ping, the no-pong limit, the write timeout of a
 // write waiting for the peer, or the end of the linger. It is not reset
@@ -563,18 +564,10 @@ func (a *Actor) schedule() {
 		}
 	}
 	if next < 0 {
-		if a.timer != nil {
-			a.timer.Stop()
-		}
+		clock.cancel(a)
 		return
 	}
-	d := max(time.Duration(next-now()), 0)
-	if a.timer == nil {
-		system, self := a.system, a.self
-		a.timer = time.AfterFunc(d, func() { system.Root.Send(self, tickMsg) })
-		return
-	}
-	a.timer.Reset(d)
+	clock.set(a, next)
 }
 
 func (a *Actor) closing() bool { return a.reason != ReasonNone }
@@ -653,14 +646,12 @@ func (a *Actor) finish(graceful bool) {
 		return
 	}
 	a.done = true
-	if a.timer != nil {
-		a.timer.Stop()
-	}
+	clock.cancel(a)
 	info := a.info() // before the close: the socket's counters
 	if graceful {
-		a.sock.CloseLingering(drainLinger, a.ticket.Release)
+		a.sock.CloseLingering(drainLinger)
 	} else {
-		a.sock.Close(a.ticket.Release)
+		a.sock.Close()
 	}
 	a.chunk, a.framing = nil, false
 	a.framer.Reset() // a partial frame's buffer goes back to the pool

@@ -43,6 +43,7 @@ type acceptPanicked struct{ v any }
 
 // Options build a listener actor.
 type Options struct {
+	System   *actor.ActorSystem
 	Config   config.Listener
 	Listener net.Listener // TCP: the bound socket to accept on; nil for WebSocket
 	Sockets  *transport.NodeSockets
@@ -109,7 +110,7 @@ func New(opts Options) (*Actor, error) {
 	a := &Actor{
 		opts: opts, cfg: opts.Config, settings: settings, log: log,
 		deps: &conn.Deps{
-			Node: opts.Node, Registry: opts.Registry, Budget: opts.Budget, Log: log, NewApp: opts.NewApp,
+			System: opts.System, Node: opts.Node, Registry: opts.Registry, Budget: opts.Budget, Log: log, NewApp: opts.NewApp,
 			Metrics: metrics,
 		},
 		admission: transport.NewAdmission(opts.Sockets, opts.Config.Limits.MaxConnections, opts.Config.Limits.MaxPerIP, metrics, log),
@@ -253,7 +254,7 @@ func (a *Actor) acceptLoop(system *actor.ActorSystem, self *actor.PID) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		if t := a.admission.Admit(c); t != nil {
+		if t, ok := a.admission.Admit(c); ok {
 			a.Hand(system, self, &transport.Accepted{Conn: c, Ticket: t})
 		}
 	}
@@ -271,7 +272,8 @@ func (a *Actor) adopt(ctx actor.Context, s *transport.Accepted) {
 			a.log.Warn().Err(err).Str("remote", s.Conn.RemoteAddr().String()).Msg("socket options not applied")
 		}
 	}
-	id := a.opts.Node + "." + strconv.FormatUint(a.opts.Seq.Add(1), 10)
+	seq := strconv.FormatUint(a.opts.Seq.Add(1), 10)
+	id := a.opts.Node + "." + seq
 	c, err := conn.New(id, s, a.settings, a.deps)
 	if err != nil {
 		a.log.Error().Err(err).Msg("connection not adopted")
@@ -279,15 +281,17 @@ func (a *Actor) adopt(ctx actor.Context, s *transport.Accepted) {
 		return
 	}
 	a.spawning = c
-	_, err = ctx.SpawnNamed(a.connProps, id)
+	// Named by the sequence alone: the actor id is the process registry's
+	// key, and every byte of it is kept per connection.
+	_, err = ctx.SpawnNamed(a.connProps, seq)
 	a.spawning = nil
 	if err != nil {
 		a.log.Error().Err(err).Str("conn", id).Msg("spawn failed")
-		closeSocket(s)
+		c.Socket().Close() // the socket owns the descriptor and the ticket now
 		return
 	}
 	a.count++
-	a.log.Debug().Str("conn", id).Str("remote", s.Conn.RemoteAddr().String()).Msg("connection opened")
+	a.log.Debug().Str("conn", id).Str("remote", c.RemoteAddr()).Msg("connection opened")
 }
 
 // HandleFailure is the supervision strategy of the listener's connections
@@ -301,7 +305,7 @@ func (a *Actor) HandleFailure(system *actor.ActorSystem, supervisor actor.Superv
 	rs.Fail()
 	failures := rs.NumberOfFailures(panicWindow)
 	a.deps.Metrics.Panics.Inc()
-	a.log.Error().Str("conn", connID(child)).Str("panic", fmt.Sprint(reason)).Str("message", fmt.Sprintf("%T", message)).
+	a.log.Error().Str("conn", a.connID(child)).Str("panic", fmt.Sprint(reason)).Str("message", fmt.Sprintf("%T", message)).
 		Int("failures", failures).Msg("connection panicked")
 	supervisor.ResumeChildren(child)
 	if failures > panicBudget {
@@ -309,7 +313,8 @@ func (a *Actor) HandleFailure(system *actor.ActorSystem, supervisor actor.Superv
 	}
 }
 
-// connID is the connection id in a child's actor id ("node/<listener>/<conn id>").
-func connID(pid *actor.PID) string {
-	return pid.Id[strings.LastIndexByte(pid.Id, '/')+1:]
+// connID is the connection id of a child, whose actor id is
+// "node/<listener>/<sequence>".
+func (a *Actor) connID(pid *actor.PID) string {
+	return a.opts.Node + "." + pid.Id[strings.LastIndexByte(pid.Id, '/')+1:]
 }

@@ -65,14 +65,14 @@ func (quietApp) Closing(*conn.Actor, conn.Reason) {}
 func (quietApp) Closed(*conn.Actor, conn.Reason)  {}
 func (quietApp) Describe(*conn.Info)              {}
 
-func newListener(t *testing.T, sockets *transport.NodeSockets) (*Actor, *transport.Metrics) {
+func newListener(t *testing.T, system *actor.ActorSystem, sockets *transport.NodeSockets) (*Actor, *transport.Metrics) {
 	t.Helper()
 	lc := config.DefaultListener(config.ProtocolWebSocket)
 	lc.Name = "ws"
 	metrics := transport.NewMetrics()
 	var seq atomic.Uint64
 	a, err := New(Options{
-		Config: lc, Sockets: sockets, Node: "n", Seq: &seq, Registry: conn.NewRegistry(),
+		System: system, Config: lc, Sockets: sockets, Node: "n", Seq: &seq, Registry: conn.NewRegistry(),
 		Budget: conn.NewBudget(1<<20, metrics.PartialBytes), Metrics: metrics, Log: zerolog.Nop(),
 		NewApp: func(*conn.Actor) conn.App { return quietApp{} },
 	})
@@ -90,7 +90,7 @@ func TestSocketsHandedToAStoppingListenerAreClosed(t *testing.T) {
 	for round := range 20 {
 		system := actor.NewActorSystem()
 		sockets := transport.NewNodeSockets(1000)
-		l, _ := newListener(t, sockets)
+		l, _ := newListener(t, system, sockets)
 		pid, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return l }), "ws")
 		if err != nil {
 			t.Fatal(err)
@@ -100,8 +100,8 @@ func TestSocketsHandedToAStoppingListenerAreClosed(t *testing.T) {
 		var admitted []*transport.Accepted
 		for range 10 {
 			server, client := pair(t)
-			ticket := l.Admission().Admit(server)
-			if ticket == nil {
+			ticket, ok := l.Admission().Admit(server)
+			if !ok {
 				t.Fatal("not admitted")
 			}
 			clients = append(clients, client)

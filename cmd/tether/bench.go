@@ -145,7 +145,7 @@ func benchIdleCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "idle",
-		Short: "hold many idle TCP connections (heartbeats on) and report the server's RSS per connection",
+		Short: "hold many idle TCP or WebSocket connections (heartbeats on) and report the server's RSS per connection",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -196,7 +196,7 @@ func benchIdleCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:9501", "TCP listener (length-prefix framing)")
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:9501", "TCP listener (length-prefix framing), or a WebSocket listener's ws:// URL")
 	cmd.Flags().IntVar(&conns, "conns", 19000, "connections in all")
 	cmd.Flags().IntVar(&procs, "procs", 4, "worker processes")
 	cmd.Flags().IntVar(&pid, "pid", 0, "the server's process id, whose RSS is measured")

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,8 +46,12 @@ func sourceIP(worker, i int) net.IP {
 	return net.IPv4(127, byte(2+worker), byte(1+i/250), byte(1+i%250))
 }
 
-// dialTCP connects one bench client from its own source address.
-func dialTCP(ctx context.Context, addr string, worker, i int) (*client.Client, error) {
+// dialClient connects one bench client from its own source address: to a
+// TCP listener at host:port, or to a WebSocket listener at ws://...
+func dialClient(ctx context.Context, addr string, worker, i int) (*client.Client, error) {
+	if strings.HasPrefix(addr, "ws://") {
+		return client.DialWebSocketFrom(ctx, addr, sourceIP(worker, i))
+	}
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: sourceIP(worker, i)}}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -69,7 +74,7 @@ func idleWorkerCmd() *cobra.Command {
 			defer cancel()
 			clients := make([]*client.Client, conns)
 			for i := range clients {
-				c, err := dialTCP(ctx, addr, worker, i)
+				c, err := dialClient(ctx, addr, worker, i)
 				if err != nil {
 					return fail(worker, fmt.Errorf("connection %d: %w", i, err))
 				}

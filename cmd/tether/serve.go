@@ -6,12 +6,17 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"tether/actors/node"
 )
+
+// serveGCPercent is the garbage collector's target of `tether serve` when
+// GOGC is not set.
+const serveGCPercent = 50
 
 func serveCmd() *cobra.Command {
 	var cf configFlags
@@ -25,6 +30,15 @@ func serveCmd() *cobra.Command {
 				return err
 			}
 			log := newLogger(cfg.Log, os.Stderr)
+			// A node's heap is mostly its idle connections, long-lived and
+			// small: GOGC=50 keeps its size at 1.5x what is live instead
+			// of 2x (a quarter less memory per idle connection), for
+			// collections that cost little, as the delivery path
+			// allocates per message, not per delivery. GOGC in the
+			// environment still decides.
+			if os.Getenv("GOGC") == "" {
+				debug.SetGCPercent(serveGCPercent)
+			}
 			if err := writePIDFile(cfg.PIDFile); err != nil {
 				return err
 			}
