@@ -1,0 +1,186 @@
+package transport
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"tether/test/check"
+)
+
+// events records what a Socket tells its owner.
+type events struct {
+	mu     sync.Mutex
+	chunks [][]byte
+	ended  error
+	told   []string
+	s      *Socket
+}
+
+func (e *events) Chunk(c *Chunk) {
+	e.mu.Lock()
+	e.chunks = append(e.chunks, bytes.Clone(c.Bytes()))
+	e.mu.Unlock()
+	go e.s.Resume() // as the owner does once the chunk is handled
+}
+func (e *events) ReadEnded(err error)   { e.record("ended"); e.mu.Lock(); e.ended = err; e.mu.Unlock() }
+func (e *events) WriteBlocked()         { e.record("blocked") }
+func (e *events) WriteFailed(err error) { e.record("failed") }
+func (e *events) QueueFull()            { e.record("full") }
+func (e *events) Drained()              { e.record("drained") }
+func (e *events) record(what string)    { e.mu.Lock(); e.told = append(e.told, what); e.mu.Unlock() }
+
+func (e *events) saw(what string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, w := range e.told {
+		if w == what {
+			return true
+		}
+	}
+	return false
+}
+
+// socketPair adopts the server end of a loopback connection.
+func socketPair(t *testing.T) (*Socket, *events, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &events{}
+	s, err := Adopt(&Accepted{Conn: server}, ev, NewMetrics().Listener("t", "tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.s = s
+	if err := s.Start(false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); s.Close() })
+	return s, ev, client
+}
+
+// TestSocketWritesWhatThePeerLetsThrough: frames queued past what the
+// kernel takes wait for the poller (EPOLLOUT) and are written, in order,
+// once the peer reads; the owner is told when a write first waited.
+func TestSocketWritesWhatThePeerLetsThrough(t *testing.T) {
+	s, ev, client := socketPair(t)
+	s.SetLimits(64<<20, false)
+	frame := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+	var want bytes.Buffer
+	for i := 0; s.BlockedSince() == 0 || i < 8; i++ {
+		f := append([]byte{byte(i)}, frame...)
+		if !s.Push(f, false) {
+			t.Fatal("refused")
+		}
+		s.Flush()
+		want.Write(f)
+	}
+	if !ev.saw("blocked") {
+		t.Fatal("the owner was not told the write waits")
+	}
+	got := make([]byte, want.Len())
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(client, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatal("the bytes came out changed or out of order")
+	}
+	check.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if s.BlockedSince() != 0 || s.Stats().Queued != 0 {
+			return errors.New("still waiting")
+		}
+		return nil
+	})
+}
+
+// TestDelayerWritesOnRounds: with a write delay, flushes wait for the
+// delayer's round, and what was pushed meanwhile leaves together.
+func TestDelayerWritesOnRounds(t *testing.T) {
+	s, _, client := socketPair(t)
+	s.SetDelay(NewDelayer(200 * time.Millisecond))
+	start := time.Now()
+	for i := range 10 {
+		s.Push([]byte{byte('a' + i)}, false)
+		s.Flush()
+	}
+	buf := make([]byte, 10)
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(client, buf); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 150*time.Millisecond {
+		t.Errorf("written after %s; the delay is 200ms", took)
+	}
+	if string(buf) != "abcdefghij" {
+		t.Fatalf("got %q", buf)
+	}
+	if st := s.Stats(); st.FramesOut != 10 || st.BytesOut != 10 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestSocketReadsAndEnds: bytes reach the owner in chunks, and the peer's
+// FIN ends the reading with io.EOF.
+func TestSocketReadsAndEnds(t *testing.T) {
+	s, ev, client := socketPair(t)
+	if _, err := client.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	_ = client.(*net.TCPConn).CloseWrite()
+	check.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		ev.mu.Lock()
+		defer ev.mu.Unlock()
+		if ev.ended == nil {
+			return errors.New("not ended")
+		}
+		if !errors.Is(ev.ended, io.EOF) || len(ev.chunks) != 1 || string(ev.chunks[0]) != "hello" {
+			return errors.New("wrong")
+		}
+		return nil
+	})
+	if s.LastRead() == 0 {
+		t.Error("no read time")
+	}
+}
+
+// TestCloseLingeringReadsAwayThenCloses: a lingering close sends a FIN,
+// reads what the peer still sends (so that no reset destroys what the
+// peer has not read), and closes once the peer is done.
+func TestCloseLingeringReadsAwayThenCloses(t *testing.T) {
+	s, _, client := socketPair(t)
+	s.Write([]byte("bye"), false)
+	s.CloseLingering(5 * time.Second)
+	// The peer still sends a lot after our FIN: nothing is reset.
+	if _, err := client.Write(make([]byte, 1<<20)); err != nil {
+		t.Fatalf("the peer's write after our close: %v", err)
+	}
+	got, err := io.ReadAll(client) // "bye", then our FIN
+	if err != nil || string(got) != "bye" {
+		t.Fatalf("read %q %v", got, err)
+	}
+	_ = client.Close()
+	check.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !s.closed {
+			return errors.New("still open")
+		}
+		return nil
+	})
+}
