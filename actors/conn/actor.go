@@ -155,7 +155,8 @@ func (a *Actor) RemoteAddr() string { return a.sock.Remote().String() }
 func (a *Actor) Settings() *Settings { return a.settings }
 
 // Socket is the connection's socket: a room pushes its fan-out's frames
-// into it directly.
+// into it directly. Write to it only once the actor has started (a room
+// gets it with the join): the socket's events address the actor.
 func (a *Actor) Socket() *transport.Socket { return a.sock }
 
 // Context is the actor context, for Apps that send to other actors. It is

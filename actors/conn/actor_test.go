@@ -114,6 +114,14 @@ func start(t *testing.T, app App, mutate func(*config.Listener)) *fixture {
 		t.Fatal(err)
 	}
 	f.pid = system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return f.actor }))
+	// Others write to a connection once it has started (a room, after
+	// the join): its socket's events address the actor by then.
+	check.For(t, 5*time.Second, time.Millisecond, func() error {
+		if f.registry.Get(f.actor.ID()) == nil {
+			return errors.New("not started")
+		}
+		return nil
+	})
 	t.Cleanup(func() {
 		client.Close()
 		system.Root.StopFuture(f.pid).Wait()
