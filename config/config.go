@@ -113,6 +113,10 @@ type Embedded struct {
 	Host string `yaml:"host"`
 	// Port for clients; -1 picks a free port. Default 4222.
 	Port int `yaml:"port"`
+	// StoreDir is where the embedded server's JetStream keeps the rooms'
+	// history, so that it survives a restart. Default "tether-data"
+	// (relative to the working directory). Empty keeps it in memory.
+	StoreDir string `yaml:"store_dir"`
 	// Cluster joins embedded servers of several nodes by routes.
 	Cluster EmbeddedCluster `yaml:"cluster"`
 }
@@ -161,6 +165,81 @@ type Rooms struct {
 	// the same way. A room's memory is at most this many messages (each
 	// at most max_frame). Default 1000.
 	MaxBacklog int `yaml:"max_backlog"`
+	// Default holds the options of rooms without a namespace (no ':' in
+	// their name).
+	Default RoomOptions `yaml:"default"`
+	// Namespaces hold the options of rooms named <prefix>:<rest>, by
+	// prefix. A room whose prefix no namespace names takes Default.
+	// Default none.
+	Namespaces []Namespace `yaml:"namespaces"`
+}
+
+// RoomOptions are the options of the rooms of one namespace
+// (DESIGN.md section 10).
+type RoomOptions struct {
+	// HistorySize is how many of a room's last messages NATS JetStream
+	// keeps, for a client coming back to get what it missed (join with
+	// since) and for the history request. 0 (the default): no history.
+	HistorySize int `yaml:"history_size"`
+	// HistoryTTL is how long a message stays in the history; 0 (the
+	// default) keeps it until HistorySize newer ones push it out.
+	HistoryTTL Duration `yaml:"history_ttl"`
+	// Join is who may join: anyone (the default), or token (a token whose
+	// rooms claim matches; until the listener authenticates clients,
+	// nobody).
+	Join string `yaml:"join"`
+	// Publish is who may send: members (the default), or none (only the
+	// server, through the admin API).
+	Publish string `yaml:"publish"`
+	// Presence turns the joined, left and presence events and the members
+	// request on (the default) or off.
+	Presence bool `yaml:"presence"`
+}
+
+// Namespace is the options of the rooms whose names start <prefix>:.
+type Namespace struct {
+	// Prefix is the part of the room names before their first ':'.
+	// Letters, digits, - and _. Required.
+	Prefix      string `yaml:"prefix"`
+	RoomOptions `yaml:",inline"`
+}
+
+// Who may join and publish (RoomOptions).
+const (
+	JoinAnyone     = "anyone"
+	JoinToken      = "token"
+	PublishMembers = "members"
+	PublishNone    = "none"
+)
+
+// DefaultRoomOptions are the options of a namespace that sets none.
+func DefaultRoomOptions() RoomOptions {
+	return RoomOptions{Join: JoinAnyone, Publish: PublishMembers, Presence: true}
+}
+
+// Options returns the options of room: its namespace's, or Default's.
+func (r *Rooms) Options(room string) *RoomOptions {
+	if prefix, _, ok := strings.Cut(room, ":"); ok {
+		for i := range r.Namespaces {
+			if r.Namespaces[i].Prefix == prefix {
+				return &r.Namespaces[i].RoomOptions
+			}
+		}
+	}
+	return &r.Default
+}
+
+// HasHistory says whether any namespace keeps history.
+func (r *Rooms) HasHistory() bool {
+	if r.Default.HistorySize > 0 {
+		return true
+	}
+	for _, ns := range r.Namespaces {
+		if ns.HistorySize > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Protocols a listener speaks.
@@ -337,13 +416,14 @@ func Default() *Config {
 		Log:     Log{Level: "info", Format: "auto"},
 		HTTP:    HTTP{Address: "127.0.0.1:9600"},
 		NATS: NATS{
-			Embedded:        Embedded{Host: "127.0.0.1", Port: 4222, Cluster: EmbeddedCluster{Host: "127.0.0.1"}},
+			Embedded:        Embedded{Host: "127.0.0.1", Port: 4222, StoreDir: "tether-data", Cluster: EmbeddedCluster{Host: "127.0.0.1"}},
 			SubjectPrefix:   "tether",
 			ReconnectWait:   Duration(500 * time.Millisecond),
 			ReconnectBuffer: 8 << 20,
 		},
 		Cluster: Cluster{HeartbeatInterval: Duration(time.Second), DeadAfter: Duration(5 * time.Second)},
-		Rooms:   Rooms{MaxPerConnection: 32, AnnounceLimit: 1000, PresenceInterval: Duration(time.Second), MaxBacklog: 1000},
+		Rooms: Rooms{MaxPerConnection: 32, AnnounceLimit: 1000, PresenceInterval: Duration(time.Second), MaxBacklog: 1000,
+			Default: DefaultRoomOptions()},
 		Listeners: []Listener{
 			withNameAddress(DefaultListener(ProtocolTCP), "tcp", "0.0.0.0:9501"),
 			withNameAddress(DefaultListener(ProtocolWebSocket), "ws", "0.0.0.0:9502"),

@@ -379,3 +379,44 @@ func TestREADMEDocumentsEveryKey(t *testing.T) {
 		}
 	}
 }
+
+// TestNamespaces: namespaces start from the default room options, are
+// addressed by prefix in --set and the environment, and give a room its
+// options by the part of its name before ':'.
+func TestNamespaces(t *testing.T) {
+	path := writeFile(t, `
+rooms:
+  default: {presence: false}
+  namespaces:
+    - {prefix: news, history_size: 100, history_ttl: 10m}
+    - {prefix: ops, publish: none}
+`)
+	cfg, err := Load(path, []string{"TETHER_ROOMS_NAMESPACES_NEWS_HISTORY_SIZE=50"}, []string{"rooms.namespaces.ops.join=token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	news, ops, plain := cfg.Rooms.Options("news:eu"), cfg.Rooms.Options("ops:alerts"), cfg.Rooms.Options("lobby")
+	if news.HistorySize != 50 || news.HistoryTTL.D() != 10*time.Minute || news.Join != JoinAnyone || !news.Presence {
+		t.Errorf("news: %+v", news)
+	}
+	if ops.Publish != PublishNone || ops.Join != JoinToken || ops.HistorySize != 0 {
+		t.Errorf("ops: %+v", ops)
+	}
+	if plain.Presence || plain != cfg.Rooms.Options("weather:today") {
+		t.Errorf("rooms without a known namespace: %+v", plain)
+	}
+	if !cfg.Rooms.HasHistory() {
+		t.Error("no history seen")
+	}
+	for _, bad := range []struct{ yaml, key string }{
+		{"rooms: {namespaces: [{prefix: a}, {prefix: a}]}", "rooms.namespaces.a.prefix: two namespaces"},
+		{"rooms: {namespaces: [{prefix: 'a:b'}]}", "rooms.namespaces.a:b.prefix"},
+		{"rooms: {namespaces: [{prefix: a, join: everyone}]}", "rooms.namespaces.a.join: unknown value"},
+		{"rooms: {namespaces: [{prefix: a, histroy_size: 1}]}", "rooms.namespaces.a.histroy_size: unknown key; did you mean history_size?"},
+		{"rooms: {default: {history_size: -1}}", "rooms.default.history_size: must be at least 0"},
+	} {
+		if _, err := Load(writeFile(t, bad.yaml), nil, nil); err == nil || !strings.Contains(err.Error(), bad.key) {
+			t.Errorf("%s: %v, want %s", bad.yaml, err, bad.key)
+		}
+	}
+}

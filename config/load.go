@@ -87,7 +87,13 @@ func Parse(data []byte) (*Config, error) {
 var (
 	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
 	listenerType    = reflect.TypeFor[Listener]()
+	namespaceType   = reflect.TypeFor[Namespace]()
 )
+
+// namedLists are the lists whose items are addressed by a name in keys
+// (listeners.tcp.address, rooms.namespaces.news.history_size): the
+// field of an item that names it.
+var namedLists = map[reflect.Type]string{listenerType: "name", namespaceType: "prefix"}
 
 // decode writes node into v, which already holds defaults, so keys the
 // file leaves out keep them. It is strict where yaml.v3 is not: yaml.v3
@@ -143,12 +149,16 @@ func decode(node *yaml.Node, v reflect.Value, key string) error {
 		for i, item := range node.Content {
 			elem := out.Index(i)
 			itemKey := fmt.Sprintf("%s[%d]", key, i)
-			if v.Type().Elem() == listenerType {
+			switch v.Type().Elem() {
+			case listenerType:
 				// A listener starts from the defaults of its protocol, so
 				// the protocol must be known before the rest is decoded.
-				protocol := scalarField(item, "protocol")
-				elem.Set(reflect.ValueOf(DefaultListener(protocol)))
-				if name := scalarField(item, "name"); name != "" {
+				elem.Set(reflect.ValueOf(DefaultListener(scalarField(item, "protocol"))))
+			case namespaceType:
+				elem.Set(reflect.ValueOf(Namespace{RoomOptions: DefaultRoomOptions()}))
+			}
+			if field, ok := namedLists[v.Type().Elem()]; ok {
+				if name := scalarField(item, field); name != "" {
 					itemKey = key + "." + name
 				}
 			}
@@ -186,11 +196,19 @@ func scalarField(node *yaml.Node, key string) string {
 	return ""
 }
 
+// inline is the tag of a struct field whose keys are its parent's.
+const inline = ",inline"
+
 func fieldByTag(v reflect.Value, tag string) (reflect.Value, bool) {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
-		if t.Field(i).Tag.Get("yaml") == tag {
+		switch t.Field(i).Tag.Get("yaml") {
+		case tag:
 			return v.Field(i), true
+		case inline:
+			if f, ok := fieldByTag(v.Field(i), tag); ok {
+				return f, true
+			}
 		}
 	}
 	return reflect.Value{}, false
@@ -199,9 +217,33 @@ func fieldByTag(v reflect.Value, tag string) (reflect.Value, bool) {
 func tags(t reflect.Type) []string {
 	out := make([]string, 0, t.NumField())
 	for i := 0; i < t.NumField(); i++ {
-		out = append(out, t.Field(i).Tag.Get("yaml"))
+		if tag := t.Field(i).Tag.Get("yaml"); tag == inline {
+			out = append(out, tags(t.Field(i).Type)...)
+		} else {
+			out = append(out, tag)
+		}
 	}
 	return out
+}
+
+// namedList says whether v is a list of named items, and which field of
+// an item names it.
+func namedList(v reflect.Value) (string, bool) {
+	if v.Kind() != reflect.Slice {
+		return "", false
+	}
+	field, ok := namedLists[v.Type().Elem()]
+	return field, ok
+}
+
+// fieldName is the Go name of the field of t tagged tag.
+func fieldName(t reflect.Type, tag string) string {
+	for i := 0; i < t.NumField(); i++ {
+		if t.Field(i).Tag.Get("yaml") == tag {
+			return t.Field(i).Name
+		}
+	}
+	return ""
 }
 
 func joinKey(parent, k string) string {
@@ -267,21 +309,27 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// Keys lists every key of c that Set accepts, with listeners named by
-// their name (listeners.tcp.address), sorted.
+// Keys lists every key of c that Set accepts, with listeners and
+// namespaces named by their name (listeners.tcp.address,
+// rooms.namespaces.news.history_size), sorted.
 func (c *Config) Keys() []string {
 	var keys []string
 	var walk func(v reflect.Value, key string)
 	walk = func(v reflect.Value, key string) {
 		if v.Kind() == reflect.Struct && !v.Addr().Type().Implements(textUnmarshaler) {
 			for i := 0; i < v.NumField(); i++ {
-				walk(v.Field(i), joinKey(key, v.Type().Field(i).Tag.Get("yaml")))
+				tag := v.Type().Field(i).Tag.Get("yaml")
+				if tag == inline {
+					walk(v.Field(i), key)
+				} else {
+					walk(v.Field(i), joinKey(key, tag))
+				}
 			}
 			return
 		}
-		if v.Type() == reflect.TypeFor[[]Listener]() {
+		if field, ok := namedList(v); ok {
 			for i := 0; i < v.Len(); i++ {
-				walk(v.Index(i), key+"."+c.Listeners[i].Name)
+				walk(v.Index(i), key+"."+v.Index(i).FieldByName(fieldName(v.Type().Elem(), field)).String())
 			}
 			return
 		}
@@ -306,15 +354,20 @@ func (c *Config) Set(key, value string) error {
 			return keyErr(key, "no such key%s", suggest(parts[i], tags(v.Type())))
 		}
 		v = f
-		if v.Type() == reflect.TypeFor[[]Listener]() {
+		if field, ok := namedList(v); ok {
 			if i+1 >= len(parts) {
-				return keyErr(key, "name a listener and a key, e.g. listeners.tcp.address")
+				return keyErr(key, "name an item and a key, e.g. listeners.tcp.address")
 			}
-			l := c.Listener(parts[i+1])
-			if l == nil {
-				return keyErr(key, "no listener named %q", parts[i+1])
+			item, found := reflect.Value{}, false
+			for j := 0; j < v.Len(); j++ {
+				if v.Index(j).FieldByName(fieldName(v.Type().Elem(), field)).String() == parts[i+1] {
+					item, found = v.Index(j), true
+				}
 			}
-			v = reflect.ValueOf(l).Elem()
+			if !found {
+				return keyErr(key, "no %s named %q", strings.TrimSuffix(parts[i], "s"), parts[i+1])
+			}
+			v = item
 			i++
 		}
 	}

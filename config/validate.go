@@ -47,6 +47,22 @@ func (c *Config) Validate() error {
 	v.atLeast("rooms.announce_limit", c.Rooms.AnnounceLimit, 1)
 	v.positive("rooms.presence_interval", c.Rooms.PresenceInterval)
 	v.atLeast("rooms.max_backlog", c.Rooms.MaxBacklog, 1)
+	c.Rooms.Default.validate(v, "rooms.default")
+	prefixes := map[string]bool{}
+	for i := range c.Rooms.Namespaces {
+		ns := &c.Rooms.Namespaces[i]
+		key := fmt.Sprintf("rooms.namespaces[%d]", i)
+		if ns.Prefix != "" {
+			key = "rooms.namespaces." + ns.Prefix
+		}
+		if v.name(key+".prefix", ns.Prefix) {
+			if prefixes[ns.Prefix] {
+				v.add(key+".prefix", "two namespaces have the prefix %q", ns.Prefix)
+			}
+			prefixes[ns.Prefix] = true
+		}
+		ns.validate(v, key)
+	}
 	v.nonNegative("shutdown_timeout", c.ShutdownTimeout)
 
 	names := map[string]bool{}
@@ -224,6 +240,13 @@ func (l *Listener) validate(v *validator, key string) {
 	if v.nonNegative(lk+".write_delay", lim.WriteDelay) && lim.WriteDelay > Duration(time.Second) {
 		v.add(lk+".write_delay", "must be at most 1s, got %s", lim.WriteDelay)
 	}
+}
+
+func (o *RoomOptions) validate(v *validator, key string) {
+	v.atLeast(key+".history_size", o.HistorySize, 0)
+	v.nonNegative(key+".history_ttl", o.HistoryTTL)
+	v.oneOf(key+".join", o.Join, JoinAnyone, JoinToken)
+	v.oneOf(key+".publish", o.Publish, PublishMembers, PublishNone)
 }
 
 // validator collects key errors so that one run reports every bad key.
