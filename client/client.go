@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -55,7 +56,17 @@ type Event struct {
 	LeftCount   int        `json:"left_count,omitempty"`
 	Truncated   bool       `json:"truncated,omitempty"`
 	Heartbeat   *Heartbeat `json:"heartbeat,omitempty"`
+	// Rooms with history: a message's place, the room's place in a join's
+	// ok (and whether a join with since recovered everything, or why
+	// not), and the history request's messages.
+	Offset    uint64            `json:"offset,omitempty"`
+	Epoch     string            `json:"epoch,omitempty"`
+	Recovered *bool             `json:"recovered,omitempty"`
+	Messages  []json.RawMessage `json:"messages,omitempty"`
 }
+
+// Position is a place in a room's history.
+type Position = protocol.Position
 
 // Request is a client message; Call fills ID.
 type Request struct {
@@ -67,6 +78,10 @@ type Request struct {
 	To     string `json:"to,omitempty"`
 	Echo   bool   `json:"echo,omitempty"`
 	Data   any    `json:"data,omitempty"`
+	// Since, on a join of a room with history, asks for every message
+	// after it first (Client.Position gives the last one received).
+	Since *Position `json:"since,omitempty"`
+	Limit int       `json:"limit,omitempty"` // history: how many
 }
 
 // ErrClosed is returned by Recv once the server closed the connection. The
@@ -91,6 +106,8 @@ type Client struct {
 	writeMu *sync.Mutex // shared with the wire, which writes pongs
 	nextID  int64
 	backlog []*Event
+	// The last position received of each room with history.
+	positions map[string]Position
 	// Welcome is the server's first message.
 	Welcome *Event
 }
@@ -236,12 +253,20 @@ func (c *Client) RecvRaw() ([]byte, error) { return c.wire.read() }
 
 // Recv returns the next message from the server.
 func (c *Client) Recv() (*Event, error) {
+	var ev *Event
 	if len(c.backlog) > 0 {
-		ev := c.backlog[0]
+		ev = c.backlog[0]
 		c.backlog = c.backlog[1:]
-		return ev, nil
+	} else {
+		var err error
+		if ev, err = c.readEvent(); err != nil {
+			return nil, err
+		}
 	}
-	return c.readEvent()
+	if ev.Op == "message" && ev.Epoch != "" {
+		c.setPosition(ev.Room, Position{Offset: ev.Offset, Epoch: ev.Epoch})
+	}
+	return ev, nil
 }
 
 // Pending are the events received (while Call waited for its reply) that
@@ -259,6 +284,24 @@ func (c *Client) readEvent() (*Event, error) {
 		return nil, fmt.Errorf("client: bad message %q: %w", b, err)
 	}
 	return &ev, nil
+}
+
+func (c *Client) setPosition(room string, p Position) {
+	if c.positions == nil {
+		c.positions = map[string]Position{}
+	}
+	c.positions[room] = p
+}
+
+// Position is the place of the last message of room (a room with
+// history) that Recv returned, or of its join's ok: what a join with
+// Since wants after a reconnect. nil when there is none.
+func (c *Client) Position(room string) *Position {
+	p, ok := c.positions[room]
+	if !ok {
+		return nil
+	}
+	return &p
 }
 
 // Call sends r with a fresh id and returns the reply with that id. Events
@@ -284,6 +327,11 @@ func (c *Client) Call(r Request) (*Event, error) {
 		}
 		if ev.Op == "error" {
 			return ev, fmt.Errorf("%s: %s", ev.Code, ev.Message)
+		}
+		if r.Op == "join" && ev.Epoch != "" && !slices.ContainsFunc(kept, func(k *Event) bool { return k.Op == "message" && k.Room == r.Room }) {
+			// The room's place now; with messages replayed before the
+			// ok, the last of them gives it once Recv returns it.
+			c.setPosition(r.Room, Position{Offset: ev.Offset, Epoch: ev.Epoch})
 		}
 		return ev, nil
 	}

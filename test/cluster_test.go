@@ -19,7 +19,22 @@ import (
 // startNATS runs a nats-server in the test process on port (-1: any).
 func startNATS(t *testing.T, port int) *server.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true})
+	return runNATS(t, &server.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true})
+}
+
+// startJetStreamNATS is startNATS with JetStream, its store in dir (a
+// fresh one when empty; the same dir again keeps the streams).
+func startJetStreamNATS(t *testing.T, port int, dir string) *server.Server {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	return runNATS(t, &server.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true, JetStream: true, StoreDir: dir})
+}
+
+func runNATS(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,9 +258,13 @@ listeners:
 	}
 }
 
-// TestNATSRestart: the NATS server restarts under running nodes. Local
-// delivery goes on meanwhile; within seconds cross-node messages flow
-// again, and the gap is logged and counted.
+// TestNATSRestart: the NATS server restarts under running nodes while a
+// member of node a keeps sending. Local delivery goes on meanwhile; within
+// seconds cross-node messages flow again, and the gap is logged. A member
+// of node b gets every message exactly once, in order, or is told of the
+// ones lost (gap): nothing is silent, nothing doubled. A member that joins
+// on b during the outage gets no message sent before its join, however
+// late NATS hands it over (a buffered it meanwhile).
 func TestNATSRestart(t *testing.T) {
 	port := freePort(t)
 	ns := startNATS(t, port)
@@ -263,42 +282,118 @@ func TestNATSRestart(t *testing.T) {
 		}
 		return nil
 	})
-	say(t, a1, "r", "before")
-	expectMessage(t, b1, "r", a1.ID(), "before")
-	expectMessage(t, a2, "r", a1.ID(), "before")
+	sent := 0
+	send := func(n int) {
+		for range n {
+			say(t, a1, "r", fmt.Sprintf("m%04d", sent))
+			sent++
+		}
+	}
+	send(20)
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
-		if gaugeValue(t, a, "tether_nats_disconnects_total") < 1 {
-			return errors.New("a has not noticed")
+		if gaugeValue(t, a, "tether_nats_disconnects_total") < 1 || gaugeValue(t, b, "tether_nats_disconnects_total") < 1 {
+			return errors.New("a node has not noticed")
 		}
 		return nil
 	})
-	say(t, a1, "r", "during") // local delivery does not need NATS
-	expectMessage(t, a2, "r", a1.ID(), "during")
+	send(30) // local delivery does not need NATS; a buffers them for b
 	// Whether b1 still exists cannot be known now: unavailable, not
 	// not_found.
 	if ev, err := a1.Call(client.Request{Op: "whisper", To: b1.ID(), Data: 1}); err == nil || ev.Code != "unavailable" {
 		t.Errorf("whisper during the outage: %+v %v, want unavailable", ev, err)
 	}
+	// Once a2 has the last of them, a's room has sent them all (an ok
+	// only says that the room took the send): b2 joins after that.
+	for {
+		ev, err := a2.Expect("message", 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(ev.Data) == fmt.Sprintf(`"m%04d"`, sent-1) {
+			break
+		}
+	}
+	b2 := b.dial(t, "tcp")
+	join(t, b2, "r", "b2")
+	joinedAt := sent // every message before this one was sent before b2 joined
+	send(30)
 
 	startNATS(t, port)
 	// Within seconds, a's messages reach b again.
-	check.For(t, 10*time.Second, 200*time.Millisecond, func() error {
-		say(t, a1, "r", "after")
-		_ = b1.Conn().SetReadDeadline(time.Now().Add(150 * time.Millisecond))
+	got := []int{}
+	gaps := 0
+	recv := func(c *client.Client, timeout time.Duration) (int, error) {
+		_ = c.Conn().SetReadDeadline(time.Now().Add(timeout))
+		defer c.Conn().SetReadDeadline(time.Time{})
 		for {
-			ev, err := b1.Recv()
+			ev, err := c.Recv()
+			if err != nil {
+				return 0, err
+			}
+			switch ev.Op {
+			case "gap":
+				if c == b1 {
+					gaps++
+				}
+			case "message":
+				var n int
+				if _, err := fmt.Sscanf(strings.Trim(string(ev.Data), `"`), "m%d", &n); err == nil {
+					return n, nil
+				}
+			}
+		}
+	}
+	check.For(t, 15*time.Second, 10*time.Millisecond, func() error {
+		send(1)
+		for {
+			n, err := recv(b1, 100*time.Millisecond)
 			if err != nil {
 				return fmt.Errorf("b1 has not got a message since the restart: %v", err)
 			}
-			if ev.Op == "message" && string(ev.Data) == `"after"` {
-				_ = b1.Conn().SetReadDeadline(time.Time{})
+			got = append(got, n)
+			if n == sent-1 {
 				return nil
 			}
 		}
 	})
+	send(20)
+	for got[len(got)-1] != sent-1 {
+		n, err := recv(b1, 5*time.Second)
+		if err != nil {
+			t.Fatalf("b1 after message %d: %v", got[len(got)-1], err)
+		}
+		got = append(got, n)
+	}
+	// b1: in order, once each; what is missing, b1 was told of.
+	missing := 0
+	for i, n := range got {
+		if i > 0 && n <= got[i-1] {
+			t.Fatalf("b1 got m%04d after m%04d: out of order or twice", n, got[i-1])
+		}
+		if i > 0 {
+			missing += n - got[i-1] - 1
+		}
+	}
+	if missing > 0 && gaps == 0 {
+		t.Errorf("b1 missed %d messages and was not told (no gap)", missing)
+	}
+	t.Logf("b1 got %d of %d messages; %d missing, %d gaps told: %v", len(got), sent, missing, gaps, got)
+	// b2: nothing sent before it joined.
+	for {
+		n, err := recv(b2, time.Second)
+		if err != nil {
+			t.Fatalf("b2: %v", err)
+		}
+		if n < joinedAt {
+			t.Fatalf("b2 joined during the outage and got m%04d, sent before its join (m%04d on)", n, joinedAt)
+		}
+		if n == sent-1 {
+			break
+		}
+	}
 	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
 		lines := a.logLines(`"nats outage over`)
 		if len(lines) == 0 || !strings.Contains(lines[0], `"gap":`) || !strings.Contains(lines[0], `"buffered":`) {

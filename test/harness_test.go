@@ -37,6 +37,7 @@ func nodeConfig() *config.Config {
 	cfg := config.Default()
 	cfg.Node.Name = "t"
 	cfg.NATS.Embedded.Port = -1
+	cfg.NATS.Embedded.StoreDir = "" // history, where a test has some, in memory
 	cfg.HTTP.Address = "127.0.0.1:0"
 	tcp := config.DefaultListener(config.ProtocolTCP)
 	tcp.Name, tcp.Address = "tcp", "127.0.0.1:0"

@@ -36,6 +36,8 @@ type Metrics struct {
 	NodesDown       prometheus.Counter     // nodes declared dead
 	Delivery        prometheus.Histogram   // seconds from a room send to the fan-out's last write
 	PartialBytes    prometheus.Gauge       // bytes of unfinished inbound frames held, node-wide
+	RoomGaps        prometheus.Counter     // times a room found it had missed messages (members told: gap)
+	RoomDropped     prometheus.Counter     // other nodes' room messages from members not (or no longer) known here
 }
 
 // NewMetrics registers a node's metrics, and Go runtime and process
@@ -84,6 +86,12 @@ func NewMetrics() *Metrics {
 	m.PartialBytes = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tether", Name: "partial_frame_bytes",
 		Help: "Bytes of unfinished inbound frames all connections hold (bounded by node.max_partial_bytes)."})
 	f(m.PartialBytes)
+	m.RoomGaps = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tether", Name: "room_gaps_total",
+		Help: "Times a room found it had missed messages of other nodes (its members were told: gap)."})
+	m.RoomDropped = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tether", Name: "room_dropped_total",
+		Help: "Other nodes' room messages dropped: their senders were not members here (their node was thought dead)."})
+	f(m.RoomGaps)
+	f(m.RoomDropped)
 	f(m.Rooms)
 	f(m.RoomMembers)
 	f(m.NATSLost)

@@ -3,6 +3,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -16,10 +17,13 @@ import (
 // StartEmbeddedNATS starts the in-process nats-server a node uses when no
 // NATS URL is configured, and waits until it accepts clients. Its log goes
 // through log. With cluster routes configured, the embedded servers of
-// several nodes form one NATS cluster.
-func StartEmbeddedNATS(cfg config.Embedded, log zerolog.Logger) (*server.Server, error) {
+// several nodes form one NATS cluster. With jetstream (rooms with history)
+// it runs JetStream, its store in cfg.StoreDir (a temporary directory,
+// for streams kept in memory, when that is empty); name names the server
+// in a JetStream cluster.
+func StartEmbeddedNATS(cfg config.Embedded, jetstream bool, name string, log zerolog.Logger) (*server.Server, error) {
 	opts := &server.Options{
-		ServerName: "", // nats-server picks its own id
+		ServerName: name,
 		Host:       cfg.Host,
 		Port:       cfg.Port,
 		NoSigs:     true, // signals belong to tether, not to the embedded server
@@ -28,6 +32,17 @@ func StartEmbeddedNATS(cfg config.Embedded, log zerolog.Logger) (*server.Server,
 	if cfg.Cluster.Port != 0 {
 		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: cfg.Cluster.Host, Port: cfg.Cluster.Port}
 		opts.Routes = server.RoutesFromStr(strings.Join(cfg.Cluster.Routes, ","))
+	}
+	if jetstream {
+		opts.JetStream = true
+		opts.StoreDir = cfg.StoreDir
+		if opts.StoreDir == "" {
+			dir, err := os.MkdirTemp("", "tether-jetstream")
+			if err != nil {
+				return nil, fmt.Errorf("embedded nats: %w", err)
+			}
+			opts.StoreDir = dir
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -21,21 +21,25 @@ import (
 	"tether/actors/conn"
 	"tether/actors/protocol"
 	"tether/actors/room"
+	"tether/config"
 )
 
 // Deps are what the chat application needs from its node.
 type Deps struct {
 	Rooms    *actor.PID // the room manager
 	Registry *conn.Registry
-	MaxRooms int          // rooms.max_per_connection
-	Bus      *cluster.Bus // whispers to connections of other nodes
+	MaxRooms int           // rooms.max_per_connection
+	Bus      *cluster.Bus  // whispers to connections of other nodes
+	Options  *config.Rooms // the rooms' options, by namespace
 }
 
-// whisperDone is the answer of another node to a whisper.
+// whisperDone is a whisper to another node's connection, and, once
+// posted back to the actor, that node's answer.
 type whisperDone struct {
-	ref json.RawMessage
-	to  string
-	err error
+	ref     json.RawMessage
+	to      string
+	payload []byte
+	err     error
 }
 
 // MaxInFlight bounds one connection's questions in flight that may
@@ -54,6 +58,7 @@ const MaxPendingSends = 64
 // joined is a room the connection is in.
 type joined struct {
 	room    *room.Handle // nil while the join is on its way
+	history bool         // the room answers sends once they are stored
 	pending atomic.Int32 // sends not handled by the room yet
 }
 
@@ -62,7 +67,8 @@ type App struct {
 	deps         *Deps
 	name, avatar string // from the latest join; whispers carry them
 	rooms        map[string]*joined
-	inflight     int // members requests and remote whispers not answered yet
+	inflight     int            // members requests and remote whispers not answered yet
+	whispers     []*whisperDone // remote whispers, the first one asked, the rest waiting
 }
 
 // New returns the conn.NewApp of listeners running chat.
@@ -114,6 +120,10 @@ func (a *App) Frame(c *conn.Actor, data []byte) {
 		}
 		a.inflight++
 		c.Context().Request(a.deps.Rooms, &room.Members{Room: req.Room, Ref: req.ID})
+	case "history":
+		if a.checkRoom(c, req) {
+			c.Context().Request(a.deps.Rooms, &room.History{Room: req.Room, Limit: req.Limit, Ref: req.ID})
+		}
 	}
 }
 
@@ -132,6 +142,12 @@ func (a *App) join(c *conn.Actor, req *protocol.Request) {
 		a.fail(c, req.ID, protocol.CodeTooManyRooms, "already in the most rooms a connection may join")
 		return
 	}
+	if a.deps.Options.Options(req.Room).Join == config.JoinToken {
+		// The token's rooms claim decides; without authentication on the
+		// listener there is none, and nobody joins.
+		a.fail(c, req.ID, protocol.CodeForbidden, "joining "+req.Room+" needs a token that names it")
+		return
+	}
 	name := req.Name
 	if name == "" {
 		name = c.ID()
@@ -146,7 +162,7 @@ func (a *App) join(c *conn.Actor, req *protocol.Request) {
 	c.Context().Request(a.deps.Rooms, &room.Join{
 		Room:   req.Room,
 		Member: protocol.Member{Conn: c.ID(), Name: name, Avatar: req.Avatar, Node: c.Node()},
-		PID:    c.Context().Self(), Socket: c.Socket(), Encoder: c.Settings().Encoder, Ref: req.ID,
+		PID:    c.Context().Self(), Socket: c.Socket(), Encoder: c.Settings().Encoder, Ref: req.ID, Since: req.Since,
 	})
 }
 
@@ -159,17 +175,27 @@ func (a *App) send(c *conn.Actor, req *protocol.Request) {
 		a.fail(c, req.ID, protocol.CodeNotInRoom, "the join of "+req.Room+" is not done yet")
 		return
 	}
+	if a.deps.Options.Options(req.Room).Publish == config.PublishNone {
+		a.fail(c, req.ID, protocol.CodeForbidden, "only the server sends to "+req.Room)
+		return
+	}
 	if j.pending.Add(1) > MaxPendingSends {
 		j.pending.Add(-1)
 		a.fail(c, req.ID, protocol.CodeBusy, fmt.Sprintf("%d sends to %s not handled yet; retry later", MaxPendingSends, req.Room))
 		return
 	}
-	if !j.room.TrySend(c.Context().ActorSystem(), &room.Send{From: c.ID(), Data: req.Data, Echo: req.Echo, Pending: &j.pending}) {
+	send := &room.Send{From: c.ID(), Data: req.Data, Echo: req.Echo, Pending: &j.pending}
+	if j.history {
+		send.Ref = req.ID // the room answers once the message is stored
+	}
+	if !j.room.TrySend(c.Context().ActorSystem(), send) {
 		j.pending.Add(-1)
 		a.fail(c, req.ID, protocol.CodeBusy, "room "+req.Room+" has too many messages waiting; retry later")
 		return
 	}
-	a.ok(c, req.ID)
+	if !j.history {
+		a.ok(c, req.ID)
+	}
 }
 
 func (a *App) whisper(c *conn.Actor, req *protocol.Request) {
@@ -190,16 +216,26 @@ func (a *App) whisper(c *conn.Actor, req *protocol.Request) {
 		return
 	}
 	// Another node's: ask it, on NATS, off this actor; the answer comes
-	// back as a message.
+	// back as a message. One at a time, in the order they were sent: two
+	// asked at once could overtake each other.
 	if a.busy(c, req) {
 		return
 	}
 	a.inflight++
-	system, self, bus, ref, to := c.Context().ActorSystem(), c.Context().Self(), a.deps.Bus, req.ID, req.To
+	a.whispers = append(a.whispers, &whisperDone{ref: req.ID, to: req.To, payload: payload})
+	if len(a.whispers) == 1 {
+		a.whisperNext(c)
+	}
+}
+
+// whisperNext asks the node of the first queued whisper's target.
+func (a *App) whisperNext(c *conn.Actor) {
+	w := a.whispers[0]
+	system, self, bus := c.Context().ActorSystem(), c.Context().Self(), a.deps.Bus
 	cluster.Go(func() {
-		err := bus.Deliver(context.Background(), cluster.Clients, to, payload)
-		system.Root.Send(self, &whisperDone{ref: ref, to: to, err: err})
-	}, func(v any) { system.Root.Send(self, &whisperDone{ref: ref, to: to, err: fmt.Errorf("panic: %v", v)}) })
+		w.err = bus.Deliver(context.Background(), cluster.Clients, w.to, w.payload)
+		system.Root.Send(self, w)
+	}, func(v any) { w.err = fmt.Errorf("panic: %v", v); system.Root.Send(self, w) })
 }
 
 // checkRoom answers not_in_room and returns false when the connection is
@@ -215,10 +251,25 @@ func (a *App) checkRoom(c *conn.Actor, req *protocol.Request) bool {
 // Receive takes the rooms' answers and turns them into replies.
 func (a *App) Receive(c *conn.Actor, msg any) {
 	switch m := msg.(type) {
-	case *room.JoinReply: // the room wrote the client's ok
-		if j, in := a.rooms[m.Name]; in { // not left meanwhile
-			j.room = m.Room
+	case *room.JoinReply: // the room wrote the client's ok, or its error
+		j, in := a.rooms[m.Name]
+		switch {
+		case !in: // left meanwhile
+		case m.Room == nil: // the join failed
+			delete(a.rooms, m.Name)
+		default:
+			j.room, j.history = m.Room, m.History
 		}
+	case *room.HistoryReply:
+		if m.Err != "" {
+			why := "not in room " + m.History.Room
+			if m.Err == protocol.CodeForbidden {
+				why = "this room keeps no history"
+			}
+			a.fail(c, m.History.ID, m.Err, why)
+			return
+		}
+		c.Send(protocol.Encode(&m.History))
 	case *room.LeaveReply:
 		if m.Err != "" {
 			a.fail(c, m.Ref, m.Err, "not in room "+m.Room)
@@ -227,13 +278,22 @@ func (a *App) Receive(c *conn.Actor, msg any) {
 		a.ok(c, m.Ref)
 	case *room.MembersReply:
 		a.inflight--
-		if m.Err != "" {
+		switch m.Err {
+		case "":
+		case protocol.CodeForbidden:
+			a.fail(c, m.Ref, m.Err, "room "+m.Room+" shows no members (presence is off)")
+			return
+		default:
 			a.fail(c, m.Ref, m.Err, "the cluster could not be asked for the members of "+m.Room)
 			return
 		}
 		c.Send(protocol.Encode(&protocol.Members{Op: "members", ID: m.Ref, Room: m.Room, Members: m.Members}))
 	case *whisperDone:
 		a.inflight--
+		a.whispers = a.whispers[1:]
+		if len(a.whispers) > 0 {
+			a.whisperNext(c)
+		}
 		var refused *cluster.ReplyError
 		switch {
 		case m.err == nil:

@@ -193,12 +193,29 @@ func (b *Bridge) subscribeRoom(ctx actor.Context, m *room.Subscribe) {
 	}
 	sub, err := b.roomSubscription(m.Room, m.Handle)
 	if err != nil {
+		// The room goes on without the cluster rather than never
+		// answering its joins.
 		b.log.Error().Err(err).Str("room", m.Room).Msg("room subscribe failed")
+		ctx.Send(m.Handle.PID, &room.Subscribed{})
 		return
 	}
 	b.rooms[m.Room] = &roomSub{handle: m.Handle, sub: sub}
-	ctx.Send(m.Handle.PID, &room.Subscribed{})
+	// The room answers its first joins, and announces them, only once the
+	// server has the subscription: a peer answering the announcement at
+	// once must be heard. Through NATS routes too, since the server sends
+	// its interest to the other servers before anything it publishes
+	// after. Off the bridge: a flush waits for the server.
+	nc, system, pid, log := b.o.Bus.Conn(), b.system, m.Handle.PID, b.log
+	Go(func() {
+		if err := nc.FlushTimeout(subscribeFlush); err != nil {
+			log.Debug().Err(err).Str("room", m.Room).Msg("room subscription not confirmed (NATS away); it is made on reconnect")
+		}
+		system.Root.Send(pid, &room.Subscribed{})
+	}, func(v any) { system.Root.Send(pid, &room.Subscribed{}) })
 }
+
+// subscribeFlush bounds waiting for NATS to confirm a room's subscription.
+const subscribeFlush = 2 * time.Second
 
 // roomSubscription hands the room's events to the room. While its backlog
 // is full the subscription's goroutine waits, and what comes meanwhile

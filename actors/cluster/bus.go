@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -270,6 +271,15 @@ func (b *Bus) PublishRoom(name string, ev *room.Remote) error {
 	if ev.Reason != "" {
 		m.Header.Set(HeaderReason, ev.Reason)
 	}
+	if ev.Seq != 0 {
+		m.Header.Set(HeaderSeq, strconv.FormatUint(ev.Seq, 10))
+	}
+	if ev.From != "" {
+		m.Header.Set(HeaderConn, ev.From)
+	}
+	if ev.Time != 0 {
+		m.Header.Set(HeaderTime, strconv.FormatInt(ev.Time, 10))
+	}
 	return b.Publish(m)
 }
 
@@ -305,7 +315,21 @@ func (b *Bus) GatherMembers(ctx context.Context, admin bool, name string, window
 func decodeRoom(m *nats.Msg) (*room.Remote, error) {
 	ev := &room.Remote{
 		Kind: m.Header.Get(HeaderKind), Node: m.Header.Get(HeaderNode),
-		Body: m.Data, Reason: m.Header.Get(HeaderReason), Reply: m.Reply,
+		Body: m.Data, Reason: m.Header.Get(HeaderReason), Reply: m.Reply, From: m.Header.Get(HeaderConn),
+	}
+	if h := m.Header.Get(HeaderSeq); h != "" {
+		seq, err := strconv.ParseUint(h, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("bad %s header: %w", HeaderSeq, err)
+		}
+		ev.Seq = seq
+	}
+	if h := m.Header.Get(HeaderTime); h != "" {
+		t, err := strconv.ParseInt(h, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("bad %s header: %w", HeaderTime, err)
+		}
+		ev.Time = t
 	}
 	if h := m.Header.Get(HeaderMember); h != "" {
 		mem, err := parseMember(h)

@@ -13,6 +13,9 @@
 //	Tether-Member  a member as JSON (joined)
 //	Tether-Reason  why (left, kick)
 //	Tether-User    a user id (push to a user)
+//	Tether-Seq     the number of a node's message to a room (1, 2, ...), or
+//	               of its last one (sync, state): gaps and duplicates show
+//	Tether-Time    when a room message was sent, Unix nanoseconds
 //
 // Subjects, under the configured prefix (default "tether"):
 //
@@ -45,6 +48,8 @@ const (
 	HeaderUser   = "Tether-User"
 	HeaderEvent  = "Tether-Event"
 	HeaderRemote = "Tether-Remote"
+	HeaderSeq    = "Tether-Seq"
+	HeaderTime   = "Tether-Time"
 )
 
 // Kinds of tether's NATS messages on node, user, all and cluster

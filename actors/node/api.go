@@ -239,6 +239,11 @@ func (n *Node) push(ctx context.Context, req *APIRequest) (any, error) {
 		if err := protocol.CheckRoom(req.Room); err != nil {
 			return nil, badRequest("%v", err)
 		}
+		if n.history.Has(req.Room) {
+			// Into the room's stream: every node with members delivers it
+			// from there, with its offset, and keeps it in the history.
+			return ok, n.remote(n.history.Store(ctx, req.Room, payload))
+		}
 		res, err := n.system.Root.RequestFuture(n.rooms, &room.Push{Room: req.Room, Payload: payload}, apiTimeout).Result()
 		if err != nil {
 			return nil, &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}

@@ -28,6 +28,7 @@ import (
 	"tether/actors/conn"
 	"tether/actors/room"
 	"tether/config"
+	"tether/history"
 	"tether/transport"
 )
 
@@ -67,6 +68,7 @@ type Node struct {
 	listeners []*boundListener
 	chat      *chat.Deps
 	bus       *cluster.Bus
+	history   *history.Store
 	bridge    atomic.Pointer[actor.PID] // read by the NATS reconnect handler
 	rooms     *actor.PID
 
@@ -96,7 +98,7 @@ func Start(opts Options) (_ *Node, err error) {
 
 	n.natsURL = cfg.NATS.URL
 	if n.natsURL == "" {
-		if n.ns, err = transport.StartEmbeddedNATS(cfg.NATS.Embedded, n.log); err != nil {
+		if n.ns, err = transport.StartEmbeddedNATS(cfg.NATS.Embedded, cfg.Rooms.HasHistory(), n.id, n.log); err != nil {
 			return nil, err
 		}
 		n.natsURL = n.ns.ClientURL()
@@ -109,6 +111,12 @@ func Start(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.bus.Attach(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	memory := n.ns != nil && cfg.NATS.Embedded.StoreDir == ""
+	if n.history, err = history.Open(ctx, nc, cfg.NATS.SubjectPrefix, &cfg.Rooms, memory); err != nil {
+		return nil, fmt.Errorf("rooms: %w (NATS at %s)", err, nc.ConnectedUrlRedacted())
+	}
 
 	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(zerolog.NewSlogHandler(n.log.With().Str("component", "actor").Logger()))
@@ -137,12 +145,12 @@ func Start(opts Options) (_ *Node, err error) {
 		Node: n.id, Registry: n.registry, Metrics: n.metrics, Log: n.log,
 		AnnounceLimit: cfg.Rooms.AnnounceLimit, PresenceInterval: cfg.Rooms.PresenceInterval.D(),
 		Bridge: bridge, Cluster: n.bus, ResyncWindow: 2 * cfg.Cluster.HeartbeatInterval.D(),
-		Backlog: cfg.Rooms.MaxBacklog,
+		Backlog: cfg.Rooms.MaxBacklog, Rooms: &cfg.Rooms, History: n.history,
 	}), "rooms")
 	if err != nil {
 		return nil, err
 	}
-	n.chat = &chat.Deps{Rooms: n.rooms, Registry: n.registry, MaxRooms: cfg.Rooms.MaxPerConnection, Bus: n.bus}
+	n.chat = &chat.Deps{Rooms: n.rooms, Registry: n.registry, MaxRooms: cfg.Rooms.MaxPerConnection, Bus: n.bus, Options: &cfg.Rooms}
 	if err := n.startListeners(opts); err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ func testConfig() *config.Config {
 	cfg := config.Default()
 	cfg.Node.Name = "t"
 	cfg.NATS.Embedded.Port = -1
+	cfg.NATS.Embedded.StoreDir = ""
 	cfg.HTTP.Address = "127.0.0.1:0"
 	cfg.Listeners = nil
 	return cfg

@@ -19,6 +19,53 @@ type Request struct {
 	To     string          `json:"to,omitempty"`
 	Echo   bool            `json:"echo,omitempty"`
 	Data   json.RawMessage `json:"data,omitempty"`
+	Since  *Position       `json:"since,omitempty"` // join: resume after this position of a room with history
+	Limit  int             `json:"limit,omitempty"` // history: how many of the last messages
+}
+
+// Position is a place in a room's history: the offset of a message, and
+// the epoch of the history it belongs to (DESIGN.md section 10).
+type Position struct {
+	Offset uint64 `json:"offset"`
+	Epoch  string `json:"epoch"`
+}
+
+// JoinOK answers the join of a room with history: the room's position
+// now, and, for a join with since, whether every message after it was
+// replayed before this answer (recovered), or why not.
+type JoinOK struct {
+	Op        string          `json:"op"` // "ok"
+	ID        json.RawMessage `json:"id,omitempty"`
+	Offset    uint64          `json:"offset,omitempty"`
+	Epoch     string          `json:"epoch,omitempty"`
+	Recovered *bool           `json:"recovered,omitempty"`
+	Reason    string          `json:"reason,omitempty"` // epoch_changed, too_old, no_history
+}
+
+// Why a join with since did not recover.
+const (
+	ReasonEpochChanged = "epoch_changed" // the history was lost or reset since
+	ReasonTooOld       = "too_old"       // messages after since are no longer kept
+	ReasonNoHistory    = "no_history"    // the room keeps no history
+)
+
+// History answers the history request: the room's last messages, oldest
+// first, each as its message event, and the room's position.
+type History struct {
+	Op       string            `json:"op"` // "history"
+	ID       json.RawMessage   `json:"id,omitempty"`
+	Room     string            `json:"room"`
+	Messages []json.RawMessage `json:"messages"`
+	Offset   uint64            `json:"offset"`
+	Epoch    string            `json:"epoch"`
+}
+
+// Gap tells a member that the node missed some of a room's messages and
+// could not get them back (NATS lost them): the member should join again
+// with since, where the room has history.
+type Gap struct {
+	Op   string `json:"op"` // "gap"
+	Room string `json:"room"`
 }
 
 // Welcome is the first message a client gets.
@@ -54,6 +101,7 @@ const (
 	CodeNotFound     = "not_found"      // whisper to a connection that does not exist
 	CodeUnavailable  = "unavailable"    // the cluster could not be asked (NATS away)
 	CodeBusy         = "busy"           // too many of the connection's requests are in flight; retry later
+	CodeForbidden    = "forbidden"      // the room's namespace does not allow it (join, publish, presence)
 )
 
 // Member is one member of a room.

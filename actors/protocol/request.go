@@ -10,6 +10,7 @@ import (
 const (
 	MaxName   = 64
 	MaxAvatar = 512
+	MaxEpoch  = 32
 )
 
 // RequestError is a request refused before any work: the error reply's
@@ -52,9 +53,19 @@ func DecodeRequest(data []byte) (*Request, *RequestError) {
 		if len(req.Name) > MaxName || len(req.Avatar) > MaxAvatar {
 			return nil, bad("name is at most %d bytes, avatar %d", MaxName, MaxAvatar)
 		}
+		if req.Since != nil && len(req.Since.Epoch) > MaxEpoch {
+			return nil, bad("since.epoch is at most %d bytes", MaxEpoch)
+		}
 	case "leave", "members":
 		if err := CheckRoom(req.Room); err != nil {
 			return nil, bad("%v", err)
+		}
+	case "history":
+		if err := CheckRoom(req.Room); err != nil {
+			return nil, bad("%v", err)
+		}
+		if req.Limit < 0 {
+			return nil, bad("limit must not be negative")
 		}
 	case "send":
 		if err := CheckRoom(req.Room); err != nil {

@@ -63,7 +63,17 @@ func (m *Manager) Receive(ctx actor.Context) {
 		} else {
 			ctx.Respond(&LeaveReply{Room: msg.Room, Ref: msg.Ref, Err: protocol.CodeNotInRoom})
 		}
+	case *History:
+		if e, ok := m.rooms[msg.Room]; ok {
+			ctx.Forward(e.pid)
+		} else {
+			ctx.Respond(&HistoryReply{History: protocol.History{ID: msg.Ref}, Err: protocol.CodeNotInRoom})
+		}
 	case *Members:
+		if !m.deps.Rooms.Options(msg.Room).Presence {
+			ctx.Respond(&MembersReply{Room: msg.Room, Ref: msg.Ref, Err: protocol.CodeForbidden})
+			return
+		}
 		if e, ok := m.rooms[msg.Room]; ok {
 			ctx.Forward(e.pid) // the room's view covers every node
 			return

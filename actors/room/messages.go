@@ -8,6 +8,7 @@ import (
 
 	"tether/actors/protocol"
 	"tether/framing"
+	"tether/history"
 	"tether/transport"
 )
 
@@ -22,12 +23,17 @@ type Join struct {
 	Socket  *transport.Socket // where the room writes the member's messages
 	Encoder *framing.Encoder  // the member's wire format
 	Ref     json.RawMessage   // the client's request id: the room answers ok
+	// Since asks a room with history for every message after this
+	// position, before the ok (DESIGN.md section 10).
+	Since *protocol.Position
 }
 
-// JoinReply answers Join: the room, for sends.
+// JoinReply answers Join: the room, for sends. History says that the room
+// keeps history: it answers the sends itself, once they are stored.
 type JoinReply struct {
-	Name string
-	Room *Handle
+	Name    string
+	Room    *Handle
+	History bool
 }
 
 // Leave removes a connection from a room. Send it to the Manager; the
@@ -56,6 +62,24 @@ type Send struct {
 	// room takes one off each it handles. A sender bounds its own share of
 	// the backlog with it, so that one flooding client cannot take it all.
 	Pending *atomic.Int32
+	// Ref is the client's request id, for a room with history: the room
+	// answers ok once the message is stored, and a send retried with the
+	// same id on the same connection is stored once.
+	Ref json.RawMessage
+}
+
+// History asks a room for its last messages (the history request of a
+// member). Send it to the Manager; the answer is HistoryReply.
+type History struct {
+	Room  string
+	Limit int
+	Ref   json.RawMessage
+}
+
+// HistoryReply answers History; Err is a protocol error code or "".
+type HistoryReply struct {
+	History protocol.History
+	Err     string
 }
 
 // Members asks for a room's member list. Send it to the Manager; the
@@ -133,8 +157,10 @@ type Subscribe struct {
 	Handle *Handle
 }
 
-// Subscribed tells a room that other nodes' events now reach it: it
-// publishes a sync with its members (taken now, so no join is missed).
+// Subscribed tells a room that other nodes' events now reach it (NATS has
+// its subscription, flushed): only now does it answer its first joins and
+// announce them, so a peer answering at once is heard. It publishes a
+// sync with its members (taken now, so no join is missed).
 type Subscribed struct{}
 
 // Unsubscribe ends a room's subscription, if PID still holds it (a new
@@ -153,6 +179,16 @@ type Remote struct {
 	Reason  string
 	Members []protocol.Member // sync, state: the node's members of the room
 	Reply   string            // members: where to answer
+	// Seq numbers the messages a node publishes to a room (1, 2, ...);
+	// sync and state carry the last one. A receiver that sees a number
+	// skipped knows it missed messages (a gap), one it has seen is a
+	// duplicate.
+	Seq uint64
+	// From is the member that sent a message; "" for the server's pushes.
+	From string
+	// Time is when a message was sent (Unix nanoseconds): members that
+	// joined after it do not get it, however late it arrives.
+	Time int64
 }
 
 // NodeDown tells a room that a node is gone, and with it its members:
@@ -171,6 +207,28 @@ type resyncDone struct{ gen int }
 // writeBatch makes the room write the messages it has collected since
 // the last batch: to each member, in one write.
 type writeBatch struct{}
+
+// stored is a message of a room with history, from its stream, in the
+// stream's order.
+type stored struct{ entry *history.Entry }
+
+// loadTarget is the offset of a history room's newest stored message when
+// it began following its stream: the room's history is loaded once it
+// has got that far.
+type loadTarget struct {
+	last uint64
+	err  error
+}
+
+// loadTimeout fails the joins that waited too long for a room's history.
+type loadTimeout struct{}
+
+// sendStored is JetStream's answer to the store of a member's message.
+type sendStored struct {
+	from string
+	ref  json.RawMessage
+	err  error
+}
 
 // departed takes a member out whose connection actor has stopped. The
 // room posts it to itself on the Terminated (a system message, which

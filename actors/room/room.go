@@ -43,7 +43,9 @@ import (
 
 	"tether/actors/conn"
 	"tether/actors/protocol"
+	"tether/config"
 	"tether/framing"
+	"tether/history"
 	"tether/transport"
 )
 
@@ -59,6 +61,8 @@ type Deps struct {
 	Cluster          Cluster
 	ResyncWindow     time.Duration // how long a resync waits for the nodes' answers
 	Backlog          int           // rooms.max_backlog: messages posted to a room and not handled yet
+	Rooms            *config.Rooms // the rooms' options, by namespace
+	History          *history.Store
 }
 
 // Cluster is how a room reaches the other nodes (cluster.Bus).
@@ -75,22 +79,23 @@ type Cluster interface {
 
 type member struct {
 	protocol.Member
-	pid  *actor.PID
-	sock *transport.Socket
-	enc  *framing.Encoder
+	pid    *actor.PID
+	sock   *transport.Socket
+	enc    *framing.Encoder
+	joined int64 // Unix nanoseconds
 }
 
-// event is one message of the batch being collected, for every member
-// but except.
-type event struct {
-	msg    *framing.Message
-	except string
+// pendingJoin is a join waiting until the room is ready for it.
+type pendingJoin struct {
+	join   *Join
+	sender *actor.PID
 }
 
 // Actor is one room.
 type Actor struct {
 	name   string
 	deps   *Deps
+	opts   *config.RoomOptions
 	self   *actor.PID
 	handle *Handle
 	local  map[string]*member                    // conn id → member on this node
@@ -110,13 +115,31 @@ type Actor struct {
 	batch      []event // collected since the last batch was written
 	batchStart time.Time
 	dirty      []*transport.Socket // the members a batch pushed to, reused
+
+	// Joins wait until NATS has the room's subscription (so that no
+	// peer's answer to the join's announcement is missed) and, in a room
+	// with history, until the stored messages are loaded.
+	subscribing, subscribed bool
+	waiting                 []pendingJoin
+
+	// The numbering of messages between nodes: this node's last, and
+	// the last seen from each other node.
+	pubSeq uint64
+	seen   map[string]uint64
+
+	hist *roomHistory // nil without history
 }
 
 func newActor(name string, deps *Deps, handle *Handle) *Actor {
-	return &Actor{
-		name: name, deps: deps, handle: handle,
+	r := &Actor{
+		name: name, deps: deps, handle: handle, opts: deps.Rooms.Options(name),
 		local: map[string]*member{}, byPID: map[string]string{}, remote: map[string]map[string]protocol.Member{},
+		seen: map[string]uint64{},
 	}
+	if deps.History != nil && deps.History.Has(name) {
+		r.hist = &roomHistory{store: deps.History, size: deps.History.Size(name), epoch: deps.History.Epoch(name)}
+	}
+	return r
 }
 
 // Receive is the room's mailbox handler.
@@ -131,9 +154,19 @@ func (r *Actor) Receive(ctx actor.Context) {
 		r.handle.handled()
 		r.remoteEvent(ctx, m)
 	case *Subscribed:
-		if len(r.local) > 0 {
-			r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindSync, Members: r.localMembers()})
-		}
+		r.subscribed = true
+		r.admit(ctx)
+	case *stored:
+		r.handle.handled()
+		r.storedMessage(ctx, m.entry)
+	case *loadTarget:
+		r.loadTarget(ctx, m)
+	case *loadTimeout:
+		r.loadTimedOut(ctx)
+	case *sendStored:
+		r.sendStored(m)
+	case *History:
+		r.history(ctx, m)
 	case *NodeDown:
 		r.nodeDown(ctx, m.Node, m.Reason)
 	case *Resync:
@@ -141,7 +174,9 @@ func (r *Actor) Receive(ctx actor.Context) {
 	case *resyncDone:
 		r.resyncEnded(ctx, m.gen)
 	case *Join:
-		r.join(ctx, m)
+		r.joins++
+		r.waiting = append(r.waiting, pendingJoin{join: m, sender: ctx.Sender()})
+		r.admit(ctx)
 	case *Leave:
 		r.leave(ctx, m)
 	case *Send:
@@ -154,7 +189,7 @@ func (r *Actor) Receive(ctx actor.Context) {
 		ctx.Respond(&MembersReply{Room: r.name, Members: r.members(), Ref: m.Ref})
 	case *Push:
 		r.handle.handled()
-		r.deliver(ctx, m.Payload, "")
+		r.push(ctx, m)
 	case *actor.Terminated:
 		if id, ok := r.byPID[m.Who.Id]; ok {
 			// Terminated overtakes the member's sends still in the
@@ -177,6 +212,7 @@ func (r *Actor) Receive(ctx actor.Context) {
 		r.flush(ctx)
 	case *actor.Stopped:
 		r.write()
+		r.stopHistory()
 		close(r.handle.gone)
 		r.deps.Metrics.Rooms.Dec()
 		r.deps.Metrics.RoomMembers.Sub(float64(len(r.local)))
@@ -184,39 +220,92 @@ func (r *Actor) Receive(ctx actor.Context) {
 	}
 }
 
-func (r *Actor) join(ctx actor.Context, m *Join) {
-	r.joins++
-	r.write() // the events so far are not the new member's
-	if m.Ref != nil {
-		r.writeTo(m.Socket, m.Encoder, protocol.Encode(&protocol.Reply{Op: "ok", ID: m.Ref}))
+// ready says whether joins can be answered: NATS has the room's
+// subscription, and a room with history has loaded it.
+func (r *Actor) ready() bool { return r.subscribed && (r.hist == nil || r.hist.loaded) }
+
+// admit answers the joins that waited, once the room is ready; until then
+// it makes it ready: it subscribes, and starts following its history.
+func (r *Actor) admit(ctx actor.Context) {
+	if len(r.waiting) == 0 {
+		return
 	}
-	ctx.Respond(&JoinReply{Name: r.name, Room: r.handle})
+	if !r.subscribing {
+		// The room's first member on this node: from now on this node
+		// wants the room's events, and the others' members.
+		r.subscribing = true
+		ctx.Send(r.deps.Bridge, &Subscribe{Room: r.name, Handle: r.handle})
+	}
+	if r.hist != nil && !r.hist.loaded {
+		r.followHistory(ctx)
+	}
+	if !r.ready() {
+		return
+	}
+	waiting := r.waiting
+	r.waiting = nil
+	for _, p := range waiting {
+		r.join(ctx, p.join, p.sender)
+	}
+}
+
+func (r *Actor) join(ctx actor.Context, m *Join, sender *actor.PID) {
+	r.write() // the events so far are not the new member's
+	r.answerJoin(m)
+	ctx.Send(sender, &JoinReply{Name: r.name, Room: r.handle, History: r.hist != nil})
 	if old, ok := r.local[m.Member.Conn]; ok {
 		old.Member = m.Member // a rejoin updates name and avatar
 		return
 	}
 	first := len(r.local) == 0
-	r.local[m.Member.Conn] = &member{Member: m.Member, pid: m.PID, sock: m.Socket, enc: m.Encoder}
+	r.local[m.Member.Conn] = &member{Member: m.Member, pid: m.PID, sock: m.Socket, enc: m.Encoder, joined: time.Now().UnixNano()}
 	r.byPID[m.PID.Id] = m.Member.Conn
 	r.deps.Metrics.RoomMembers.Inc()
 	ctx.Send(ctx.Parent(), &count{name: r.name, pid: r.self, members: len(r.local)})
 	ctx.Watch(m.PID)
-	if first {
-		// The room's first member on this node: from now on this node
-		// wants the room's events, and the others' members.
-		ctx.Send(r.deps.Bridge, &Subscribe{Room: r.name, Handle: r.handle})
-	}
 	body := protocol.Encode(&protocol.Joined{
 		Op: "joined", Room: r.name, Conn: m.Member.Conn, Name: m.Member.Name, Avatar: m.Member.Avatar,
 	})
 	r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindJoined, Body: body, Member: m.Member})
+	if first {
+		// The room's first member here: ask the other nodes for theirs
+		// (the subscription is in place, so their answers are heard).
+		r.publishSync(KindSync)
+	}
 	r.announceJoined(ctx, m.Member, body, m.Member.Conn)
+}
+
+// answerJoin writes the client's ok into its socket, before anything the
+// room sends it: in a room with history the messages after since first,
+// and the room's position in the ok.
+func (r *Actor) answerJoin(m *Join) {
+	if r.hist != nil {
+		r.hist.prune(r.opts.HistoryTTL.D())
+		replay, ok := r.hist.recover(m.Since)
+		ok.ID = m.Ref
+		if m.Ref == nil && len(replay) == 0 {
+			return
+		}
+		r.writeTo(m.Socket, m.Encoder, append(replay, protocol.Encode(ok))...)
+		return
+	}
+	switch {
+	case m.Ref == nil:
+	case m.Since != nil: // nothing to recover from
+		no := false
+		r.writeTo(m.Socket, m.Encoder, protocol.Encode(&protocol.JoinOK{Op: "ok", ID: m.Ref, Recovered: &no, Reason: protocol.ReasonNoHistory}))
+	default:
+		r.writeTo(m.Socket, m.Encoder, protocol.Encode(&protocol.Reply{Op: "ok", ID: m.Ref}))
+	}
 }
 
 // announceJoined tells the local members (but except) that m joined: one
 // event, or a line in the next presence diff of a large room (or while a
 // diff is pending, so that news keep their order).
 func (r *Actor) announceJoined(ctx actor.Context, m protocol.Member, body []byte, except string) {
+	if !r.opts.Presence {
+		return
+	}
 	if r.diffing() {
 		delete(r.pendingLeft, m.Conn)
 		r.pendingJoined[m.Conn] = m
@@ -228,6 +317,9 @@ func (r *Actor) announceJoined(ctx actor.Context, m protocol.Member, body []byte
 
 // announceLeft tells the local members that m left, and why.
 func (r *Actor) announceLeft(ctx actor.Context, m protocol.Member, body []byte) {
+	if !r.opts.Presence {
+		return
+	}
 	if r.diffing() {
 		delete(r.pendingJoined, m.Conn)
 		r.pendingLeft[m.Conn] = m
@@ -281,70 +373,32 @@ func (r *Actor) send(ctx actor.Context, m *Send) {
 	if !ok {
 		return // the chat app checks membership; a straggler after a leave is dropped
 	}
+	now := time.Now().UTC()
 	payload := protocol.Encode(&protocol.Message{
 		Op: "message", Room: r.name, From: m.From, Name: from.Name, Avatar: from.Avatar,
-		Data: m.Data, Time: time.Now().UTC(),
+		Data: m.Data, Time: now,
 	})
+	if r.hist != nil {
+		// Delivered when it comes back from the stream, in the one order
+		// every node delivers the room's messages in.
+		r.storeSend(ctx, m, payload)
+		return
+	}
 	except := m.From
 	if m.Echo {
 		except = ""
 	}
 	r.deliver(ctx, payload, except)
-	r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindMessage, Body: payload})
+	r.pubSeq++
+	r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindMessage, Body: payload, Seq: r.pubSeq, From: m.From, Time: now.UnixNano()})
 }
 
-// deliver adds one encoded event, for every local member but except, to
-// the batch; the batch is written once what is in the mailbox now has
-// been handled.
-func (r *Actor) deliver(ctx actor.Context, payload []byte, except string) {
-	if len(r.local) == 0 || (len(r.local) == 1 && r.local[except] != nil) {
-		return
-	}
-	if len(r.batch) == 0 {
-		r.batchStart = time.Now()
-		ctx.Send(r.self, writeBatchMsg)
-	}
-	r.batch = append(r.batch, event{msg: framing.NewMessage(payload), except: except})
-}
-
-var writeBatchMsg = &writeBatch{}
-
-// write writes the batch: to each member, its events (every one but those
-// it sent itself), framed once per wire format, in one writev.
-func (r *Actor) write() {
-	if len(r.batch) == 0 {
-		return
-	}
-	for id, m := range r.local {
-		pushed := false
-		for _, ev := range r.batch {
-			if ev.except == id {
-				continue
-			}
-			frame, err := ev.msg.Frame(m.enc)
-			if err != nil {
-				r.deps.Log.Warn().Err(err).Str("room", r.name).Str("conn", id).Msg("event not sent: cannot be framed")
-				continue
-			}
-			pushed = m.sock.Push(frame, false) || pushed
-		}
-		if pushed {
-			r.dirty = append(r.dirty, m.sock)
-		}
-	}
-	transport.FlushAll(r.dirty)
-	r.deps.Metrics.Delivery.Observe(time.Since(r.batchStart).Seconds())
-	clear(r.batch)
-	r.batch = r.batch[:0]
-	clear(r.dirty)
-	r.dirty = r.dirty[:0]
-}
-
-// writeTo writes one event to one socket at once (the join's ok).
-func (r *Actor) writeTo(sock *transport.Socket, enc *framing.Encoder, payload []byte) {
-	frame, err := enc.AppendMessage(nil, payload)
-	if err == nil {
-		sock.Write(frame, false)
+// push delivers a message of the server's (the admin API's) to the
+// local members of a room without history; a room with history gets it
+// from its stream.
+func (r *Actor) push(ctx actor.Context, p *Push) {
+	if r.hist == nil {
+		r.deliver(ctx, p.Payload, "")
 	}
 }
 
@@ -384,7 +438,22 @@ func (r *Actor) large() bool { return r.size() > r.deps.AnnounceLimit }
 func (r *Actor) remoteEvent(ctx actor.Context, ev *Remote) {
 	switch ev.Kind {
 	case KindMessage:
-		r.deliver(ctx, ev.Body, "")
+		if r.hist != nil {
+			return // its messages come from its stream
+		}
+		if ev.From != "" {
+			if _, known := r.remote[ev.Node][ev.From]; !known {
+				// Not a member here: its node was thought dead (its
+				// members left) and has not synced yet. Its members'
+				// messages come again once they have joined again.
+				r.deps.Metrics.RoomDropped.Inc()
+				return
+			}
+		}
+		if !r.inSequence(ctx, ev.Node, ev.Seq, false) {
+			return
+		}
+		r.deliverSent(ctx, ev.Body, "", ev.Time)
 	case KindJoined:
 		ms := r.remote[ev.Node]
 		if ms == nil {
@@ -403,15 +472,50 @@ func (r *Actor) remoteEvent(ctx actor.Context, ev *Remote) {
 		}
 	case KindSync:
 		// A node (re)joins the room: take its members, give ours.
+		r.inSequence(ctx, ev.Node, ev.Seq, true)
 		r.replace(ctx, ev.Node, ev.Members)
 		if len(r.local) > 0 {
-			r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindState, Members: r.localMembers()})
+			r.publishSync(KindState)
 		}
 	case KindState:
+		r.inSequence(ctx, ev.Node, ev.Seq, true)
 		r.replace(ctx, ev.Node, ev.Members)
 	case KindMembers:
 		r.deps.Cluster.ReplyMembers(ev.Reply, r.localMembers())
 	}
+}
+
+// publishSync publishes this node's members of the room (sync asks the
+// others for theirs, state answers) and the number of its last message.
+func (r *Actor) publishSync(kind string) {
+	r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: kind, Members: r.localMembers(), Seq: r.pubSeq})
+}
+
+// inSequence checks the number of a node's message (or, for a sync or
+// state, of its last one): a number seen already is a duplicate (false);
+// one past a number skipped means messages of that node were lost on the
+// way (NATS away, or this node's subscription not yet back): the members
+// are told (gap), and it is counted. The first number from a node is
+// where this node starts.
+func (r *Actor) inSequence(ctx actor.Context, node string, seq uint64, last bool) bool {
+	if seq == 0 {
+		return true // a node that numbers nothing (the admin API's pushes)
+	}
+	prev, known := r.seen[node]
+	switch {
+	case known && seq <= prev && !last:
+		return false
+	case known && seq > prev+1, known && last && seq > prev:
+		r.gap(ctx)
+	}
+	r.seen[node] = max(prev, seq)
+	return true
+}
+
+// gap tells the local members that the room lost messages on the way.
+func (r *Actor) gap(ctx actor.Context) {
+	r.deps.Metrics.RoomGaps.Inc()
+	r.deliver(ctx, protocol.Encode(&protocol.Gap{Op: "gap", Room: r.name}), "")
 }
 
 // replace sets a node's members of the room to ms and announces the
@@ -451,6 +555,7 @@ func (r *Actor) nodeDown(ctx actor.Context, node, reason string) {
 		r.announceLeft(ctx, m, leftEvent(r.name, m, reason))
 	}
 	delete(r.remote, node)
+	delete(r.seen, node) // what it sends until it syncs again is dropped, not missed
 }
 
 // resync asks every node for its members again. Nodes that do not answer
@@ -461,7 +566,7 @@ func (r *Actor) resync(ctx actor.Context) {
 	}
 	r.resyncGen++
 	r.resyncSeen = map[string]bool{}
-	r.deps.Cluster.PublishRoom(r.name, &Remote{Kind: KindSync, Members: r.localMembers()})
+	r.publishSync(KindSync)
 	system, self, gen := ctx.ActorSystem(), r.self, r.resyncGen
 	time.AfterFunc(r.deps.ResyncWindow, func() { system.Root.Send(self, &resyncDone{gen: gen}) })
 }

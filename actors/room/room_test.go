@@ -37,9 +37,15 @@ type rooms struct {
 	settings *conn.Settings
 	deps     *conn.Deps
 	seq      int
+	natsURL  string
 }
 
-func newRooms(t *testing.T) *rooms {
+func newRooms(t *testing.T) *rooms { return newRoomsWith(t, 0) }
+
+// newRoomsWith is newRooms whose cluster bridge gets each room's
+// subscription only after delay (a slow NATS, or routes that take their
+// time to carry the interest).
+func newRoomsWith(t *testing.T, delay time.Duration) *rooms {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
 	if err != nil {
@@ -57,14 +63,26 @@ func newRooms(t *testing.T) *rooms {
 	metrics := transport.NewMetrics()
 	bus := cluster.NewBus("n", "tether", metrics)
 	bus.Attach(nc)
-	r := &rooms{system: system, registry: conn.NewRegistry()}
+	r := &rooms{system: system, registry: conn.NewRegistry(), natsURL: ns.ClientURL()}
 	bridge := system.Root.Spawn(cluster.NewBridge(cluster.BridgeOptions{
 		Bus: bus, Registry: r.registry, HeartbeatInterval: time.Second, DeadAfter: 5 * time.Second, Log: zerolog.Nop(),
 	}))
+	if delay > 0 {
+		real := bridge
+		bridge = system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+			if m, ok := ctx.Message().(*room.Subscribe); ok {
+				time.AfterFunc(delay, func() { system.Root.Send(real, m) })
+				return
+			}
+			if _, ok := ctx.Message().(actor.SystemMessage); !ok {
+				ctx.Forward(real)
+			}
+		}))
+	}
 	r.manager = system.Root.Spawn(room.NewManager(&room.Deps{
 		Node: "n", Registry: r.registry, Metrics: metrics, Log: zerolog.Nop(),
 		AnnounceLimit: 1000, PresenceInterval: time.Second, Bridge: bridge, Cluster: bus,
-		ResyncWindow: time.Second, Backlog: 1000,
+		ResyncWindow: time.Second, Backlog: 1000, Rooms: &config.Default().Rooms,
 	}))
 	lc := config.DefaultListener(config.ProtocolTCP)
 	lc.Name = "tcp"
@@ -350,5 +368,42 @@ func TestOneLeftWhateverTheEnd(t *testing.T) {
 		if ev.Op == "left" {
 			t.Fatalf("a second left: %+v", ev)
 		}
+	}
+}
+
+// TestJoinAnsweredOnceSubscribed guards "only once NATS has the room's
+// subscription does it answer its first joins and announce them": a peer
+// that answers the announcement at once (another node's member greeting
+// the newcomer) is heard, however slowly the subscription is made.
+func TestJoinAnsweredOnceSubscribed(t *testing.T) {
+	r := newRoomsWith(t, 300*time.Millisecond)
+	peer, err := nats.Connect(r.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	// The peer node: on a member's joined, a greeting at once.
+	if _, err := peer.Subscribe("tether.room.lobby", func(m *nats.Msg) {
+		if m.Header.Get(cluster.HeaderKind) != room.KindJoined {
+			return
+		}
+		g := nats.NewMsg("tether.room.lobby")
+		g.Header.Set(cluster.HeaderKind, room.KindMessage)
+		g.Header.Set(cluster.HeaderNode, "peer")
+		g.Data = []byte(`{"op":"message","room":"lobby","from":"","data":"welcome"}`)
+		_ = peer.PublishMsg(g)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	m := r.connect(t)
+	joined(t, m, r.join(t, m, "lobby"))
+	if ev := m.read(t); ev.Op != "ok" {
+		t.Fatalf("first event %+v", ev)
+	}
+	if got := m.messages(t, 1); got[0] != "welcome" {
+		t.Fatalf("got %v", got)
 	}
 }

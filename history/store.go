@@ -1,0 +1,238 @@
+// Package history keeps the messages of rooms with history in NATS
+// JetStream (DESIGN.md section 10): appending a message, following a
+// room's messages in the one order the stream gives them, and the epoch
+// that names a history.
+//
+// One stream per namespace with history (rooms.namespaces[].history_size
+// > 0, or rooms.default's) holds a subject per room,
+// <prefix>.hist.<namespace>.<room>, and keeps each room's last
+// history_size messages for history_ttl. A message's offset is its
+// stream sequence: increasing within the room (not contiguous: the rooms
+// of a namespace share the stream). The epoch is the stream's creation
+// time: a history that is lost and made again (the stream deleted, a
+// memory store restarted) has a new epoch, so a client's position in the
+// old one is never taken for a position in the new.
+//
+// Each message carries the offset of the room's message its publisher had
+// seen last (Tether-Prev): a room that gets a message whose predecessor
+// it never got knows it missed some (a gap), and a client that was away
+// before a room's first message can tell whether anything was pushed out
+// since.
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tether/config"
+)
+
+// Headers of stored messages.
+const (
+	HeaderPrev = "Tether-Prev" // the offset of the room's message seen last by the publisher
+)
+
+// Store is a node's access to the rooms' history. Its methods are safe for
+// concurrent use.
+type Store struct {
+	js      jetstream.JetStream
+	prefix  string
+	streams map[string]*nsStream // by namespace prefix ("" for rooms.default)
+}
+
+type nsStream struct {
+	stream jetstream.Stream
+	name   string
+	epoch  string
+	size   int
+	token  string // the namespace's token in subjects
+}
+
+// publishTimeout bounds waiting for JetStream to acknowledge a message;
+// past it the sender is told the cluster did not answer.
+const publishTimeout = 5 * time.Second
+
+// ErrNoJetStream says that the NATS in use has no JetStream, which
+// history needs.
+var ErrNoJetStream = errors.New("history needs NATS JetStream, which the NATS server in use does not have (run nats-server with -js, or use tether's embedded server)")
+
+// Open makes (or updates) the stream of every namespace of rooms with
+// history, in memory or on disk (memory), and reads their epochs. With no
+// such namespace it returns a Store that has no history.
+func Open(ctx context.Context, nc *nats.Conn, prefix string, rooms *config.Rooms, memory bool) (*Store, error) {
+	s := &Store{prefix: prefix, streams: map[string]*nsStream{}}
+	if !rooms.HasHistory() {
+		return s, nil
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishTimeout))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := js.AccountInfo(ctx); err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return nil, ErrNoJetStream
+		}
+		return nil, fmt.Errorf("history: jetstream: %w", err)
+	}
+	s.js = js
+	storage := jetstream.FileStorage
+	if memory {
+		storage = jetstream.MemoryStorage
+	}
+	add := func(ns string, o *config.RoomOptions) error {
+		if o.HistorySize == 0 {
+			return nil
+		}
+		token := ns
+		if token == "" {
+			token = "_" // rooms.default: a namespace prefix is never "_"... nor empty
+		}
+		name := strings.ReplaceAll(prefix, ".", "_") + "_HIST_" + token
+		st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:              name,
+			Description:       "tether: the history of the rooms of namespace " + token,
+			Subjects:          []string{prefix + ".hist." + token + ".*"},
+			Storage:           storage,
+			MaxMsgsPerSubject: int64(o.HistorySize),
+			MaxAge:            o.HistoryTTL.D(),
+			Discard:           jetstream.DiscardOld,
+			Duplicates:        2 * time.Minute, // a send retried with its id is stored once
+		})
+		if err != nil {
+			return fmt.Errorf("history of namespace %s: %w", token, err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return err
+		}
+		s.streams[ns] = &nsStream{stream: st, name: name, token: token, size: o.HistorySize,
+			epoch: strconv.FormatInt(info.Created.UnixNano(), 36)}
+		return nil
+	}
+	if err := add("", &rooms.Default); err != nil {
+		return nil, err
+	}
+	for i := range rooms.Namespaces {
+		if err := add(rooms.Namespaces[i].Prefix, &rooms.Namespaces[i].RoomOptions); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// of returns the stream of room's namespace, nil when it has no history.
+func (s *Store) of(room string) *nsStream {
+	ns, _, ok := strings.Cut(room, ":")
+	if !ok {
+		ns = ""
+	}
+	if st, found := s.streams[ns]; found {
+		return st
+	}
+	if ok { // a prefix no namespace names takes rooms.default
+		return s.streams[""]
+	}
+	return nil
+}
+
+// Has says whether room keeps history.
+func (s *Store) Has(room string) bool { return s.of(room) != nil }
+
+// Size is how many messages room keeps.
+func (s *Store) Size(room string) int { return s.of(room).size }
+
+// Epoch names the history room's messages belong to.
+func (s *Store) Epoch(room string) string { return s.of(room).epoch }
+
+func (s *Store) subject(room string) string {
+	return s.prefix + ".hist." + s.of(room).token + "." + room
+}
+
+// Append stores payload as room's next message, asynchronously. prev is
+// the offset of the room's message the caller saw last; id, when not
+// empty, makes a retried append store the message once (JetStream's
+// duplicate window). The future answers with the message's offset.
+func (s *Store) Append(room string, payload []byte, prev uint64, id string) (jetstream.PubAckFuture, error) {
+	m := nats.NewMsg(s.subject(room))
+	m.Header.Set(HeaderPrev, strconv.FormatUint(prev, 10))
+	if id != "" {
+		m.Header.Set(jetstream.MsgIDHeader, id)
+	}
+	m.Data = payload
+	return s.js.PublishMsgAsync(m)
+}
+
+// Entry is one stored message of a room.
+type Entry struct {
+	Offset  uint64 // its stream sequence
+	Prev    uint64 // the offset its publisher had seen last
+	Payload []byte
+	Pending uint64 // messages of the room after this one not delivered yet
+	Time    time.Time
+}
+
+// Follow hands every stored message of room, from its oldest kept one,
+// then every new one, to handle, in the stream's order, one at a time;
+// it resumes by itself across NATS reconnects (an ordered consumer).
+// Stop it with the returned function.
+func (s *Store) Follow(room string, handle func(*Entry)) (stop func(), err error) {
+	st := s.of(room)
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	cons, err := st.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{s.subject(room)},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		meta, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		prev, _ := strconv.ParseUint(m.Headers().Get(HeaderPrev), 10, 64)
+		handle(&Entry{Offset: meta.Sequence.Stream, Prev: prev, Payload: m.Data(), Pending: meta.NumPending, Time: meta.Timestamp})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cc.Stop, nil
+}
+
+// Last is the offset of room's newest stored message, 0 for none.
+func (s *Store) Last(ctx context.Context, room string) (uint64, error) {
+	m, err := s.of(room).stream.GetLastMsgForSubject(ctx, s.subject(room))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return m.Sequence, nil
+}
+
+// Store appends payload to room and waits until JetStream has it: the
+// server's pushes (the admin API), which have no room actor to wait for
+// them.
+func (s *Store) Store(ctx context.Context, room string, payload []byte) error {
+	fut, err := s.Append(room, payload, 0, "")
+	if err != nil {
+		return err
+	}
+	select {
+	case <-fut.Ok():
+		return nil
+	case err := <-fut.Err():
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
