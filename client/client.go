@@ -293,6 +293,16 @@ func (c *Client) setPosition(room string, p Position) {
 	c.positions[room] = p
 }
 
+// SetPosition sets room's position, for a new connection that goes on
+// where another one left off (nil forgets it).
+func (c *Client) SetPosition(room string, p *Position) {
+	if p == nil {
+		delete(c.positions, room)
+		return
+	}
+	c.setPosition(room, *p)
+}
+
 // Position is the place of the last message of room (a room with
 // history) that Recv returned, or of its join's ok: what a join with
 // Since wants after a reconnect. nil when there is none.

@@ -37,6 +37,8 @@ import (
 // Headers of stored messages.
 const (
 	HeaderPrev = "Tether-Prev" // the offset of the room's message seen last by the publisher
+	HeaderFrom = "Tether-From" // the member that sent it ("" for the server's pushes)
+	HeaderEcho = "Tether-Echo" // "1": its sender gets it too
 )
 
 // Store is a node's access to the rooms' history. Its methods are safe for
@@ -155,13 +157,21 @@ func (s *Store) subject(room string) string {
 	return s.prefix + ".hist." + s.of(room).token + "." + room
 }
 
-// Append stores payload as room's next message, asynchronously. prev is
-// the offset of the room's message the caller saw last; id, when not
-// empty, makes a retried append store the message once (JetStream's
-// duplicate window). The future answers with the message's offset.
-func (s *Store) Append(room string, payload []byte, prev uint64, id string) (jetstream.PubAckFuture, error) {
+// Append stores payload, sent by from (a member, or "" for the server),
+// as room's next message, asynchronously. prev is the offset of the room's
+// message the caller saw last; echo says that the sender gets it too; id,
+// when not empty, makes a retried append store the message once
+// (JetStream's duplicate window). The future answers with the message's
+// offset.
+func (s *Store) Append(room string, payload []byte, from string, echo bool, prev uint64, id string) (jetstream.PubAckFuture, error) {
 	m := nats.NewMsg(s.subject(room))
 	m.Header.Set(HeaderPrev, strconv.FormatUint(prev, 10))
+	if from != "" {
+		m.Header.Set(HeaderFrom, from)
+	}
+	if echo {
+		m.Header.Set(HeaderEcho, "1")
+	}
 	if id != "" {
 		m.Header.Set(jetstream.MsgIDHeader, id)
 	}
@@ -173,6 +183,8 @@ func (s *Store) Append(room string, payload []byte, prev uint64, id string) (jet
 type Entry struct {
 	Offset  uint64 // its stream sequence
 	Prev    uint64 // the offset its publisher had seen last
+	From    string // its sender; "" for the server's
+	Echo    bool   // its sender gets it too
 	Payload []byte
 	Pending uint64 // messages of the room after this one not delivered yet
 	Time    time.Time
@@ -199,7 +211,9 @@ func (s *Store) Follow(room string, handle func(*Entry)) (stop func(), err error
 			return
 		}
 		prev, _ := strconv.ParseUint(m.Headers().Get(HeaderPrev), 10, 64)
-		handle(&Entry{Offset: meta.Sequence.Stream, Prev: prev, Payload: m.Data(), Pending: meta.NumPending, Time: meta.Timestamp})
+		h := m.Headers()
+		handle(&Entry{Offset: meta.Sequence.Stream, Prev: prev, From: h.Get(HeaderFrom), Echo: h.Get(HeaderEcho) == "1",
+			Payload: m.Data(), Pending: meta.NumPending, Time: meta.Timestamp})
 	})
 	if err != nil {
 		return nil, err
@@ -223,7 +237,7 @@ func (s *Store) Last(ctx context.Context, room string) (uint64, error) {
 // server's pushes (the admin API), which have no room actor to wait for
 // them.
 func (s *Store) Store(ctx context.Context, room string, payload []byte) error {
-	fut, err := s.Append(room, payload, 0, "")
+	fut, err := s.Append(room, payload, "", false, 0, "")
 	if err != nil {
 		return err
 	}

@@ -201,3 +201,40 @@ func TestHistoryRoomHasOneOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestHistorySurvivesRestart: a single tether serve with the default
+// store (nats.embedded.store_dir, in its working directory) keeps a
+// room's history across a restart: a client that comes back after it
+// recovers what it missed, and history answers the messages from before.
+func TestHistorySurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	tcpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	conf := fmt.Sprintf(`
+log: {format: json}
+http: {address: ""}
+nats: {embedded: {port: -1}}
+rooms: {namespaces: [{prefix: news, history_size: 100}]}
+listeners:
+  - {name: tcp, address: %q}
+`, tcpAddr)
+	p := startServeProcessIn(t, dir, conf, tcpAddr)
+	sender, reader := dialRetry(t, tcpAddr), dialRetry(t, tcpAddr)
+	join(t, sender, "news:eu", "sam")
+	join(t, reader, "news:eu", "rita")
+	sayN(t, sender, "news:eu", "before", 0, 5)
+	expectN(t, reader, "before", 0, 2)
+	since := reader.Position("news:eu") // read 2 of 5
+	p.stop(t)
+
+	startServeProcessIn(t, dir, conf, tcpAddr)
+	back := dialRetry(t, tcpAddr)
+	ok, err := back.Call(client.Request{Op: "join", Room: "news:eu", Name: "rita", Since: since})
+	if err != nil || ok.Recovered == nil || !*ok.Recovered || ok.Epoch != since.Epoch {
+		t.Fatalf("join with since after the restart: %+v %v, want recovered in epoch %s", ok, err, since.Epoch)
+	}
+	expectN(t, back, "before", 2, 5)
+	h, err := back.Call(client.Request{Op: "history", Room: "news:eu"})
+	if err != nil || len(h.Messages) != 5 {
+		t.Fatalf("history after the restart: %+v %v", h, err)
+	}
+}

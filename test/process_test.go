@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,7 +28,13 @@ type serveProcess struct {
 // in the same process (ulimit -n 300, say).
 func startServeProcess(t *testing.T, conf, tcpAddr string, before ...string) *serveProcess {
 	t.Helper()
-	dir := t.TempDir()
+	return startServeProcessIn(t, t.TempDir(), conf, tcpAddr, before...)
+}
+
+// startServeProcessIn is startServeProcess in the working directory dir
+// (where the node keeps its pid file and its history store).
+func startServeProcessIn(t *testing.T, dir, conf, tcpAddr string, before ...string) *serveProcess {
+	t.Helper()
 	path := filepath.Join(dir, "tether.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -48,6 +55,18 @@ func startServeProcess(t *testing.T, conf, tcpAddr string, before ...string) *se
 		}
 	})
 	return p
+}
+
+// stop ends the process the way tether stop does (SIGTERM) and waits for
+// it to exit.
+func (p *serveProcess) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("serve after SIGTERM: %v", err)
+	}
 }
 
 // kill ends the process at once (SIGKILL): no goodbye, no leaves.

@@ -130,7 +130,11 @@ func (r *Actor) storedMessage(ctx actor.Context, e *history.Entry) {
 		}
 		return
 	}
-	r.deliver(ctx, payload, "")
+	except := e.From // like a room without history: not to its sender, unless it asked
+	if e.Echo {
+		except = ""
+	}
+	r.deliver(ctx, payload, except)
 }
 
 // withPosition adds offset and epoch to a stored message event.
@@ -213,7 +217,7 @@ func (r *Actor) storeSend(ctx actor.Context, m *Send, payload []byte) {
 		id = m.From + "/" + string(m.Ref)
 	}
 	system, self, from, ref := ctx.ActorSystem(), r.self, m.From, m.Ref
-	fut, err := r.hist.store.Append(r.name, payload, r.hist.last, id)
+	fut, err := r.hist.store.Append(r.name, payload, m.From, m.Echo, r.hist.last, id)
 	if err != nil {
 		r.sendStored(&sendStored{from: from, ref: ref, err: err})
 		return
