@@ -29,6 +29,7 @@ func main() {
 	listener := flag.String("listener", "tcp", "the relay listener whose events to take")
 	queue := flag.String("queue", "workers", "queue group: the workers that share the events")
 	name := flag.String("name", "worker", "this worker's name, put in its answers")
+	verbose := flag.Bool("v", false, "log every event taken: event, connection, then the frame, remote address or reason, quoted")
 	flag.Parse()
 
 	nc, err := nats.Connect(*url, nats.Name("relayworker "+*name), nats.MaxReconnects(-1))
@@ -37,6 +38,9 @@ func main() {
 	}
 	defer nc.Drain()
 	_, err = nc.QueueSubscribe(*prefix+".events."+*listener, *queue, func(m *nats.Msg) {
+		if *verbose {
+			logEvent(m)
+		}
 		if m.Header.Get("Tether-Event") != "message" {
 			return // connect and close need no answer here
 		}
@@ -63,4 +67,19 @@ func main() {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	<-sigs
+}
+
+// logEvent logs an event as one line: event, connection, and what it
+// carries (the frame, the remote address, the reason), quoted.
+func logEvent(m *nats.Msg) {
+	event, detail := m.Header.Get("Tether-Event"), ""
+	switch event {
+	case "connect":
+		detail = m.Header.Get("Tether-Remote")
+	case "message":
+		detail = string(m.Data)
+	case "close":
+		detail = m.Header.Get("Tether-Reason")
+	}
+	log.Printf("%s %s %q", event, m.Header.Get("Tether-Conn"), detail)
 }
