@@ -117,8 +117,9 @@ func buildExample(t *testing.T, name string) string {
 	return bin
 }
 
-// startProcess runs bin with args and waits for its "ready" line.
-func startProcess(t *testing.T, bin string, args ...string) {
+// startProcess runs bin with args and waits for its "ready" line. It
+// returns the process and what it writes on stderr.
+func startProcess(t *testing.T, bin string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = cleanEnv()
@@ -154,6 +155,7 @@ func startProcess(t *testing.T, bin string, args ...string) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("%s not ready", filepath.Base(bin))
 	}
+	return cmd, logs
 }
 
 type errorString string

@@ -38,6 +38,8 @@ type Metrics struct {
 	PartialBytes    prometheus.Gauge       // bytes of unfinished inbound frames held, node-wide
 	RoomGaps        prometheus.Counter     // times a room found it had missed messages (members told: gap)
 	RoomDropped     prometheus.Counter     // other nodes' room messages from members not (or no longer) known here
+	RelayUnbound    *prometheus.CounterVec // relay connects no worker took, by listener
+	RelayDropped    *prometheus.CounterVec // relay message events lost without a worker, by listener
 }
 
 // NewMetrics registers a node's metrics, and Go runtime and process
@@ -77,6 +79,8 @@ func NewMetrics() *Metrics {
 		NATSDisconnects: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tether", Name: "nats_disconnects_total", Help: "Times the NATS connection was lost."}),
 		NodesAlive:      prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tether", Name: "cluster_nodes_alive", Help: "Other nodes heard from within cluster.dead_after."}),
 		NodesDown:       prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tether", Name: "cluster_nodes_down_total", Help: "Nodes declared dead after cluster.dead_after of silence."}),
+		RelayUnbound:    counter("relay_unbound_total", "Relay connects no worker took (none listening, none answering in time, NATS away); each retry counts.", "listener"),
+		RelayDropped:    counter("relay_dropped_total", "Relay message events lost: dropped while waiting for a worker, or sent to a worker that was gone.", "listener"),
 		Delivery: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "tether", Name: "room_delivery_seconds",
 			Help:    "Time from a room receiving a message to handing it to every local member.",

@@ -54,9 +54,17 @@ type (
 	// has a new one: every subscription is made again on it.
 	Replaced struct{}
 
+	// WorkerGone tells a relay connection that a message event it sent
+	// while bound for the Binding-th time found no subscriber: that
+	// worker is gone, and the event is lost.
+	WorkerGone struct{ Binding int }
+
 	clusterMsg struct{ m *nats.Msg }
 	tick       struct{}
 )
+
+// IgnoreDeadLetterLogging: the connection may have closed meanwhile.
+func (*WorkerGone) IgnoreDeadLetterLogging() {}
 
 // Bridge is the cluster bridge actor: it owns the node's subscriptions
 // and its view of which nodes are alive.
@@ -68,7 +76,7 @@ type Bridge struct {
 	start  time.Time
 	timer  *time.Timer
 
-	fixed []*nats.Subscription          // node, all, cluster
+	fixed []*nats.Subscription          // node, all, cluster, relay notices
 	rooms map[string]*roomSub           // room name → subscription
 	users map[string]*nats.Subscription // user id → subscription
 	nodes map[string]*NodeInfo          // other nodes by id
@@ -145,7 +153,7 @@ func (b *Bridge) started(ctx actor.Context) {
 }
 
 // subscribeFixed subscribes to the node's own subjects: its node subject,
-// the broadcast and the cluster subject.
+// the broadcast, the cluster subject and its relay connections' notices.
 func (b *Bridge) subscribeFixed() {
 	bus, system, self := b.o.Bus, b.system, b.self
 	b.fixed = b.fixed[:0]
@@ -164,6 +172,25 @@ func (b *Bridge) subscribeFixed() {
 		b.o.Registry.Each(func(_ string, e *conn.Entry) { system.Root.Send(e.PID, d) })
 	})
 	subscribe(bus.Subjects.Cluster(), func(m *nats.Msg) { system.Root.Send(self, &clusterMsg{m: m}) })
+	subscribe(bus.Subjects.relayNotices(bus.Node), b.relayNotice)
+}
+
+// relayNotice hands NATS's no-responders status about a relay
+// connection's message event to that connection, which the subject names
+// with its binding (Subjects.Relay). Anything else there (a worker
+// answering an event, which it need not do) is ignored.
+func (b *Bridge) relayNotice(m *nats.Msg) {
+	if m.Header.Get("Status") != "503" { // nats.go's header for a status line
+		return
+	}
+	b.o.Bus.metrics.NATSIn.WithLabelValues("worker_gone").Inc()
+	id, binding, ok := b.o.Bus.Subjects.parseRelay(m.Subject)
+	if !ok {
+		return
+	}
+	if e := b.o.Registry.Get(id); e != nil {
+		b.system.Root.Send(e.PID, &WorkerGone{Binding: binding})
+	}
 }
 
 // subscribeAll makes every subscription again on the bus's connection:

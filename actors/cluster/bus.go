@@ -191,6 +191,38 @@ func (b *Bus) Request(ctx context.Context, who Asker, m *nats.Msg) ([]byte, erro
 	return reply.Data, nil
 }
 
+// ErrNoWorker says that no relay worker took a connection: none listens
+// on the listener's events subject, none answered in time, or NATS is
+// away.
+var ErrNoWorker = errors.New("no relay worker took the connection")
+
+// Offer sends a relay connection's connect event m as a request to the
+// workers of its listener and returns the subject where the one that
+// answered takes that connection's further events (its Tether-Worker
+// header). A request waits for at most requestTimeout, so a worker that
+// answers later is not the connection's worker.
+func (b *Bus) Offer(ctx context.Context, m *nats.Msg) (string, error) {
+	if err := checkSubject(m.Subject); err != nil {
+		return "", err
+	}
+	nc := b.Conn()
+	if !nc.IsConnected() {
+		return "", fmt.Errorf("%w: nats is away", ErrNoWorker) // nats.go would buffer the request and wait
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	reply, err := nc.RequestMsgWithContext(ctx, m)
+	b.metrics.NATSOut.WithLabelValues(m.Header.Get(HeaderKind)).Inc()
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrNoWorker, err)
+	}
+	worker := reply.Header.Get(HeaderWorker)
+	if err := checkSubject(worker); err != nil {
+		return "", fmt.Errorf("the worker's %s header: %w", HeaderWorker, err)
+	}
+	return worker, nil
+}
+
 // ReplyError is a node's refusal: a protocol error code.
 type ReplyError struct{ Code string }
 

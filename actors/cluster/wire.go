@@ -16,6 +16,10 @@
 //	Tether-Seq     the number of a node's message to a room (1, 2, ...), or
 //	               of its last one (sync, state): gaps and duplicates show
 //	Tether-Time    when a room message was sent, Unix nanoseconds
+//	Tether-Event   a relay event: connect, message or close
+//	Tether-Remote  a relay connection's client address, ip:port
+//	Tether-Worker  in a relay worker's answer to connect: the subject it
+//	               takes that connection's further events on
 //
 // Subjects, under the configured prefix (default "tether"):
 //
@@ -24,13 +28,16 @@
 //	<p>.user.<uid>       every node holding a connection bound to uid
 //	<p>.all              every node: broadcast to every connection
 //	<p>.cluster          every node: heartbeats, goodbyes, gathers
-//	<p>.events.<name>    relay events for workers in a queue group
+//	<p>.events.<name>    relay connects for workers in a queue group
+//	<p>.relay.<conn>.<n> reply subject of a relay connection's message
+//	                     events: NATS says there that their worker is gone
 //	<p>.api.<op>         the admin API, one node answers (queue group)
 package cluster
 
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -50,6 +57,7 @@ const (
 	HeaderRemote = "Tether-Remote"
 	HeaderSeq    = "Tether-Seq"
 	HeaderTime   = "Tether-Time"
+	HeaderWorker = "Tether-Worker"
 )
 
 // Kinds of tether's NATS messages on node, user, all and cluster
@@ -83,8 +91,33 @@ func (s Subjects) All() string { return s.Prefix + ".all" }
 // Cluster is the subject every node listens on.
 func (s Subjects) Cluster() string { return s.Prefix + ".cluster" }
 
-// Events is the relay subject of a listener.
+// Events is the relay subject of a listener, where workers take
+// connects.
 func (s Subjects) Events(listener string) string { return s.Prefix + ".events." + listener }
+
+// Relay is the reply subject of a relay connection's message events while
+// it is bound to its worker for the binding-th time: NATS answers there
+// with a no-responders status when an event found no subscriber, and the
+// binding tells a notice about an earlier worker from one about the
+// current worker.
+func (s Subjects) Relay(conn string, binding int) string {
+	return s.Prefix + ".relay." + conn + "." + strconv.Itoa(binding)
+}
+
+// relayNotices is what a node subscribes to for its relay connections'
+// notices: connection ids begin with their node's id.
+func (s Subjects) relayNotices(node string) string { return s.Prefix + ".relay." + node + ".>" }
+
+// parseRelay returns the connection and binding a Relay subject names.
+func (s Subjects) parseRelay(subject string) (conn string, binding int, ok bool) {
+	rest, ok := strings.CutPrefix(subject, s.Prefix+".relay.")
+	i := strings.LastIndexByte(rest, '.')
+	if !ok || i < 0 {
+		return "", 0, false
+	}
+	binding, err := strconv.Atoi(rest[i+1:])
+	return rest[:i], binding, err == nil
+}
 
 // API is the subject of one admin API operation.
 func (s Subjects) API(op string) string { return s.Prefix + ".api." + op }

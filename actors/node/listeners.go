@@ -126,7 +126,7 @@ func (n *Node) newApp(lc config.Listener, opts Options) (conn.NewApp, error) {
 	case config.AppChat:
 		app = chat.New(n.chat)
 	case config.AppRelay:
-		app = relay.New(n.bus, lc.Name)
+		app = relay.New(n.bus, n.metrics, lc.Name)
 	default:
 		return nil, fmt.Errorf("listeners.%s.app: %q is not available in this build", lc.Name, lc.App)
 	}
