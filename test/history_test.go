@@ -1,13 +1,20 @@
 package test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"tether/actors/node"
 	"tether/client"
 	"tether/config"
+	"tether/history"
 )
 
 // withHistory gives rooms news:* a history of size messages.
@@ -236,5 +243,22 @@ listeners:
 	h, err := back.Call(client.Request{Op: "history", Room: "news:eu"})
 	if err != nil || len(h.Messages) != 5 {
 		t.Fatalf("history after the restart: %+v %v", h, err)
+	}
+}
+
+// TestHistoryNeedsJetStream: a node whose NATS has no JetStream while a
+// namespace keeps history does not start, and says why and what to do.
+func TestHistoryNeedsJetStream(t *testing.T) {
+	ns := startNATS(t, -1) // no JetStream
+	cfg := nodeConfig()
+	cfg.NATS.URL = ns.ClientURL()
+	withHistory(10)(cfg)
+	n, err := node.Start(node.Options{Config: cfg, Log: zerolog.Nop(), Version: "test"})
+	if err == nil {
+		_ = n.Shutdown(context.Background())
+		t.Fatal("started without JetStream")
+	}
+	if !errors.Is(err, history.ErrNoJetStream) || !strings.Contains(err.Error(), "-js") || !strings.Contains(err.Error(), ns.ClientURL()) {
+		t.Errorf("error %q: want it to say JetStream is missing, where, and what to do", err)
 	}
 }

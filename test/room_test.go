@@ -474,3 +474,60 @@ func TestPresenceDiffCoalesces(t *testing.T) {
 		t.Fatalf("diff %+v, want x joined (as x-again) and nobody left", ev)
 	}
 }
+
+// TestSendRightAfterJoin: sends that follow a join before its answer, in
+// the same write even, wait for the join and go to the room; sends after
+// a join that fails are answered not_in_room. Before, they were refused
+// with "the join is not done yet", and so, now and then, was a send made
+// right after the join's ok: the room writes the ok before the
+// connection's actor hears that the join is done.
+func TestSendRightAfterJoin(t *testing.T) {
+	n := startNode(t, func(c *config.Config) {
+		ns := config.Namespace{Prefix: "staff", RoomOptions: config.DefaultRoomOptions()}
+		ns.Join = config.JoinToken
+		c.Rooms.Namespaces = append(c.Rooms.Namespaces, ns)
+	})
+	for round := range 20 {
+		c, _ := dialRaw(t, n.addr("tcp"))
+		r := fmt.Sprintf("r%d", round)
+		var batch []byte
+		batch = append(batch, packN(`{"op":"join","id":1,"room":"`+r+`","name":"x"}`)...)
+		for i := 2; i <= 4; i++ {
+			batch = append(batch, packN(fmt.Sprintf(`{"op":"send","id":%d,"room":"%s","data":%d,"echo":true}`, i, r, i))...)
+		}
+		batch = append(batch, packN(`{"op":"join","id":5,"room":"staff:a","name":"x"}`)...)
+		batch = append(batch, packN(`{"op":"send","id":6,"room":"staff:a","data":6}`)...)
+		if _, err := c.Write(batch); err != nil {
+			t.Fatal(err)
+		}
+		answers := map[string]string{} // id → op or error code
+		var echoed []string
+		for len(answers) < 6 || len(echoed) < 3 {
+			frame, err := readPackN(c, 5*time.Second)
+			if err != nil {
+				t.Fatalf("round %d: after %v and echoes %v: %v", round, answers, echoed, err)
+			}
+			var ev struct {
+				Op, Code string
+				ID       json.RawMessage
+				Data     json.RawMessage
+			}
+			if err := json.Unmarshal([]byte(frame), &ev); err != nil {
+				t.Fatal(err)
+			}
+			switch ev.Op {
+			case "message":
+				echoed = append(echoed, string(ev.Data))
+			case "ok":
+				answers[string(ev.ID)] = "ok"
+			case "error":
+				answers[string(ev.ID)] = ev.Code
+			}
+		}
+		want := map[string]string{"1": "ok", "2": "ok", "3": "ok", "4": "ok", "5": "forbidden", "6": "not_in_room"}
+		if fmt.Sprint(answers) != fmt.Sprint(want) || fmt.Sprint(echoed) != "[2 3 4]" {
+			t.Fatalf("round %d: answers %v, echoes %v; want %v and [2 3 4]", round, answers, echoed, want)
+		}
+		c.Close()
+	}
+}

@@ -60,6 +60,11 @@ type joined struct {
 	room    *room.Handle // nil while the join is on its way
 	history bool         // the room answers sends once they are stored
 	pending atomic.Int32 // sends not handled by the room yet
+	// early holds, in order, the sends made while the join was on its
+	// way: a client may send right after its join, without waiting for
+	// the ok, and may get the ok (which the room writes) before this
+	// actor hears that the join is done. At most MaxPendingSends.
+	early []*protocol.Request
 }
 
 // App is the chat application of one connection.
@@ -107,6 +112,7 @@ func (a *App) Frame(c *conn.Actor, data []byte) {
 		a.join(c, req)
 	case "leave":
 		if a.checkRoom(c, req) {
+			a.refuseEarly(c, a.rooms[req.Room], "left "+req.Room+" before its join was done")
 			delete(a.rooms, req.Room)
 			c.Context().Request(a.deps.Rooms, &room.Leave{Room: req.Room, Conn: c.ID(), Ref: req.ID})
 		}
@@ -172,9 +178,18 @@ func (a *App) send(c *conn.Actor, req *protocol.Request) {
 	}
 	j := a.rooms[req.Room]
 	if j.room == nil {
-		a.fail(c, req.ID, protocol.CodeNotInRoom, "the join of "+req.Room+" is not done yet")
+		if len(j.early) >= MaxPendingSends {
+			a.fail(c, req.ID, protocol.CodeBusy, fmt.Sprintf("%d sends wait for the join of %s already; retry when it is answered", MaxPendingSends, req.Room))
+			return
+		}
+		j.early = append(j.early, req) // req is the connection's own: DecodeRequest copies out of the frame
 		return
 	}
+	a.sendTo(c, j, req)
+}
+
+// sendTo sends req to the room of j, which the connection has joined.
+func (a *App) sendTo(c *conn.Actor, j *joined, req *protocol.Request) {
 	if a.deps.Options.Options(req.Room).Publish == config.PublishNone {
 		a.fail(c, req.ID, protocol.CodeForbidden, "only the server sends to "+req.Room)
 		return
@@ -238,6 +253,15 @@ func (a *App) whisperNext(c *conn.Actor) {
 	}, func(v any) { w.err = fmt.Errorf("panic: %v", v); system.Root.Send(self, w) })
 }
 
+// refuseEarly answers not_in_room to the sends that waited for a join
+// that will not be done.
+func (a *App) refuseEarly(c *conn.Actor, j *joined, why string) {
+	for _, req := range j.early {
+		a.fail(c, req.ID, protocol.CodeNotInRoom, why)
+	}
+	j.early = nil
+}
+
 // checkRoom answers not_in_room and returns false when the connection is
 // not in req.Room.
 func (a *App) checkRoom(c *conn.Actor, req *protocol.Request) bool {
@@ -254,11 +278,17 @@ func (a *App) Receive(c *conn.Actor, msg any) {
 	case *room.JoinReply: // the room wrote the client's ok, or its error
 		j, in := a.rooms[m.Name]
 		switch {
-		case !in: // left meanwhile
+		case !in: // left meanwhile; the leave answered its early sends
 		case m.Room == nil: // the join failed
 			delete(a.rooms, m.Name)
+			a.refuseEarly(c, j, "the join of "+m.Name+" failed")
 		default:
 			j.room, j.history = m.Room, m.History
+			early := j.early
+			j.early = nil
+			for _, req := range early {
+				a.sendTo(c, j, req)
+			}
 		}
 	case *room.HistoryReply:
 		if m.Err != "" {
