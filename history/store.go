@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -44,17 +45,25 @@ const (
 // Store is a node's access to the rooms' history. Its methods are safe for
 // concurrent use.
 type Store struct {
-	js      jetstream.JetStream
 	prefix  string
-	streams map[string]*nsStream // by namespace prefix ("" for rooms.default)
+	memory  bool                   // streams in memory, not on disk
+	streams map[string]*nsStream   // by namespace prefix ("" for rooms.default)
+	on      atomic.Pointer[jsConn] // the NATS connection in use
 }
 
+// nsStream is the stream of one namespace.
 type nsStream struct {
-	stream jetstream.Stream
-	name   string
-	epoch  string
-	size   int
-	token  string // the namespace's token in subjects
+	config.RoomOptions
+	name  string
+	token string // the namespace's token in subjects
+	epoch string
+}
+
+// jsConn is JetStream on one NATS connection, with a handle of every
+// namespace's stream on it.
+type jsConn struct {
+	js      jetstream.JetStream
+	streams map[string]jetstream.Stream // by stream name
 }
 
 // publishTimeout bounds waiting for JetStream to acknowledge a message;
@@ -69,64 +78,80 @@ var ErrNoJetStream = errors.New("history needs NATS JetStream, which the NATS se
 // history, in memory or on disk (memory), and reads their epochs. With no
 // such namespace it returns a Store that has no history.
 func Open(ctx context.Context, nc *nats.Conn, prefix string, rooms *config.Rooms, memory bool) (*Store, error) {
-	s := &Store{prefix: prefix, streams: map[string]*nsStream{}}
-	if !rooms.HasHistory() {
-		return s, nil
-	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishTimeout))
-	if err != nil {
-		return nil, err
-	}
-	if _, err := js.AccountInfo(ctx); err != nil {
-		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-			return nil, ErrNoJetStream
-		}
-		return nil, fmt.Errorf("history: jetstream: %w", err)
-	}
-	s.js = js
-	storage := jetstream.FileStorage
-	if memory {
-		storage = jetstream.MemoryStorage
-	}
-	add := func(ns string, o *config.RoomOptions) error {
+	s := &Store{prefix: prefix, memory: memory, streams: map[string]*nsStream{}}
+	add := func(ns string, o *config.RoomOptions) {
 		if o.HistorySize == 0 {
-			return nil
+			return
 		}
 		token := ns
 		if token == "" {
 			token = "_" // rooms.default: a namespace prefix is never "_"... nor empty
 		}
 		name := strings.ReplaceAll(prefix, ".", "_") + "_HIST_" + token
+		s.streams[ns] = &nsStream{RoomOptions: *o, name: name, token: token}
+	}
+	add("", &rooms.Default)
+	for i := range rooms.Namespaces {
+		add(rooms.Namespaces[i].Prefix, &rooms.Namespaces[i].RoomOptions)
+	}
+	if len(s.streams) == 0 {
+		return s, nil
+	}
+	if err := s.Attach(ctx, nc); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Attach makes the store use nc: Open's connection, or the node's new one
+// when NATS closed the old for good. It makes (or updates) the streams
+// on it. The epochs are those the streams had at Open: a stream made
+// again since (a NATS without the old one's store) starts a history that
+// rooms open before do not know, and is logged by them as a gap.
+func (s *Store) Attach(ctx context.Context, nc *nats.Conn) error {
+	if len(s.streams) == 0 {
+		return nil
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishTimeout))
+	if err != nil {
+		return err
+	}
+	if _, err := js.AccountInfo(ctx); err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return ErrNoJetStream
+		}
+		return fmt.Errorf("history: jetstream: %w", err)
+	}
+	storage := jetstream.FileStorage
+	if s.memory {
+		storage = jetstream.MemoryStorage
+	}
+	on := &jsConn{js: js, streams: map[string]jetstream.Stream{}}
+	for _, ns := range s.streams {
 		st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:              name,
-			Description:       "tether: the history of the rooms of namespace " + token,
-			Subjects:          []string{prefix + ".hist." + token + ".*"},
+			Name:              ns.name,
+			Description:       "tether: the history of the rooms of namespace " + ns.token,
+			Subjects:          []string{s.prefix + ".hist." + ns.token + ".*"},
 			Storage:           storage,
-			MaxMsgsPerSubject: int64(o.HistorySize),
-			MaxAge:            o.HistoryTTL.D(),
+			MaxMsgsPerSubject: int64(ns.HistorySize),
+			MaxAge:            ns.HistoryTTL.D(),
 			Discard:           jetstream.DiscardOld,
 			Duplicates:        2 * time.Minute, // a send retried with its id is stored once
 		})
 		if err != nil {
-			return fmt.Errorf("history of namespace %s: %w", token, err)
+			return fmt.Errorf("history of namespace %s: %w", ns.token, err)
 		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return err
+		if ns.epoch == "" { // at Open, before any room reads it
+			info, err := st.Info(ctx)
+			if err != nil {
+				return err
+			}
+			ns.epoch = strconv.FormatInt(info.Created.UnixNano(), 36)
 		}
-		s.streams[ns] = &nsStream{stream: st, name: name, token: token, size: o.HistorySize,
-			epoch: strconv.FormatInt(info.Created.UnixNano(), 36)}
-		return nil
+		on.streams[ns.name] = st
 	}
-	if err := add("", &rooms.Default); err != nil {
-		return nil, err
-	}
-	for i := range rooms.Namespaces {
-		if err := add(rooms.Namespaces[i].Prefix, &rooms.Namespaces[i].RoomOptions); err != nil {
-			return nil, err
-		}
-	}
-	return s, nil
+	s.on.Store(on)
+	return nil
 }
 
 // of returns the stream of room's namespace, nil when it has no history.
@@ -148,7 +173,7 @@ func (s *Store) of(room string) *nsStream {
 func (s *Store) Has(room string) bool { return s.of(room) != nil }
 
 // Size is how many messages room keeps.
-func (s *Store) Size(room string) int { return s.of(room).size }
+func (s *Store) Size(room string) int { return s.of(room).HistorySize }
 
 // Epoch names the history room's messages belong to.
 func (s *Store) Epoch(room string) string { return s.of(room).epoch }
@@ -176,7 +201,7 @@ func (s *Store) Append(room string, payload []byte, from string, echo bool, prev
 		m.Header.Set(jetstream.MsgIDHeader, id)
 	}
 	m.Data = payload
-	return s.js.PublishMsgAsync(m)
+	return s.on.Load().js.PublishMsgAsync(m)
 }
 
 // Entry is one stored message of a room.
@@ -190,22 +215,26 @@ type Entry struct {
 	Time    time.Time
 }
 
-// Follow hands every stored message of room, from its oldest kept one,
-// then every new one, to handle, in the stream's order, one at a time;
-// it resumes by itself across NATS reconnects (an ordered consumer).
-// Stop it with the returned function.
-func (s *Store) Follow(room string, handle func(*Entry)) (stop func(), err error) {
-	st := s.of(room)
+// Follow hands every stored message of room after offset after (0: from
+// its oldest kept one), then every new one, to handle, in the stream's
+// order, one at a time; it resumes by itself across NATS reconnects (an
+// ordered consumer), but not onto a new connection (Attach). Stop it
+// with the returned function.
+func (s *Store) Follow(room string, after uint64, handle func(*Entry)) (stop func(), err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	cons, err := st.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	cc := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{s.subject(room)},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
+	}
+	if after > 0 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
+	}
+	cons, err := s.stream(room).OrderedConsumer(ctx, cc)
 	if err != nil {
 		return nil, err
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	consumed, err := cons.Consume(func(m jetstream.Msg) {
 		meta, err := m.Metadata()
 		if err != nil {
 			return
@@ -218,12 +247,15 @@ func (s *Store) Follow(room string, handle func(*Entry)) (stop func(), err error
 	if err != nil {
 		return nil, err
 	}
-	return cc.Stop, nil
+	return consumed.Stop, nil
 }
+
+// stream is the handle of room's stream on the connection in use.
+func (s *Store) stream(room string) jetstream.Stream { return s.on.Load().streams[s.of(room).name] }
 
 // Last is the offset of room's newest stored message, 0 for none.
 func (s *Store) Last(ctx context.Context, room string) (uint64, error) {
-	m, err := s.of(room).stream.GetLastMsgForSubject(ctx, s.subject(room))
+	m, err := s.stream(room).GetLastMsgForSubject(ctx, s.subject(room))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}

@@ -67,7 +67,7 @@ type NATSEvents struct {
 	// nats.go gave up on a server error ("maximum control line exceeded",
 	// an unknown -ERR, repeated authorization failures) however many
 	// reconnects it was told to make, and the owner must connect again.
-	Closed func(err error)
+	Closed func(c *nats.Conn, err error)
 }
 
 // ConnectNATS connects to url and keeps reconnecting for ever: a node
@@ -101,7 +101,7 @@ func ConnectNATS(url, name string, cfg config.NATS, log zerolog.Logger, ev NATSE
 		}),
 		nats.ClosedHandler(func(c *nats.Conn) {
 			if ev.Closed != nil {
-				ev.Closed(c.LastError())
+				ev.Closed(c, c.LastError())
 			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {

@@ -136,7 +136,9 @@ func (b *Bridge) Receive(ctx actor.Context) {
 		b.log.Warn().Str("gap", gap.Round(time.Millisecond).String()).Int("lost", lost).
 			Int("rooms", len(b.rooms)).Int("users", len(b.users)).Msg("new nats connection: subscribed again; rooms resync")
 		b.heartbeat()
-		b.resyncRooms(ctx)
+		for _, rs := range b.rooms {
+			ctx.Send(rs.handle.PID, &room.Resync{NewConnection: true})
+		}
 	case *Nodes:
 		ctx.Respond(b.view())
 	case *actor.Stopping:

@@ -193,9 +193,9 @@ func (n *Node) connectNATS() (*nats.Conn, error) {
 // node never runs without NATS while it serves: it connects again, with
 // the reconnect wait between attempts, and every subscription is made
 // again on the new connection (the bridge's, and the admin API's).
-func (n *Node) natsClosed(err error) {
-	if n.stopping.Load() {
-		return
+func (n *Node) natsClosed(nc *nats.Conn, err error) {
+	if n.stopping.Load() || nc != n.bus.Conn() {
+		return // closed by the node: stopping, or one it did not take
 	}
 	n.bus.Disconnected(err)
 	n.log.Error().Err(err).Msg("nats closed the connection for good; connecting again")
@@ -211,6 +211,15 @@ func (n *Node) natsClosed(err error) {
 			if n.stopping.Load() {
 				nc.Close()
 				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err = n.history.Attach(ctx, nc)
+			cancel()
+			if err != nil {
+				nc.Close() // not the bus's: natsClosed leaves it
+				n.log.Warn().Err(err).Str("retry_in", wait.String()).Msg("rooms' history not reachable on the new nats connection")
+				time.Sleep(wait)
+				continue
 			}
 			n.bus.Attach(nc)
 			if err := n.serveNATSAPI(); err != nil {

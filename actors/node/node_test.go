@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"tether/client"
 	"tether/config"
 	"tether/test/check"
 )
@@ -214,4 +215,74 @@ func TestNATSClosedForGoodConnectsAgain(t *testing.T) {
 		}
 		return fmt.Errorf("a does not answer the admin API on NATS")
 	})
+}
+
+// TestHistoryAfterNATSConnectionReplaced: when NATS closes the node's
+// connection for good and the node makes a new one, rooms with history
+// store and deliver again, on the new connection, without losing or
+// repeating a message.
+func TestHistoryAfterNATSConnectionReplaced(t *testing.T) {
+	cfg := testConfig()
+	cfg.NATS.ReconnectWait = config.Duration(50 * time.Millisecond)
+	ns := config.Namespace{Prefix: "news", RoomOptions: config.DefaultRoomOptions()}
+	ns.HistorySize = 100
+	cfg.Rooms.Namespaces = append(cfg.Rooms.Namespaces, ns)
+	tcp := config.DefaultListener(config.ProtocolTCP)
+	tcp.Name, tcp.Address = "tcp", "127.0.0.1:0"
+	cfg.Listeners = []config.Listener{tcp}
+	n := startNode(t, cfg)
+
+	dial := func() *client.Client {
+		c, err := client.DialTCP(context.Background(), n.Addr("tcp").String(), client.TCPOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Call(client.Request{Op: "join", Room: "news:a", Name: "x"}); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	sender, member := dial(), dial()
+	send := func(i int) error {
+		_, err := sender.Call(client.Request{Op: "send", Room: "news:a", Data: i})
+		return err
+	}
+	expect := func(i int) {
+		t.Helper()
+		ev, err := member.Expect("message", 5*time.Second)
+		if err != nil || string(ev.Data) != fmt.Sprint(i) {
+			t.Fatalf("want message %d: %+v %v", i, ev, err)
+		}
+	}
+	if err := send(0); err != nil {
+		t.Fatal(err)
+	}
+	expect(0)
+
+	old := n.bus.Conn()
+	old.Close()
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if n.bus.Conn() == old || !n.Readiness().Ready {
+			return fmt.Errorf("no new connection yet")
+		}
+		return nil
+	})
+	// Sends made while the node connects again may be refused
+	// (unavailable); once one is taken, every later one is delivered.
+	check.For(t, 5*time.Second, 50*time.Millisecond, func() error { return send(1) })
+	for i := 2; i < 5; i++ {
+		if err := send(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i < 5; i++ {
+		expect(i)
+	}
+	// A member joining now gets the history from the new connection.
+	late := dial()
+	ev, err := late.Call(client.Request{Op: "history", Room: "news:a", Limit: 10})
+	if err != nil || len(ev.Messages) != 5 {
+		t.Fatalf("history after the new connection: %+v %v", ev, err)
+	}
 }

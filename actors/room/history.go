@@ -51,7 +51,7 @@ func (r *Actor) followHistory(ctx actor.Context) {
 	}
 	h.following = true
 	system, self, handle, name := ctx.ActorSystem(), r.self, r.handle, r.name
-	stop, err := h.store.Follow(name, func(e *history.Entry) {
+	stop, err := h.store.Follow(name, h.last, func(e *history.Entry) {
 		handle.Send(system, &stored{entry: e}) // waits while the room is busy: the stream keeps the rest
 	})
 	if err != nil {
@@ -69,6 +69,19 @@ func (r *Actor) followHistory(ctx actor.Context) {
 		system.Root.Send(self, &loadTarget{last: last, err: err})
 	}()
 	time.AfterFunc(loadWait, func() { system.Root.Send(self, &loadTimeout{}) })
+}
+
+// refollow follows the room's stream again, after the last message the
+// room has: the follower it had was on a NATS connection that is closed
+// for good.
+func (r *Actor) refollow(ctx actor.Context) {
+	h := r.hist
+	if !h.following {
+		return
+	}
+	h.stop()
+	h.following = false
+	r.followHistory(ctx)
 }
 
 func (r *Actor) loadTarget(ctx actor.Context, m *loadTarget) {

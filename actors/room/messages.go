@@ -197,8 +197,10 @@ type Remote struct {
 type NodeDown struct{ Node, Reason string }
 
 // Resync tells a room to ask every node for its members again (NATS came
-// back, or a node thought dead spoke again).
-type Resync struct{}
+// back, or a node thought dead spoke again). NewConnection says that the
+// node's NATS connection is a new one (NATS closed the old for good): a
+// room with history follows its stream again, on the new one.
+type Resync struct{ NewConnection bool }
 
 // resyncDone ends a resync's window: nodes that did not answer by then
 // have no members left in the room.
@@ -229,6 +231,14 @@ type sendStored struct {
 	ref  json.RawMessage
 	err  error
 }
+
+// What a room posts to itself from timers and goroutines may come after
+// it stopped: that is no news.
+func (*resyncDone) IgnoreDeadLetterLogging()    {}
+func (*flushPresence) IgnoreDeadLetterLogging() {}
+func (*loadTarget) IgnoreDeadLetterLogging()    {}
+func (*loadTimeout) IgnoreDeadLetterLogging()   {}
+func (*sendStored) IgnoreDeadLetterLogging()    {}
 
 // departed takes a member out whose connection actor has stopped. The
 // room posts it to itself on the Terminated (a system message, which

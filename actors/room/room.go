@@ -170,6 +170,9 @@ func (r *Actor) Receive(ctx actor.Context) {
 	case *NodeDown:
 		r.nodeDown(ctx, m.Node, m.Reason)
 	case *Resync:
+		if m.NewConnection && r.hist != nil {
+			r.refollow(ctx)
+		}
 		r.resync(ctx)
 	case *resyncDone:
 		r.resyncEnded(ctx, m.gen)
