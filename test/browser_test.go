@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"tether/config"
 	"tether/test/check"
 )
 
@@ -123,7 +125,7 @@ func TestChatPageReconnects(t *testing.T) {
 
 	startNode(t, wsListener(addr))
 	alice.waitJS("the state pill to read online", `document.getElementById('state').textContent === 'online'`)
-	alice.waitSystem("Reconnected, back in #lobby")
+	alice.waitSystem("Reconnected, back in #lobby: messages sent meanwhile could not be recovered (this room keeps no history)")
 	alice.waitMembers("alice")
 	after := evalIn[string](alice, `document.getElementById('me-conn').textContent`)
 	if after == before {
@@ -134,6 +136,54 @@ func TestChatPageReconnects(t *testing.T) {
 	text := "still here"
 	alice.do(chromedp.SendKeys(chromedp.ID("composer-input"), text), pressEnter())
 	alice.waitMessage(chatLine{Name: "alice", Text: text, Own: true, Timed: true})
+	alice.checkNoErrors()
+}
+
+// TestChatPageRecoversWhatItMissed: the page in a room with history
+// loses its node; while it is away another node's member sends three
+// messages; when the page is back it joins with since and shows the three,
+// once each, in order, and says it recovered them.
+func TestChatPageRecoversWhatItMissed(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("install chromium (.ci/run does): %v", err)
+	}
+	ns := startJetStreamNATS(t, -1, "")
+	onNATS := func(addr string) func(*config.Config) {
+		return func(c *config.Config) {
+			wsListener(addr)(c)
+			c.NATS.URL = ns.ClientURL()
+			withHistory(100)(c)
+		}
+	}
+	first := startNode(t, onNATS("127.0.0.1:0"))
+	addr := first.addr("ws")
+	bob := startNode(t, onNATS("127.0.0.1:0")).dialWS(t)
+	join(t, bob, "news:lobby", "bob")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	alice := openTab(t, startChromium(t, ctx), "alice")
+	defer alice.close()
+	alice.join("http://"+addr+"/?room=news:lobby&name=alice", "avatar-owl", "")
+	alice.waitMembers("alice", "bob")
+	say(t, bob, "news:lobby", "before")
+	alice.waitMessage(chatLine{Name: "bob", Text: "before", Timed: true})
+
+	stop, cancelStop := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelStop()
+	if err := first.Shutdown(stop); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitSystem("Disconnected (server_shutdown), reconnecting…")
+	for i := 1; i <= 3; i++ {
+		say(t, bob, "news:lobby", fmt.Sprintf("missed %d", i))
+	}
+	startNode(t, onNATS(addr))
+	alice.waitSystem("Reconnected, back in #news:lobby: recovered 3 missed messages")
+	texts := evalIn[[]string](alice, `[...document.querySelectorAll('#messages li.msg .msg-text')].map(e => e.textContent)`)
+	if want := []string{"before", "missed 1", "missed 2", "missed 3"}; !slices.Equal(texts, want) {
+		t.Errorf("messages shown: %q, want %q", texts, want)
+	}
 	alice.checkNoErrors()
 }
 
@@ -256,8 +306,13 @@ func (tb *tab) join(url, avatarID, screenshot string) {
 		chromedp.WaitVisible(chromedp.ID("chat-view")),
 	)
 	tb.waitJS("the state pill to read online", `document.getElementById('state').textContent === 'online'`)
-	if got := evalIn[string](tb, `document.getElementById('room-name').textContent`); got != "lobby" {
-		tb.t.Errorf("%s: room name shows %q, want lobby", tb.user, got)
+	u, err := neturl.Parse(url)
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	want := u.Query().Get("room")
+	if got := evalIn[string](tb, `document.getElementById('room-name').textContent`); got != want {
+		tb.t.Errorf("%s: room name shows %q, want %q", tb.user, got, want)
 	}
 }
 

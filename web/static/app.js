@@ -20,6 +20,12 @@
     4000: 'idle', 4001: 'no_pong', 4002: 'slow_consumer', 4003: 'write_timeout', 4004: 'kicked',
   };
   const CODE_KICKED = 4004;
+  // Why a join with since did not recover (README, "History").
+  const RECOVERY_TEXT = {
+    no_history: 'this room keeps no history',
+    too_old: 'they are no longer kept',
+    epoch_changed: "the room's history was reset",
+  };
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -54,6 +60,9 @@
     session: null, // {room, name, avatar} while the user wants to be in a room
     joined: false, // the server has us in session.room on this connection
     everJoined: false, // session has been joined once (later joins are rejoins)
+    joining: false, // a join of session.room is out: the messages it recovers come before its ok
+    recovered: 0, // messages that came while joining
+    position: null, // {offset, epoch} of the room's last message here, in a room with history
     members: new Map(), // conn → {conn, name, avatar, node}
     whisperTo: null, // {conn, name}
     last: null, // {from, whisper, to, at} of the last message line, for grouping
@@ -297,6 +306,7 @@
       case 'left': if (inRoom(msg.room)) memberLeft(msg, true); break;
       case 'presence': if (inRoom(msg.room)) presence(msg); break;
       case 'message': onMessage(msg); break;
+      case 'gap': if (inRoom(msg.room)) onGap(); break;
       default: break; // fields and ops may be added: ignore what we do not know
     }
   }
@@ -322,12 +332,22 @@
 
   // ---------- rooms ----------
 
-  async function joinRoom() {
+  // joinRoom joins session.room: the first time, after a reconnect, or
+  // again after a gap. In a room with history a rejoin sends since, the
+  // position of the last message seen, and the server replays what came
+  // after it before its ok, which says whether that was everything.
+  async function joinRoom(afterGap) {
     const s = st.session;
     const rejoin = st.everJoined;
+    const req = { op: 'join', room: s.room, name: s.name, avatar: s.avatar };
+    if (rejoin && st.position) req.since = st.position;
+    st.joining = true;
+    st.recovered = 0;
+    let ok;
     try {
-      await request({ op: 'join', room: s.room, name: s.name, avatar: s.avatar });
+      ok = await request(req);
     } catch (err) {
+      st.joining = false;
       if (s !== st.session) return;
       if (err.code === 'offline' || err.code === 'disconnected') return; // retried after the reconnect
       if (!rejoin) {
@@ -338,11 +358,22 @@
       }
       return;
     }
+    st.joining = false;
     if (s !== st.session) return; // the user left meanwhile
     st.joined = true;
     st.everJoined = true;
+    if (ok.epoch && !st.position) st.position = { offset: ok.offset || 0, epoch: ok.epoch };
     updateComposer();
-    system(rejoin ? `Reconnected, back in #${s.room}` : `You joined #${s.room}`, rejoin ? 'good' : '');
+    if (!rejoin) system(`You joined #${s.room}`);
+    else if (ok.recovered === true) {
+      const n = st.recovered;
+      const what = n === 0 ? 'nothing was missed' : `recovered ${n} missed message${n === 1 ? '' : 's'}`;
+      system(afterGap ? `Back in order: ${what}` : `Reconnected, back in #${s.room}: ${what}`, 'good');
+    } else {
+      const why = RECOVERY_TEXT[ok.reason] || 'this room keeps no history';
+      system(`${afterGap ? 'Messages were lost' : `Reconnected, back in #${s.room}`}: messages sent meanwhile could not be recovered (${why})`, 'warn');
+    }
+    if (afterGap) return;
     // Ourselves at once; the member list proper follows.
     st.members.set(st.conn, { conn: st.conn, name: s.name, avatar: s.avatar, node: st.node });
     renderMembers();
@@ -410,6 +441,16 @@
     if (left.length > PRESENCE_LINES) system(`${left.length} people left`);
   }
 
+  // onGap: the server lost messages of the room on their way here. In a
+  // room with history, joining again with since recovers them.
+  function onGap() {
+    if (!st.position) {
+      system('Some messages were lost on the way (this room keeps no history)', 'warn');
+      return;
+    }
+    joinRoom(true);
+  }
+
   async function leaveRoom() {
     const s = st.session;
     if (!s) return;
@@ -417,6 +458,7 @@
     const wasJoined = st.joined;
     st.joined = false;
     st.everJoined = false;
+    st.position = null;
     if (wasJoined && isOnline()) {
       try { await request({ op: 'leave', room: s.room }); } catch { /* leaving anyway */ }
     }
@@ -427,7 +469,13 @@
 
   function onMessage(msg) {
     const whisper = msg.room == null;
-    if (!whisper && !inRoom(msg.room)) return;
+    if (!whisper && !inRoom(msg.room) && !(st.joining && st.session && msg.room === st.session.room)) return;
+    if (!whisper && typeof msg.epoch === 'string' && msg.epoch) {
+      const p = st.position;
+      if (p && p.epoch === msg.epoch && msg.offset <= p.offset) return; // had it already
+      st.position = { offset: msg.offset, epoch: msg.epoch };
+      if (st.joining) st.recovered++;
+    }
     const from = String(msg.from || '');
     const known = st.members.get(from);
     addMessage({
@@ -696,6 +744,7 @@
     st.session = { room, name, avatar };
     st.joined = false;
     st.everJoined = false;
+    st.position = null;
     showChat();
     if (isOnline()) joinRoom();
     else if (!st.ws && !st.kicked) reconnectNow();
