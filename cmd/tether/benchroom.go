@@ -37,6 +37,13 @@ import (
 // and reports every figure as a ratio to that floor: these machines are
 // shared and noisy, so only a ratio measured in the same run means much.
 //
+// With --history-room (a room of a namespace with history, kept at least
+// --messages long) it then runs the same scenario in that room, and
+// reports the latency its history adds (its messages are stored in
+// JetStream before any member gets them) against the plain room measured
+// in the same run, and the time a client that missed every message of the
+// run takes to get them all back (a join with since).
+//
 // With several --url (nodes of one cluster) the workers are spread over
 // them and the figures come per node: the sender's node shows local
 // delivery, the others delivery across NATS, in the same run.
@@ -61,11 +68,13 @@ func benchRoomCmd() *cobra.Command {
 	f.IntVar(&o.rate, "rate", 50, "messages per second")
 	f.IntVar(&o.size, "size", 128, "bytes of data per message")
 	f.StringVar(&o.room, "room", "bench", "room name")
+	f.StringVar(&o.historyRoom, "history-room", "", "also run in this room with history (its namespace keeps at least --messages), and time the replay of the run's messages")
 	return cmd
 }
 
 type roomBench struct {
 	url, sendURL, room   string
+	historyRoom          string
 	pid                  int
 	floor                bool
 	members, procs       int
@@ -81,6 +90,7 @@ type roomResult struct {
 	joinTime   time.Duration
 	sendTime   time.Duration
 	sendURL    string
+	start      *client.Position // a history room's position before the first message
 }
 
 func (r *roomResult) cpuPerDelivery() float64 { return r.cpu / float64(r.delivered) }
@@ -125,7 +135,74 @@ func (o *roomBench) run(ctx context.Context, out io.Writer) error {
 	if res.delivered != o.members*o.messages {
 		return fmt.Errorf("%d deliveries missing", o.members*o.messages-res.delivered)
 	}
+	if o.historyRoom != "" {
+		return o.runHistory(ctx, out, res)
+	}
 	return nil
+}
+
+// runHistory runs the scenario again in the history room, compares it
+// with the plain room's run, and times the replay of its messages.
+func (o *roomBench) runHistory(ctx context.Context, out io.Writer, plain *roomResult) error {
+	h := *o
+	h.room = o.historyRoom
+	res, err := h.measure(ctx, o.url, o.sendURL, o.pid)
+	if err != nil {
+		return fmt.Errorf("history room: %w", err)
+	}
+	fmt.Fprintln(out)
+	fmt.Fprintf(out, "room with history (%s):\n", h.room)
+	h.print(out, res)
+	fmt.Fprintf(out, "history adds        send to last member p50 %+.3f ms, p99 %+.3f ms\n",
+		res.latency(0.50)-plain.latency(0.50), res.latency(0.99)-plain.latency(0.99))
+	if res.delivered != o.members*o.messages {
+		return fmt.Errorf("history room: %d deliveries missing", o.members*o.messages-res.delivered)
+	}
+	if res.start == nil {
+		return fmt.Errorf("room %s has no history: its join gave no position", h.room)
+	}
+	took, got, err := replay(ctx, o.sendURL, h.room, res.start)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "replay              %d missed messages to a client joining with since in %s (join to ok)\n", got, took.Round(10*time.Microsecond))
+	if got != o.messages {
+		return fmt.Errorf("replay: %d messages of %d", got, o.messages)
+	}
+	return nil
+}
+
+// replay joins room at url with since and returns how long the join took
+// to be answered and how many messages came before its ok.
+func replay(ctx context.Context, url, room string, since *client.Position) (time.Duration, int, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := client.DialWebSocket(dctx, url)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	start := time.Now()
+	if err := c.Send(client.Request{Op: "join", ID: 1, Room: room, Name: "replay", Since: since}); err != nil {
+		return 0, 0, err
+	}
+	for got := 0; ; {
+		ev, err := c.Recv()
+		if err != nil {
+			return 0, got, err
+		}
+		switch ev.Op {
+		case "message":
+			got++
+		case "ok":
+			if ev.Recovered == nil || !*ev.Recovered {
+				return 0, got, fmt.Errorf("replay: not recovered (%s)", ev.Reason)
+			}
+			return time.Since(start), got, nil
+		case "error":
+			return 0, got, fmt.Errorf("replay: %s: %s", ev.Code, ev.Message)
+		}
+	}
 }
 
 // startFloor runs the floor server in a process of its own and returns
@@ -178,8 +255,12 @@ func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (
 		return nil, err
 	}
 	defer sender.Close()
-	if _, err := sender.Call(client.Request{Op: "join", Room: o.room, Name: "sender"}); err != nil {
+	ok, err := sender.Call(client.Request{Op: "join", Room: o.room, Name: "sender"})
+	if err != nil {
 		return nil, err
+	}
+	if ok.Epoch != "" {
+		res.start = &client.Position{Offset: ok.Offset, Epoch: ok.Epoch}
 	}
 	go func() { // the sender reads nothing of interest; keep its queue empty
 		for {
