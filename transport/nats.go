@@ -48,13 +48,26 @@ func StartEmbeddedNATS(cfg config.Embedded, jetstream bool, name string, log zer
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	ns.SetLogger(natsLogger{log.With().Str("component", "nats-server").Logger()}, false, false)
+	fatal := make(chan string, 1)
+	ns.SetLogger(natsLogger{log: log.With().Str("component", "nats-server").Logger(), fatal: fatal}, false, false)
 	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return nil, errors.New("embedded nats: not ready within 10s (is the port in use?)")
+	// Until it accepts clients, or says why it cannot (a port in use,
+	// say): nats-server logs that as fatal and gives up.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		select {
+		case why := <-fatal:
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded nats: %s", why)
+		default:
+		}
+		if ns.ReadyForConnections(50 * time.Millisecond) {
+			return ns, nil
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			return nil, errors.New("embedded nats: not ready within 10s")
+		}
 	}
-	return ns, nil
 }
 
 // NATSEvents are called on the client's connection state changes. Any may
@@ -118,12 +131,22 @@ func ConnectNATS(url, name string, cfg config.NATS, log zerolog.Logger, ev NATSE
 	return nc, nil
 }
 
-// natsLogger writes nats-server's log lines through zerolog.
-type natsLogger struct{ log zerolog.Logger }
+// natsLogger writes nats-server's log lines through zerolog, and hands
+// the first fatal one to fatal.
+type natsLogger struct {
+	log   zerolog.Logger
+	fatal chan string
+}
 
 func (l natsLogger) Noticef(format string, v ...any) { l.log.Info().Msgf(format, v...) }
 func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
-func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
-func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
-func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug().Msgf(format, v...) }
-func (l natsLogger) Tracef(format string, v ...any)  { l.log.Trace().Msgf(format, v...) }
+func (l natsLogger) Fatalf(format string, v ...any) {
+	l.log.Error().Msgf(format, v...)
+	select {
+	case l.fatal <- fmt.Sprintf(format, v...):
+	default:
+	}
+}
+func (l natsLogger) Errorf(format string, v ...any) { l.log.Error().Msgf(format, v...) }
+func (l natsLogger) Debugf(format string, v ...any) { l.log.Debug().Msgf(format, v...) }
+func (l natsLogger) Tracef(format string, v ...any) { l.log.Trace().Msgf(format, v...) }

@@ -328,7 +328,11 @@ func (n *Node) stop(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if nc := n.bus.Conn(); nc != nil {
+	var nc *nats.Conn
+	if n.bus != nil { // nil when Start failed before it made one
+		nc = n.bus.Conn()
+	}
+	if nc != nil {
 		// Drain flushes what the node published last (leaves, goodbye)
 		// before closing.
 		closed := make(chan struct{})

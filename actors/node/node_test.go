@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -284,5 +285,29 @@ func TestHistoryAfterNATSConnectionReplaced(t *testing.T) {
 	ev, err := late.Call(client.Request{Op: "history", Room: "news:a", Limit: 10})
 	if err != nil || len(ev.Messages) != 5 {
 		t.Fatalf("history after the new connection: %+v %v", ev, err)
+	}
+}
+
+// TestStartFailureIsAnError: a node that cannot start (here its embedded
+// NATS port is taken) returns the error, and tears down what it had
+// started, without panicking.
+func TestStartFailureIsAnError(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := testConfig()
+	cfg.NATS.Embedded.Port = taken.Addr().(*net.TCPAddr).Port
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(Options{Config: cfg, Log: zerolog.New(zerolog.NewTestWriter(t)), Version: "test"})
+	if err == nil {
+		_ = n.Shutdown(context.Background())
+		t.Fatal("started on a taken port")
+	}
+	if !strings.Contains(err.Error(), "embedded nats") {
+		t.Errorf("error %q does not say what failed", err)
 	}
 }
