@@ -105,6 +105,25 @@ type NATS struct {
 	// ReconnectBuffer is how much the client buffers while disconnected
 	// before publications fail (and are counted as lost). Default 8MiB.
 	ReconnectBuffer Size `yaml:"reconnect_buffer"`
+	// HistoryReplicas is how many NATS servers keep each stream of the
+	// rooms' history (JetStream replicas, 1 to 5): with 3, history
+	// survives the loss of any one server. 0 (the default) picks: 3 when
+	// the embedded server has two or more routes (a cluster of three or
+	// more), else 1. With an external NATS cluster, set it.
+	HistoryReplicas int `yaml:"history_replicas"`
+}
+
+// Replicas is the number of replicas of the history streams that
+// HistoryReplicas asks for.
+func (n *NATS) Replicas() int {
+	switch {
+	case n.HistoryReplicas > 0:
+		return n.HistoryReplicas
+	case n.URL == "" && len(n.Embedded.Cluster.Routes) >= 2:
+		return 3
+	default:
+		return 1
+	}
 }
 
 // Embedded configures the in-process nats-server.
@@ -114,8 +133,10 @@ type Embedded struct {
 	// Port for clients; -1 picks a free port. Default 4222.
 	Port int `yaml:"port"`
 	// StoreDir is where the embedded server's JetStream keeps the rooms'
-	// history, so that it survives a restart. Default "tether-data"
-	// (relative to the working directory). Empty keeps it in memory.
+	// history, so that it survives a restart: in StoreDir/<node.name>, so
+	// that nodes started in one directory keep stores of their own.
+	// Default "tether-data" (relative to the working directory). Empty
+	// keeps it in memory.
 	StoreDir string `yaml:"store_dir"`
 	// Cluster joins embedded servers of several nodes by routes.
 	Cluster EmbeddedCluster `yaml:"cluster"`

@@ -231,6 +231,7 @@ func TestValidateEveryRule(t *testing.T) {
 		{"nats.subject_prefix", func(c *Config) { c.NATS.SubjectPrefix = "a.*" }, "not a NATS subject prefix"},
 		{"nats.reconnect_wait", func(c *Config) { c.NATS.ReconnectWait = -1 }, "must not be negative"},
 		{"nats.reconnect_buffer", func(c *Config) { c.NATS.ReconnectBuffer = -1 }, "must not be negative"},
+		{"nats.history_replicas", func(c *Config) { c.NATS.HistoryReplicas = 6 }, "must be 0 (pick) to 5"},
 		{"cluster.heartbeat_interval", func(c *Config) { c.Cluster.HeartbeatInterval = 0 }, "must be positive"},
 		{"cluster.dead_after", func(c *Config) { c.Cluster.DeadAfter = c.Cluster.HeartbeatInterval }, "at least twice"},
 		{"rooms.max_per_connection", func(c *Config) { c.Rooms.MaxPerConnection = 0 }, "at least 1"},
@@ -418,5 +419,27 @@ rooms:
 		if _, err := Load(writeFile(t, bad.yaml), nil, nil); err == nil || !strings.Contains(err.Error(), bad.key) {
 			t.Errorf("%s: %v, want %s", bad.yaml, err, bad.key)
 		}
+	}
+}
+
+// TestHistoryReplicas: 0 picks 3 for an embedded server with two or more
+// routes (a NATS cluster of three or more), 1 otherwise; a value set is
+// taken as it is.
+func TestHistoryReplicas(t *testing.T) {
+	c := Default()
+	if got := c.NATS.Replicas(); got != 1 {
+		t.Errorf("single node: %d replicas, want 1", got)
+	}
+	c.NATS.Embedded.Cluster.Routes = []string{"nats-route://a:6222", "nats-route://b:6222"}
+	if got := c.NATS.Replicas(); got != 3 {
+		t.Errorf("embedded cluster of three: %d replicas, want 3", got)
+	}
+	c.NATS.URL = "nats://x:4222"
+	if got := c.NATS.Replicas(); got != 1 {
+		t.Errorf("external NATS: %d replicas, want 1", got)
+	}
+	c.NATS.HistoryReplicas = 2
+	if got := c.NATS.Replicas(); got != 2 {
+		t.Errorf("set to 2: %d replicas", got)
 	}
 }

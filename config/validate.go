@@ -126,6 +126,9 @@ func (c *Config) validateNATS(v *validator) {
 	if n.ReconnectBuffer < 0 {
 		v.add("nats.reconnect_buffer", "must not be negative, got %d", n.ReconnectBuffer)
 	}
+	if n.HistoryReplicas < 0 || n.HistoryReplicas > 5 {
+		v.add("nats.history_replicas", "must be 0 (pick) to 5, got %d", n.HistoryReplicas)
+	}
 }
 
 func (l *Listener) validate(v *validator, key string) {

@@ -31,6 +31,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"tether/config"
 )
@@ -45,10 +46,18 @@ const (
 // Store is a node's access to the rooms' history. Its methods are safe for
 // concurrent use.
 type Store struct {
-	prefix  string
-	memory  bool                   // streams in memory, not on disk
+	o       Options
 	streams map[string]*nsStream   // by namespace prefix ("" for rooms.default)
 	on      atomic.Pointer[jsConn] // the NATS connection in use
+}
+
+// Options say what history to keep, and how.
+type Options struct {
+	Prefix   string        // nats.subject_prefix
+	Rooms    *config.Rooms // the namespaces, with their history options
+	Memory   bool          // streams in memory, not on disk
+	Replicas int           // servers keeping each stream (nats.history_replicas)
+	Log      zerolog.Logger
 }
 
 // nsStream is the stream of one namespace.
@@ -75,10 +84,11 @@ const publishTimeout = 5 * time.Second
 var ErrNoJetStream = errors.New("history needs NATS JetStream, which the NATS server in use does not have (run nats-server with -js, or use tether's embedded server)")
 
 // Open makes (or updates) the stream of every namespace of rooms with
-// history, in memory or on disk (memory), and reads their epochs. With no
-// such namespace it returns a Store that has no history.
-func Open(ctx context.Context, nc *nats.Conn, prefix string, rooms *config.Rooms, memory bool) (*Store, error) {
-	s := &Store{prefix: prefix, memory: memory, streams: map[string]*nsStream{}}
+// history, and reads their epochs. With no such namespace it returns a
+// Store that has no history.
+func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
+	s := &Store{o: o, streams: map[string]*nsStream{}}
+	prefix, rooms := o.Prefix, o.Rooms
 	add := func(ns string, o *config.RoomOptions) {
 		if o.HistorySize == 0 {
 			return
@@ -105,25 +115,52 @@ func Open(ctx context.Context, nc *nats.Conn, prefix string, rooms *config.Rooms
 
 // Attach makes the store use nc: Open's connection, or the node's new one
 // when NATS closed the old for good. It makes (or updates) the streams
-// on it. The epochs are those the streams had at Open: a stream made
-// again since (a NATS without the old one's store) starts a history that
-// rooms open before do not know, and is logged by them as a gap.
+// on it. A JetStream that does not answer yet (a cluster still electing
+// its leader, a stream's replicas not all up) is asked again every
+// attemptTimeout until ctx ends; one that is missing is an error at once.
+// The epochs are those the streams had at Open: a stream made again since
+// (a NATS without the old one's store) starts a history that rooms open
+// before do not know, and is logged by them as a gap.
 func (s *Store) Attach(ctx context.Context, nc *nats.Conn) error {
 	if len(s.streams) == 0 {
 		return nil
 	}
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		on, err := s.attach(actx, nc)
+		cancel()
+		switch {
+		case err == nil:
+			s.on.Store(on)
+			return nil
+		case errors.Is(err, ErrNoJetStream), ctx.Err() != nil:
+			return err
+		}
+		s.o.Log.Warn().Err(err).Msg("waiting for NATS JetStream to keep the rooms' history")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(attemptTimeout / 4):
+		}
+	}
+}
+
+// attemptTimeout bounds one attempt to reach JetStream.
+const attemptTimeout = 2 * time.Second
+
+func (s *Store) attach(ctx context.Context, nc *nats.Conn) (*jsConn, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishTimeout))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := js.AccountInfo(ctx); err != nil {
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-			return ErrNoJetStream
+			return nil, ErrNoJetStream
 		}
-		return fmt.Errorf("history: jetstream: %w", err)
+		return nil, fmt.Errorf("history: jetstream: %w", err)
 	}
 	storage := jetstream.FileStorage
-	if s.memory {
+	if s.o.Memory {
 		storage = jetstream.MemoryStorage
 	}
 	on := &jsConn{js: js, streams: map[string]jetstream.Stream{}}
@@ -131,27 +168,27 @@ func (s *Store) Attach(ctx context.Context, nc *nats.Conn) error {
 		st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name:              ns.name,
 			Description:       "tether: the history of the rooms of namespace " + ns.token,
-			Subjects:          []string{s.prefix + ".hist." + ns.token + ".*"},
+			Subjects:          []string{s.o.Prefix + ".hist." + ns.token + ".*"},
 			Storage:           storage,
+			Replicas:          max(s.o.Replicas, 1),
 			MaxMsgsPerSubject: int64(ns.HistorySize),
 			MaxAge:            ns.HistoryTTL.D(),
 			Discard:           jetstream.DiscardOld,
 			Duplicates:        2 * time.Minute, // a send retried with its id is stored once
 		})
 		if err != nil {
-			return fmt.Errorf("history of namespace %s: %w", ns.token, err)
+			return nil, fmt.Errorf("history of namespace %s: %w", ns.token, err)
 		}
 		if ns.epoch == "" { // at Open, before any room reads it
 			info, err := st.Info(ctx)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			ns.epoch = strconv.FormatInt(info.Created.UnixNano(), 36)
 		}
 		on.streams[ns.name] = st
 	}
-	s.on.Store(on)
-	return nil
+	return on, nil
 }
 
 // of returns the stream of room's namespace, nil when it has no history.
@@ -179,7 +216,7 @@ func (s *Store) Size(room string) int { return s.of(room).HistorySize }
 func (s *Store) Epoch(room string) string { return s.of(room).epoch }
 
 func (s *Store) subject(room string) string {
-	return s.prefix + ".hist." + s.of(room).token + "." + room
+	return s.o.Prefix + ".hist." + s.of(room).token + "." + room
 }
 
 // Append stores payload, sent by from (a member, or "" for the server),

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"tether/client"
 	"tether/config"
 	"tether/history"
+	"tether/test/check"
 )
 
 // withHistory gives rooms news:* a history of size messages.
@@ -260,5 +263,83 @@ func TestHistoryNeedsJetStream(t *testing.T) {
 	}
 	if !errors.Is(err, history.ErrNoJetStream) || !strings.Contains(err.Error(), "-js") || !strings.Contains(err.Error(), ns.ClientURL()) {
 		t.Errorf("error %q: want it to say JetStream is missing, where, and what to do", err)
+	}
+}
+
+// TestHistorySurvivesLosingANode: three tether serve processes, started in
+// one working directory, whose embedded NATS servers form a cluster, keep
+// a room's history in JetStream with three replicas (what
+// nats.history_replicas picks there). The node a message was sent through,
+// and its NATS server, is SIGKILLed: a client that read some of the
+// messages moves to another node, recovers the rest with since, and the
+// room goes on.
+func TestHistorySurvivesLosingANode(t *testing.T) {
+	dir := t.TempDir()
+	type ports struct{ nats, route, tcp int }
+	ps := make([]ports, 3)
+	for i := range ps {
+		ps[i] = ports{freePort(t), freePort(t), freePort(t)}
+	}
+	procs := make([]*serveProcess, 3)
+	addrs := make([]string, 3)
+	for i := range procs {
+		var routes []string
+		for j := range ps {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ps[j].route))
+			}
+		}
+		addrs[i] = fmt.Sprintf("127.0.0.1:%d", ps[i].tcp)
+		conf := fmt.Sprintf(`
+node: {name: n%d}
+pid_file: n%d.pid
+log: {format: json}
+http: {address: ""}
+nats:
+  embedded: {port: %d, cluster: {name: t, port: %d, routes: [%s]}}
+cluster: {heartbeat_interval: 200ms, dead_after: 2s}
+rooms: {namespaces: [{prefix: news, history_size: 100}]}
+listeners:
+  - {name: tcp, address: %q}
+`, i+1, i+1, ps[i].nats, ps[i].route, strings.Join(routes, ", "), addrs[i])
+		path := filepath.Join(dir, fmt.Sprintf("n%d.yaml", i+1))
+		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		procs[i] = startServeProcessFile(t, dir, path, addrs[i])
+	}
+	sender, reader := dialRetry(t, addrs[1]), dialRetry(t, addrs[2])
+	join(t, reader, "news:eu", "rita")
+	join(t, sender, "news:eu", "sam")
+	sayN(t, sender, "news:eu", "m", 0, 5)
+	expectN(t, reader, "m", 0, 2)
+	since := reader.Position("news:eu")
+
+	procs[1].kill() // n2, where the messages came in: no goodbye
+	// The reader moves to n1. While JetStream elects new leaders for what
+	// n2's server led, the join may be answered unavailable: try again.
+	var moved *client.Client
+	check.For(t, 20*time.Second, 200*time.Millisecond, func() error {
+		c := dialRetry(t, addrs[0])
+		ok, err := c.Call(client.Request{Op: "join", Room: "news:eu", Name: "rita", Since: since})
+		if err != nil {
+			c.Close()
+			return err
+		}
+		if ok.Recovered == nil || !*ok.Recovered {
+			t.Fatalf("join with since on n1: %+v, want recovered", ok)
+		}
+		moved = c
+		return nil
+	})
+	expectN(t, moved, "m", 2, 5)
+	// The room goes on, from n3 to n1, stored with two servers of three.
+	sender = dialRetry(t, addrs[2])
+	join(t, sender, "news:eu", "sam")
+	sayN(t, sender, "news:eu", "m", 5, 8)
+	expectN(t, moved, "m", 5, 8)
+	h, err := moved.Call(client.Request{Op: "history", Room: "news:eu"})
+	if err != nil || len(h.Messages) != 8 {
+		t.Fatalf("history: %d messages, %v; want 8", len(h.Messages), err)
 	}
 }

@@ -32,13 +32,21 @@ func startServeProcess(t *testing.T, conf, tcpAddr string, before ...string) *se
 }
 
 // startServeProcessIn is startServeProcess in the working directory dir
-// (where the node keeps its pid file and its history store).
+// (where the node keeps its pid file and its history store), its
+// configuration in dir/tether.yaml.
 func startServeProcessIn(t *testing.T, dir, conf, tcpAddr string, before ...string) *serveProcess {
 	t.Helper()
 	path := filepath.Join(dir, "tether.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return startServeProcessFile(t, dir, path, tcpAddr, before...)
+}
+
+// startServeProcessFile is startServeProcessIn with the configuration
+// file at path: several nodes in one directory.
+func startServeProcessFile(t *testing.T, dir, path, tcpAddr string, before ...string) *serveProcess {
+	t.Helper()
 	cmd := exec.Command(tetherBin, "serve", "-c", path)
 	if len(before) > 0 {
 		cmd = exec.Command("sh", "-c", strings.Join(before, " && ")+` && exec "$0" serve -c "$1"`, tetherBin, path)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -19,8 +20,9 @@ import (
 // through log. With cluster routes configured, the embedded servers of
 // several nodes form one NATS cluster. With jetstream (rooms with history)
 // it runs JetStream, its store in cfg.StoreDir (a temporary directory,
-// for streams kept in memory, when that is empty); name names the server
-// in a JetStream cluster.
+// for streams kept in memory, when that is empty), in a directory of its
+// own under it: name, the node's name, which also names the server in a
+// JetStream cluster (so it must stay the same across restarts).
 func StartEmbeddedNATS(cfg config.Embedded, jetstream bool, name string, log zerolog.Logger) (*server.Server, error) {
 	opts := &server.Options{
 		ServerName: name,
@@ -35,8 +37,8 @@ func StartEmbeddedNATS(cfg config.Embedded, jetstream bool, name string, log zer
 	}
 	if jetstream {
 		opts.JetStream = true
-		opts.StoreDir = cfg.StoreDir
-		if opts.StoreDir == "" {
+		opts.StoreDir = filepath.Join(cfg.StoreDir, name)
+		if cfg.StoreDir == "" {
 			dir, err := os.MkdirTemp("", "tether-jetstream")
 			if err != nil {
 				return nil, fmt.Errorf("embedded nats: %w", err)

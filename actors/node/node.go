@@ -98,7 +98,7 @@ func Start(opts Options) (_ *Node, err error) {
 
 	n.natsURL = cfg.NATS.URL
 	if n.natsURL == "" {
-		if n.ns, err = transport.StartEmbeddedNATS(cfg.NATS.Embedded, cfg.Rooms.HasHistory(), n.id, n.log); err != nil {
+		if n.ns, err = transport.StartEmbeddedNATS(cfg.NATS.Embedded, cfg.Rooms.HasHistory(), cfg.Node.Name, n.log); err != nil {
 			return nil, err
 		}
 		n.natsURL = n.ns.ClientURL()
@@ -111,10 +111,16 @@ func Start(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.bus.Attach(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// A JetStream cluster answers once its servers have elected a leader:
+	// nodes of a cluster started one after the other wait for each other.
+	ctx, cancel := context.WithTimeout(context.Background(), historyWait)
 	defer cancel()
 	memory := n.ns != nil && cfg.NATS.Embedded.StoreDir == ""
-	if n.history, err = history.Open(ctx, nc, cfg.NATS.SubjectPrefix, &cfg.Rooms, memory); err != nil {
+	n.history, err = history.Open(ctx, nc, history.Options{
+		Prefix: cfg.NATS.SubjectPrefix, Rooms: &cfg.Rooms, Memory: memory, Replicas: cfg.NATS.Replicas(),
+		Log: n.log,
+	})
+	if err != nil {
 		return nil, fmt.Errorf("rooms: %w (NATS at %s)", err, nc.ConnectedUrlRedacted())
 	}
 
@@ -170,6 +176,10 @@ func Start(opts Options) (_ *Node, err error) {
 
 // ID is the node id: its name plus a per-boot suffix.
 func (n *Node) ID() string { return n.id }
+
+// historyWait bounds how long a starting node waits for JetStream to keep
+// the rooms' history.
+const historyWait = time.Minute
 
 // NATSURL is the client URL of the NATS the node uses.
 func (n *Node) NATSURL() string { return n.bus.Conn().ConnectedUrl() }
