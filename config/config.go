@@ -88,7 +88,23 @@ type HTTP struct {
 	Token string `yaml:"token"`
 	// Pprof mounts net/http/pprof under /debug/pprof. Default false.
 	Pprof bool `yaml:"pprof"`
+	// TLS serves the admin server over HTTPS when set.
+	TLS TLS `yaml:"tls"`
 }
+
+// TLS is a certificate and its key, PEM files, read at start and again on
+// SIGHUP (tether reload): a renewed certificate is used for new
+// connections without dropping the ones that are open. Both empty (the
+// default): no TLS.
+type TLS struct {
+	// CertFile is the certificate chain, leaf first. Default "".
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the certificate's private key. Default "".
+	KeyFile string `yaml:"key_file"`
+}
+
+// Enabled says whether TLS is configured.
+func (t *TLS) Enabled() bool { return t.CertFile != "" }
 
 // NATS configures the connection to NATS and the embedded server.
 type NATS struct {
@@ -105,6 +121,23 @@ type NATS struct {
 	// ReconnectBuffer is how much the client buffers while disconnected
 	// before publications fail (and are counted as lost). Default 8MiB.
 	ReconnectBuffer Size `yaml:"reconnect_buffer"`
+	// User and Password authenticate tether to NATS. With the embedded
+	// server they are what it requires of every client (tether's own
+	// connection, relay workers, the admin API over NATS) and of the
+	// routes between embedded servers; when neither they nor Token are
+	// set, the embedded server requires a password generated at each
+	// boot, which only this node knows. Required (or Token) when the
+	// embedded server listens off loopback or has routes. Default "".
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	// Token authenticates tether to NATS instead of User and Password.
+	// Default "".
+	Token string `yaml:"token"`
+	// CredentialsFile is a NATS .creds file (a user JWT and its nkey
+	// seed) for an external NATS. Default "".
+	CredentialsFile string `yaml:"credentials_file"`
+	// TLS is how tether connects to an external NATS over TLS.
+	TLS NATSTLS `yaml:"tls"`
 	// HistoryReplicas is how many NATS servers keep each stream of the
 	// rooms' history (JetStream replicas, 1 to 5): with 3, history
 	// survives the loss of any one server. 0 (the default) picks: 3 when
@@ -124,6 +157,18 @@ func (n *NATS) Replicas() int {
 	default:
 		return 1
 	}
+}
+
+// NATSTLS configures TLS to an external NATS server. A tls:// URL, or any
+// of these set, turns it on.
+type NATSTLS struct {
+	// CAFile is the PEM file of the certificate authorities to trust;
+	// empty trusts the system's. Default "".
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a client certificate, for a server that
+	// asks for one. Default "".
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // Embedded configures the in-process nats-server.
@@ -327,6 +372,54 @@ type Listener struct {
 	Heartbeat Heartbeat `yaml:"heartbeat"`
 	// Limits bounds connections and their outbound queues.
 	Limits Limits `yaml:"limits"`
+	// TLS makes the listener speak TLS: TCP over TLS, or wss:// (and
+	// https:// for its static files) on websocket listeners.
+	TLS TLS `yaml:"tls"`
+	// Auth is how the listener's clients prove who they are.
+	Auth Auth `yaml:"auth"`
+}
+
+// Auth modes.
+const (
+	AuthNone  = "none"
+	AuthToken = "token"
+	AuthProxy = "proxy"
+)
+
+// Auth is how a listener authenticates its clients (DESIGN.md section
+// 11). It applies to the chat application.
+type Auth struct {
+	// Mode is none (the default: anyone connects, names are what clients
+	// say), token (a JWT, verified with JWT's key) or proxy (the node asks
+	// Proxy.URL).
+	Mode string `yaml:"mode"`
+	// JWT is the key tokens are verified with (mode token).
+	JWT JWT `yaml:"jwt"`
+	// Proxy is the backend that authenticates connections (mode proxy).
+	Proxy Proxy `yaml:"proxy"`
+	// Timeout is how long a connection may stay unauthenticated before it
+	// is closed (reason unauthorized). Default 10s.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// JWT is the key of a token listener. Exactly one is set, and it fixes
+// the algorithm: an HMAC secret accepts HS256 only; a public key accepts
+// RS256 (RSA) or ES256 (P-256) only.
+type JWT struct {
+	// HMACSecret is the HS256 secret, at least 32 bytes. Default "".
+	HMACSecret string `yaml:"hmac_secret"`
+	// PublicKeyFile is a PEM file with an RSA or a P-256 public key.
+	// Default "".
+	PublicKeyFile string `yaml:"public_key_file"`
+}
+
+// Proxy is the backend a proxy listener asks (DESIGN.md section 11).
+type Proxy struct {
+	// URL receives a POST per connection to authenticate. Required in
+	// mode proxy.
+	URL string `yaml:"url"`
+	// Timeout bounds the backend's answer. Default 5s.
+	Timeout Duration `yaml:"timeout"`
 }
 
 // Framing configures how a stream is cut into messages (Swoole's
@@ -427,6 +520,19 @@ type Limits struct {
 	// 10ms). Default 0: write at once (a fan-out still writes each member
 	// once per batch of messages).
 	WriteDelay Duration `yaml:"write_delay"`
+	// MessagesPerSecond is how many messages a connection may send per
+	// second on average, with bursts of up to Burst: past them a message
+	// is refused (error rate_limited), and a connection that goes on
+	// until Burst more were refused is closed (reason rate_limited).
+	// 0 (the default): no limit.
+	MessagesPerSecond int `yaml:"messages_per_second"`
+	// Burst is how many messages a connection may send at once above its
+	// rate. Default 0: twice MessagesPerSecond, at least 1.
+	Burst int `yaml:"burst"`
+	// AcceptsPerIPPerSecond is how many connections one remote IP may
+	// open per second (bursts of as many); more are closed at accept
+	// (counted as a reject, accept_rate). 0 (the default): no limit.
+	AcceptsPerIPPerSecond int `yaml:"accepts_per_ip_per_second"`
 }
 
 // Default returns the configuration a node runs with when no file is given.
@@ -473,6 +579,7 @@ func DefaultListener(protocol string) Listener {
 			OutboundQueue: 1 << 20,
 			WriteTimeout:  Duration(5 * time.Second), OnFull: OnFullClose,
 		},
+		Auth: Auth{Mode: AuthNone, Timeout: Duration(10 * time.Second), Proxy: Proxy{Timeout: Duration(5 * time.Second)}},
 	}
 	if protocol == ProtocolWebSocket {
 		l.Protocol = ProtocolWebSocket
