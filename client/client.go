@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"sync"
@@ -56,6 +57,12 @@ type Event struct {
 	LeftCount   int        `json:"left_count,omitempty"`
 	Truncated   bool       `json:"truncated,omitempty"`
 	Heartbeat   *Heartbeat `json:"heartbeat,omitempty"`
+	// Auth (welcome): the listener authenticates its clients ("token" or
+	// "proxy"). User and Expires (the ok of auth and refresh): who the
+	// connection is, and until when (Unix seconds; 0: no end).
+	Auth    string `json:"auth,omitempty"`
+	User    string `json:"user,omitempty"`
+	Expires int64  `json:"expires,omitempty"`
 	// Rooms with history: a message's place, the room's place in a join's
 	// ok (and whether a join with since recovered everything, or why
 	// not), and the history request's messages.
@@ -82,6 +89,7 @@ type Request struct {
 	// after it first (Client.Position gives the last one received).
 	Since *Position `json:"since,omitempty"`
 	Limit int       `json:"limit,omitempty"` // history: how many
+	Token string    `json:"token,omitempty"` // auth, refresh
 }
 
 // ErrClosed is returned by Recv once the server closed the connection. The
@@ -192,6 +200,16 @@ func DialWebSocketFrom(ctx context.Context, url string, local net.IP) (*Client, 
 			return nd.DialContext(ctx, network, addr)
 		}
 	}
+	return dialWebSocket(ctx, url, d)
+}
+
+// DialWebSocketHeader is DialWebSocket with headers added to the upgrade
+// request (a session cookie for a proxy listener's backend).
+func DialWebSocketHeader(ctx context.Context, url string, h http.Header) (*Client, error) {
+	return dialWebSocket(ctx, url, ws.Dialer{Header: ws.HandshakeHeaderHTTP(h)})
+}
+
+func dialWebSocket(ctx context.Context, url string, d ws.Dialer) (*Client, error) {
 	c, br, _, err := d.Dial(ctx, url)
 	if err != nil {
 		return nil, err
@@ -345,6 +363,11 @@ func (c *Client) Call(r Request) (*Event, error) {
 		}
 		return ev, nil
 	}
+}
+
+// Authenticate sends auth with token and returns its answer.
+func (c *Client) Authenticate(token string) (*Event, error) {
+	return c.Call(Request{Op: "auth", Token: token})
 }
 
 // Expect reads messages until one has op, discarding the others, or

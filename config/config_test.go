@@ -248,6 +248,23 @@ func TestValidateEveryRule(t *testing.T) {
 		{"listeners.ws.path", func(c *Config) { c.Listeners[1].Path = "ws" }, "must start with /"},
 		{"listeners.ws.static_dir", func(c *Config) { c.Listeners[1].StaticDir = "/no/such/dir" }, "not a directory"},
 		{"listeners.ws.allowed_origins", func(c *Config) { c.Listeners[1].AllowedOrigins = []string{"example.com"} }, "not an origin"},
+		{"listeners.ws.auth.mode", func(c *Config) { c.Listeners[1].Auth.Mode = "jwt" }, "unknown value"},
+		{"listeners.ws.auth.jwt", func(c *Config) { c.Listeners[1].Auth.Mode = AuthToken }, "needs hmac_secret"},
+		{"listeners.ws.auth.jwt.hmac_secret", func(c *Config) {
+			c.Listeners[1].Auth.Mode, c.Listeners[1].Auth.JWT.HMACSecret = AuthToken, "short"
+		}, "at least 32 bytes"},
+		{"listeners.ws.auth.jwt", func(c *Config) {
+			c.Listeners[1].Auth.Mode = AuthToken
+			c.Listeners[1].Auth.JWT = JWT{HMACSecret: strings.Repeat("s", 32), PublicKeyFile: "key.pem"}
+		}, "the key fixes the algorithm"},
+		{"listeners.ws.auth.jwt.public_key_file", func(c *Config) {
+			c.Listeners[1].Auth.Mode, c.Listeners[1].Auth.JWT.PublicKeyFile = AuthToken, "/nonexistent.pem"
+		}, "no such file"},
+		{"listeners.ws.auth.proxy.url", func(c *Config) { c.Listeners[1].Auth.Mode = AuthProxy }, "not an http://"},
+		{"listeners.ws.auth.mode", func(c *Config) {
+			c.Listeners[1].App, c.Listeners[1].Auth.Mode, c.Listeners[1].Auth.Proxy.URL = AppRelay, AuthProxy, "http://127.0.0.1:1/auth"
+		}, "needs app chat"},
+		{"listeners.tcp.limits.messages_per_second", func(c *Config) { c.Listeners[0].Limits.MessagesPerSecond = -1 }, "at least 0"},
 		{"listeners.ws.handshake_timeout", func(c *Config) { c.Listeners[1].HandshakeTimeout = -1 }, "must not be negative"},
 		{"listeners.ws.framing.type", func(c *Config) { c.Listeners[1].Framing.Type = "length" }, "allowed: websocket"},
 		{"listeners.tcp.framing.max_frame", func(c *Config) { c.Listeners[0].Framing.MaxFrame = 0 }, "between 1 and 1GiB"},

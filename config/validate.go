@@ -243,6 +243,55 @@ func (l *Listener) validate(v *validator, key string) {
 	if v.nonNegative(lk+".write_delay", lim.WriteDelay) && lim.WriteDelay > Duration(time.Second) {
 		v.add(lk+".write_delay", "must be at most 1s, got %s", lim.WriteDelay)
 	}
+	v.atLeast(lk+".messages_per_second", lim.MessagesPerSecond, 0)
+	v.atLeast(lk+".burst", lim.Burst, 0)
+	if lim.MessagesPerSecond > int(time.Second) {
+		v.add(lk+".messages_per_second", "must be at most %d, got %d", int(time.Second), lim.MessagesPerSecond)
+	}
+	l.Auth.validate(v, key+".auth", l.App)
+}
+
+// minHMACSecret is the shortest HS256 secret accepted: RFC 7518 section
+// 3.2 asks for a key at least as long as the hash (256 bits).
+const minHMACSecret = 32
+
+func (a *Auth) validate(v *validator, key, app string) {
+	if !v.oneOf(key+".mode", a.Mode, AuthNone, AuthToken, AuthProxy) {
+		return
+	}
+	if a.Mode != AuthNone && app != AppChat {
+		v.add(key+".mode", "%s needs app chat (relay workers authenticate their own clients), got app %s", a.Mode, app)
+	}
+	if a.Mode != AuthNone && a.Timeout <= 0 {
+		v.add(key+".timeout", "must be positive, got %s", a.Timeout)
+	}
+	j := &a.JWT
+	switch {
+	case a.Mode != AuthToken:
+		if j.HMACSecret != "" || j.PublicKeyFile != "" {
+			v.add(key+".jwt", "applies to mode token only (mode is %s)", a.Mode)
+		}
+	case j.HMACSecret != "" && j.PublicKeyFile != "":
+		v.add(key+".jwt", "set one of hmac_secret and public_key_file: the key fixes the algorithm")
+	case j.HMACSecret != "":
+		if len(j.HMACSecret) < minHMACSecret {
+			v.add(key+".jwt.hmac_secret", "must be at least %d bytes, got %d", minHMACSecret, len(j.HMACSecret))
+		}
+	case j.PublicKeyFile != "":
+		if _, err := os.Stat(j.PublicKeyFile); err != nil {
+			v.add(key+".jwt.public_key_file", "%v", err)
+		}
+	default:
+		v.add(key+".jwt", "mode token needs hmac_secret (HS256) or public_key_file (RS256, ES256)")
+	}
+	if a.Mode == AuthProxy {
+		if pu, err := url.Parse(a.Proxy.URL); err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https") {
+			v.add(key+".proxy.url", "%q is not an http:// or https:// URL", a.Proxy.URL)
+		}
+		v.positive(key+".proxy.timeout", a.Proxy.Timeout)
+	} else if a.Proxy.URL != "" {
+		v.add(key+".proxy.url", "applies to mode proxy only (mode is %s)", a.Mode)
+	}
 }
 
 func (o *RoomOptions) validate(v *validator, key string) {

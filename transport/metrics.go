@@ -24,6 +24,7 @@ type Metrics struct {
 	BytesOut        *prometheus.CounterVec
 	Queued          *prometheus.GaugeVec   // outbound bytes not yet taken by the kernel
 	Dropped         *prometheus.CounterVec // messages dropped on a full queue (on_full: drop)
+	RateLimited     *prometheus.CounterVec // messages refused past limits.messages_per_second
 	Pings           *prometheus.CounterVec // server pings sent
 	Panics          *prometheus.CounterVec // connection actor panics
 	Rooms           prometheus.Gauge       // rooms with a local member
@@ -69,6 +70,7 @@ func NewMetrics() *Metrics {
 		BytesOut:        counter("bytes_out_total", "Bytes the kernel took for sending.", "listener"),
 		Queued:          gauge("outbound_queued_bytes", "Outbound bytes queued and not yet taken by the kernel.", "listener"),
 		Dropped:         counter("dropped_total", "Messages dropped on a full outbound queue.", "listener"),
+		RateLimited:     counter("rate_limited_total", "Messages refused past limits.messages_per_second.", "listener"),
 		Pings:           counter("pings_total", "Server pings sent.", "listener"),
 		Panics:          counter("panics_total", "Panics while handling a connection's messages.", "listener"),
 		Rooms:           prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tether", Name: "rooms", Help: "Rooms with a member on this node."}),
@@ -125,6 +127,7 @@ type ListenerMetrics struct {
 	BytesOut    prometheus.Counter
 	Queued      prometheus.Gauge
 	Dropped     prometheus.Counter
+	RateLimited prometheus.Counter
 	Pings       prometheus.Counter
 	Panics      prometheus.Counter
 	Accepts     prometheus.Counter
@@ -141,6 +144,7 @@ func (m *Metrics) Listener(name, protocol string) *ListenerMetrics {
 		BytesOut:    m.BytesOut.WithLabelValues(name),
 		Queued:      m.Queued.WithLabelValues(name),
 		Dropped:     m.Dropped.WithLabelValues(name),
+		RateLimited: m.RateLimited.WithLabelValues(name),
 		Pings:       m.Pings.WithLabelValues(name),
 		Panics:      m.Panics.WithLabelValues(name),
 		Accepts:     m.Accepts.WithLabelValues(name),

@@ -30,6 +30,9 @@ type WebSocketOptions struct {
 	// Admission admits each socket at accept (the listener's limits count
 	// handshakes in progress).
 	Admission *Admission
+	// KeepHeaders keeps the upgrade request's headers for the connection
+	// (Accepted.Handshake): its authentication backend gets them.
+	KeepHeaders bool
 	// Upgraded receives each upgraded socket, with its ticket and the
 	// bytes the client sent after its request (the start of the WebSocket
 	// stream). It takes ownership of the socket and the ticket.
@@ -49,6 +52,17 @@ type Accepted struct {
 	// over (the 101 response), which the kernel's count of acknowledged
 	// bytes includes.
 	Sent int
+	// Handshake is what the upgrade request said that authentication may
+	// need; nil when it said nothing of it.
+	Handshake *Handshake
+}
+
+// Handshake is what a WebSocket upgrade request said that authentication
+// needs: the token of its URL (?token=), and, on a listener whose backend
+// decides (auth.mode proxy), its headers (a session cookie).
+type Handshake struct {
+	Token  string
+	Header http.Header
 }
 
 // ListenWebSocket binds addr and serves WebSocket upgrades and static
@@ -100,6 +114,12 @@ func upgradeHandler(o WebSocketOptions, log zerolog.Logger) http.Handler {
 			return
 		}
 		s := &Accepted{Conn: g.Conn, Ticket: g.handOff(), Sent: g.written} // the actor wants the *net.TCPConn and its descriptor
+		if token := r.URL.Query().Get("token"); token != "" || o.KeepHeaders {
+			s.Handshake = &Handshake{Token: token}
+			if o.KeepHeaders {
+				s.Handshake.Header = r.Header
+			}
+		}
 		if n := rw.Reader.Buffered(); n > 0 {
 			s.Preread = make([]byte, n)
 			_, _ = rw.Reader.Read(s.Preread)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"tether/actors/conn"
 	"tether/actors/protocol"
 	"tether/actors/room"
+	"tether/auth"
 	"tether/config"
 )
 
@@ -70,33 +72,54 @@ type joined struct {
 // App is the chat application of one connection.
 type App struct {
 	deps         *Deps
-	name, avatar string // from the latest join; whispers carry them
+	auth         *auth.Listener // nil: the listener does not authenticate
+	name, avatar string         // the identity's, or from the latest join; whispers carry them
 	rooms        map[string]*joined
 	inflight     int            // members requests and remote whispers not answered yet
 	whispers     []*whisperDone // remote whispers, the first one asked, the rest waiting
+
+	// Authentication (auth.go), on a listener with auth only.
+	who      *auth.Identity // nil until authenticated
+	deadline *deadline      // the auth timeout, then the identity's expiry
+	asking   bool           // the proxy backend is being asked
+	waiting  [][]byte       // messages sent meanwhile, in order
+	headers  http.Header    // the WebSocket upgrade's, for the backend, until authenticated
 }
 
-// New returns the conn.NewApp of listeners running chat.
-func New(deps *Deps) conn.NewApp {
-	return func(*conn.Actor) conn.App { return &App{deps: deps} }
+// New returns the conn.NewApp of listeners running chat; au is the
+// listener's authentication, nil for none.
+func New(deps *Deps, au *auth.Listener) conn.NewApp {
+	return func(*conn.Actor) conn.App { return &App{deps: deps, auth: au} }
 }
 
-// Opened sends welcome with the connection id and the heartbeat rules.
+// Opened sends welcome with the connection id, the heartbeat rules and
+// whether the client must authenticate.
 func (a *App) Opened(c *conn.Actor) {
 	s := c.Settings()
-	c.Send(protocol.Encode(&protocol.Welcome{
+	w := &protocol.Welcome{
 		Op: "welcome", Conn: c.ID(), Node: c.Node(),
 		Heartbeat: protocol.Heartbeat{
 			IdleTimeoutMS:        s.IdleTimeout.Milliseconds(),
 			PingIntervalMS:       s.PingInterval.Milliseconds(),
 			PingNotResponseLimit: s.PingLimit,
 		},
-	}))
+	}
+	if a.auth != nil {
+		w.Auth = a.auth.Mode
+	}
+	c.Send(protocol.Encode(w))
+	if a.auth != nil {
+		a.authOpened(c)
+	}
 }
 
 // Frame handles one request. A bad request is answered with an error and
 // never closes the connection.
 func (a *App) Frame(c *conn.Actor, data []byte) {
+	if a.auth != nil && a.who == nil {
+		a.unauthenticated(c, data)
+		return
+	}
 	req, bad := protocol.DecodeRequest(data)
 	if bad != nil {
 		a.fail(c, bad.ID, bad.Code, bad.Message)
@@ -108,6 +131,20 @@ func (a *App) Frame(c *conn.Actor, data []byte) {
 		c.Send(protocol.Encode(&protocol.Reply{Op: "pong", ID: req.ID}))
 	case "pong":
 		// The answer to a server ping; receiving it was the point.
+	case "auth":
+		if a.auth == nil {
+			a.fail(c, req.ID, protocol.CodeBadRequest, "listener "+c.Settings().Listener+" does not authenticate clients")
+		} else {
+			a.fail(c, req.ID, protocol.CodeBadRequest, "authenticated already; refresh extends it")
+		}
+	case "refresh":
+		if a.auth == nil {
+			a.fail(c, req.ID, protocol.CodeBadRequest, "listener "+c.Settings().Listener+" does not authenticate clients")
+		} else if !a.asking {
+			a.authenticate(c, req.ID, req.Token, true)
+		} else {
+			a.fail(c, req.ID, protocol.CodeBusy, "a refresh is being checked already")
+		}
 	case "join":
 		a.join(c, req)
 	case "leave":
@@ -121,6 +158,10 @@ func (a *App) Frame(c *conn.Actor, data []byte) {
 	case "whisper":
 		a.whisper(c, req)
 	case "members":
+		if ok, why := a.mayJoin(req.Room); !ok {
+			a.fail(c, req.ID, protocol.CodeForbidden, why)
+			return
+		}
 		if a.busy(c, req) {
 			return
 		}
@@ -148,17 +189,16 @@ func (a *App) join(c *conn.Actor, req *protocol.Request) {
 		a.fail(c, req.ID, protocol.CodeTooManyRooms, "already in the most rooms a connection may join")
 		return
 	}
-	if a.deps.Options.Options(req.Room).Join == config.JoinToken {
-		// The token's rooms claim decides; without authentication on the
-		// listener there is none, and nobody joins.
-		a.fail(c, req.ID, protocol.CodeForbidden, "joining "+req.Room+" needs a token that names it")
+	if ok, why := a.mayJoin(req.Room); !ok {
+		a.fail(c, req.ID, protocol.CodeForbidden, why)
 		return
 	}
-	name := req.Name
-	if name == "" {
-		name = c.ID()
+	if a.who == nil { // without authentication, the client names itself
+		a.name, a.avatar = req.Name, req.Avatar
+		if a.name == "" {
+			a.name = c.ID()
+		}
 	}
-	a.name, a.avatar = name, req.Avatar
 	if a.rooms == nil {
 		a.rooms = map[string]*joined{}
 	}
@@ -167,7 +207,7 @@ func (a *App) join(c *conn.Actor, req *protocol.Request) {
 	}
 	c.Context().Request(a.deps.Rooms, &room.Join{
 		Room:   req.Room,
-		Member: protocol.Member{Conn: c.ID(), Name: name, Avatar: req.Avatar, Node: c.Node()},
+		Member: protocol.Member{Conn: c.ID(), Name: a.name, Avatar: a.avatar, Node: c.Node()},
 		PID:    c.Context().Self(), Socket: c.Socket(), Encoder: c.Settings().Encoder, Ref: req.ID, Since: req.Since,
 	})
 }
@@ -272,9 +312,23 @@ func (a *App) checkRoom(c *conn.Actor, req *protocol.Request) bool {
 	return true
 }
 
+// Limited answers a message past the listener's rate limit: it was
+// dropped.
+func (a *App) Limited(c *conn.Actor, data []byte) {
+	var req struct {
+		ID json.RawMessage `json:"id"`
+	}
+	_ = json.Unmarshal(data, &req) // an id if it has one; the error is answered anyway
+	a.fail(c, req.ID, protocol.CodeRateLimited, fmt.Sprintf("past this listener's rate (%s): this message was dropped", c.Settings().Rate))
+}
+
 // Receive takes the rooms' answers and turns them into replies.
 func (a *App) Receive(c *conn.Actor, msg any) {
 	switch m := msg.(type) {
+	case *proxyAnswered:
+		a.authenticated(c, m)
+	case *deadline:
+		a.deadlinePassed(c, m)
 	case *room.JoinReply: // the room wrote the client's ok, or its error
 		j, in := a.rooms[m.Name]
 		switch {
@@ -342,9 +396,10 @@ func (a *App) Closing(c *conn.Actor, reason conn.Reason) {
 	c.Send(protocol.Encode(&protocol.Close{Op: "close", Reason: reason.String()}))
 }
 
-// Closed needs nothing: every room the connection was in watches it and
-// emits the left event with the close reason.
-func (a *App) Closed(*conn.Actor, conn.Reason) {}
+// Closed stops the authentication deadline; the rooms need nothing:
+// every room the connection was in watches it and emits the left event
+// with the close reason.
+func (a *App) Closed(*conn.Actor, conn.Reason) { a.stopDeadline() }
 
 // Describe adds the connection's rooms to its info.
 func (a *App) Describe(info *conn.Info) {

@@ -110,6 +110,10 @@ type Actor struct {
 	batching bool             // inside frames(): replies are pushed, and flushed once at the end
 	preread  *[]byte          // bytes read before the actor started (after a WebSocket upgrade)
 	deadline deadline         // when the liveness check runs next (clock)
+	rate     bucket           // the messages it sent, against settings.Rate
+	// handshake is what the WebSocket upgrade request said that the App
+	// may want (a token, headers), until Opened has run.
+	handshake *transport.Handshake
 
 	connected, lastRecv, lastPing int64 // now() values; lastRecv: when handled bytes were read
 	partialSince                  int64 // when the unfinished frame held now began arriving; 0: none
@@ -134,6 +138,7 @@ func New(id string, a *transport.Accepted, settings *Settings, deps *Deps) (*Act
 	if len(a.Preread) > 0 {
 		c.preread = &a.Preread
 	}
+	c.handshake = a.Handshake
 	if c.sock, err = transport.Adopt(a, c, deps.Metrics); err != nil {
 		return nil, err
 	}
@@ -270,6 +275,7 @@ func (a *Actor) start(ctx actor.Context) {
 		return
 	}
 	a.app.Opened(a)
+	a.handshake = nil
 	if a.preread == nil {
 		return
 	}
@@ -362,12 +368,12 @@ func (a *Actor) holding(framed bool) {
 
 func (a *Actor) frame(f framing.Frame) {
 	if !a.settings.WebSocket {
-		a.app.Frame(a, f.Payload)
+		a.message(f.Payload)
 		return
 	}
 	switch f.Op {
 	case framing.OpText, framing.OpBinary:
-		a.app.Frame(a, f.Payload)
+		a.message(f.Payload)
 	case framing.OpPing:
 		a.control(framing.OpPong, f.Payload)
 	case framing.OpPong:
@@ -381,6 +387,30 @@ func (a *Actor) frame(f framing.Frame) {
 		a.closeWS(ReasonClientClosed, code)
 	}
 }
+
+// message hands a client message to the App, or, past the listener's
+// rate limit, drops it (App.Limited says so), and closes a connection
+// that goes on.
+func (a *Actor) message(p []byte) {
+	if a.settings.Rate.interval != 0 {
+		switch a.rate.take(a.settings.Rate, now()) {
+		case refused:
+			a.deps.Metrics.RateLimited.Inc()
+			a.app.Limited(a, p)
+			return
+		case excess:
+			a.deps.Metrics.RateLimited.Inc()
+			a.Log().Info().Msg("closed: went on past limits.messages_per_second")
+			a.Close(ReasonRateLimited)
+			return
+		}
+	}
+	a.app.Frame(a, p)
+}
+
+// Handshake is what the WebSocket upgrade said (the token in its URL,
+// its headers), or nil; only during App.Opened.
+func (a *Actor) Handshake() *transport.Handshake { return a.handshake }
 
 // badStream closes the connection on a framing error.
 func (a *Actor) badStream(err error) {

@@ -29,6 +29,7 @@ import (
 type testApp struct {
 	mu      sync.Mutex
 	frames  []string
+	limited int // messages dropped past the rate limit
 	release chan struct{}
 }
 
@@ -43,6 +44,11 @@ func (t *testApp) Frame(c *Actor, data []byte) {
 	case strings.HasPrefix(s, "echo:"):
 		c.Send([]byte(s[5:]))
 	}
+}
+func (t *testApp) Limited(*Actor, []byte) {
+	t.mu.Lock()
+	t.limited++
+	t.mu.Unlock()
 }
 func (t *testApp) Receive(*Actor, any)    {}
 func (t *testApp) Closing(*Actor, Reason) {}
@@ -341,4 +347,74 @@ func TestEventsComeAsMessages(t *testing.T) {
 			t.Fatalf("closed %s, want frame_too_large", r)
 		}
 	})
+}
+
+// TestRateLimit: past limits.messages_per_second and its burst a message
+// is dropped (App.Limited), not handed on; a client that goes on until a
+// burst more were dropped is closed rate_limited.
+func TestRateLimit(t *testing.T) {
+	app := newTestApp()
+	f := start(t, app, func(l *config.Listener) { l.Limits.MessagesPerSecond, l.Limits.Burst = 1, 5 })
+	var flood []byte
+	for i := range 5 {
+		flood = append(flood, packN(fmt.Sprintf("m%d", i))...)
+	}
+	if _, err := f.client.Write(flood); err != nil {
+		t.Fatal(err)
+	}
+	check.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := app.count(); n != 5 {
+			return fmt.Errorf("handed %d of the burst of 5", n)
+		}
+		return nil
+	})
+	// The bucket is empty: what comes at once is refused, and the sixth
+	// refusal past the burst of five closes the connection.
+	flood = flood[:0]
+	for i := range 6 {
+		flood = append(flood, packN(fmt.Sprintf("x%d", i))...)
+	}
+	if _, err := f.client.Write(flood); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.closed(t, 5*time.Second); r != ReasonRateLimited {
+		t.Fatalf("closed %s; want rate_limited", r)
+	}
+	app.mu.Lock()
+	defer app.mu.Unlock()
+	if len(app.frames) != 5 || app.limited != 5 {
+		t.Fatalf("handed %d, limited %d; want 5 handed (the burst) and 5 refused before the close", len(app.frames), app.limited)
+	}
+}
+
+// TestRateBucket: a client sending at its rate is never refused; one
+// that calms down after a burst is forgiven its refusals.
+func TestRateBucket(t *testing.T) {
+	r := NewRate(10, 4)
+	var b bucket
+	at := int64(0)
+	for i := range 100 {
+		at += int64(100 * time.Millisecond)
+		if v := b.take(r, at); v != allowed {
+			t.Fatalf("message %d at the rate: %v", i, v)
+		}
+	}
+	at += int64(100 * time.Millisecond) // the last message's interval has passed: the bucket is full
+	for range 4 {
+		if b.take(r, at) != allowed {
+			t.Fatal("the burst was refused")
+		}
+	}
+	if b.take(r, at) != refused {
+		t.Fatal("past the burst: not refused")
+	}
+	at += int64(time.Second) // calm: the bucket refills, refusals forgotten
+	for range 4 {
+		b.take(r, at)
+	}
+	for range 4 {
+		if v := b.take(r, at); v == excess {
+			t.Fatal("refusals before the calm counted again")
+		}
+	}
 }

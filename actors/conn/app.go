@@ -10,6 +10,10 @@ type App interface {
 	// Frame runs for each whole message the client sent. data is valid
 	// only during the call: copy what is kept or sent to another actor.
 	Frame(c *Actor, data []byte)
+	// Limited runs instead of Frame for a message past the listener's
+	// rate limit (limits.messages_per_second): the message is dropped;
+	// the App may say so (chat answers error rate_limited).
+	Limited(c *Actor, data []byte)
 	// Receive runs for actor messages the connection itself does not
 	// handle (replies from rooms, pushes).
 	Receive(c *Actor, msg any)

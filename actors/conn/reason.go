@@ -23,6 +23,9 @@ const (
 	ReasonKicked                       // kicked through the admin API
 	ReasonPanic                        // handling its messages panicked past the retry budget
 	ReasonMemoryLimit                  // it held the most of node.max_partial_bytes when the node reached it
+	ReasonUnauthorized                 // not authenticated in time, or its token or the backend refused it
+	ReasonTokenExpired                 // its token (or the backend's answer) expired without a refresh
+	ReasonRateLimited                  // it went on past limits.messages_per_second
 )
 
 var reasonNames = [...]string{
@@ -41,6 +44,9 @@ var reasonNames = [...]string{
 	ReasonKicked:         "kicked",
 	ReasonPanic:          "panic",
 	ReasonMemoryLimit:    "memory_limit",
+	ReasonUnauthorized:   "unauthorized",
+	ReasonTokenExpired:   "token_expired",
+	ReasonRateLimited:    "rate_limited",
 }
 
 // Reasons lists every close reason, for metrics and documentation.
@@ -89,6 +95,12 @@ func (r Reason) WebSocketCode() uint16 {
 		return 4004
 	case ReasonMemoryLimit:
 		return 4005
+	case ReasonUnauthorized:
+		return 4006
+	case ReasonTokenExpired:
+		return 4007
+	case ReasonRateLimited:
+		return 4008
 	}
 	// keepalive and user_timeout: the peer is gone and reads nothing.
 	return framing.CloseGoingAway

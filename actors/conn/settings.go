@@ -30,6 +30,10 @@ type Settings struct {
 
 	Socket transport.SocketOptions
 
+	// Rate limits the messages a connection sends (limits.messages_per_
+	// second and burst); the zero Rate is no limit.
+	Rate Rate
+
 	// Encoder frames outbound messages in the listener's format. Fan-outs
 	// build each message's frame once per Encoder, so it stays the same
 	// across reloads (framing does not change live).
@@ -57,6 +61,7 @@ func NewSettings(l *config.Listener) (*Settings, error) {
 			Idle:      l.TCPKeepalive.Idle.D(), Interval: l.TCPKeepalive.Interval.D(), Count: l.TCPKeepalive.Count,
 			UserTimeout: l.TCPUserTimeout.D(),
 		},
+		Rate:    NewRate(l.Limits.MessagesPerSecond, l.Limits.Burst),
 		framing: l.Framing,
 	}
 	enc, err := s.NewFramer() // fails at start, not at the first accept

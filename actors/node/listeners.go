@@ -13,6 +13,7 @@ import (
 	"tether/actors/conn"
 	"tether/actors/listener"
 	"tether/actors/relay"
+	"tether/auth"
 	"tether/config"
 	"tether/transport"
 	"tether/web"
@@ -78,10 +79,11 @@ func (n *Node) startListeners(opts Options) error {
 			pid, la := b.pid, b.actor
 			ws, err := transport.ListenWebSocket(b.cfg.Address, transport.WebSocketOptions{
 				Path: b.cfg.Path, AllowedOrigins: b.cfg.AllowedOrigins, HandshakeTimeout: b.cfg.HandshakeTimeout.D(),
-				Static:    staticHandler(b.cfg),
-				Admission: la.Admission(),
-				Upgraded:  func(s *transport.Accepted) { la.Hand(n.system, pid, s) },
-				Log:       n.log.With().Str("listener", b.cfg.Name).Logger(),
+				KeepHeaders: b.cfg.Auth.Mode == config.AuthProxy,
+				Static:      staticHandler(b.cfg),
+				Admission:   la.Admission(),
+				Upgraded:    func(s *transport.Accepted) { la.Hand(n.system, pid, s) },
+				Log:         n.log.With().Str("listener", b.cfg.Name).Logger(),
 			})
 			if err != nil {
 				return fmt.Errorf("listeners.%s.address %s: %w", b.cfg.Name, b.cfg.Address, err)
@@ -124,7 +126,11 @@ func (n *Node) newApp(lc config.Listener, opts Options) (conn.NewApp, error) {
 	var app conn.NewApp
 	switch lc.App {
 	case config.AppChat:
-		app = chat.New(n.chat)
+		au, err := auth.New(lc.Auth)
+		if err != nil {
+			return nil, fmt.Errorf("listeners.%s.auth: %w", lc.Name, err)
+		}
+		app = chat.New(n.chat, au)
 	case config.AppRelay:
 		app = relay.New(n.bus, n.metrics, lc.Name)
 	default:

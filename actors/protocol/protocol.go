@@ -21,6 +21,7 @@ type Request struct {
 	Data   json.RawMessage `json:"data,omitempty"`
 	Since  *Position       `json:"since,omitempty"` // join: resume after this position of a room with history
 	Limit  int             `json:"limit,omitempty"` // history: how many of the last messages
+	Token  string          `json:"token,omitempty"` // auth, refresh
 }
 
 // Position is a place in a room's history: the offset of a message, and
@@ -74,6 +75,20 @@ type Welcome struct {
 	Conn      string    `json:"conn"`
 	Node      string    `json:"node"`
 	Heartbeat Heartbeat `json:"heartbeat"`
+	// Auth is set when the listener authenticates its clients: "token"
+	// or "proxy". Until the auth request is answered ok, the connection
+	// may only auth and ping.
+	Auth string `json:"auth,omitempty"`
+}
+
+// AuthOK answers auth and refresh: who the connection is now, and when
+// that ends (Unix seconds; 0: never) unless refreshed.
+type AuthOK struct {
+	Op      string          `json:"op"` // "ok"
+	ID      json.RawMessage `json:"id,omitempty"`
+	User    string          `json:"user"`
+	Name    string          `json:"name,omitempty"`
+	Expires int64           `json:"expires,omitempty"`
 }
 
 // Heartbeat tells the client the liveness rules in force, in milliseconds,
@@ -101,7 +116,9 @@ const (
 	CodeNotFound     = "not_found"      // whisper to a connection that does not exist
 	CodeUnavailable  = "unavailable"    // the cluster could not be asked (NATS away)
 	CodeBusy         = "busy"           // too many of the connection's requests are in flight; retry later
-	CodeForbidden    = "forbidden"      // the room's namespace does not allow it (join, publish, presence)
+	CodeForbidden    = "forbidden"      // the room's namespace or the token does not allow it (join, publish, presence)
+	CodeUnauthorized = "unauthorized"   // not authenticated, or a token or backend refused it; the connection closes
+	CodeRateLimited  = "rate_limited"   // past limits.messages_per_second; the message was dropped
 )
 
 // Member is one member of a room.

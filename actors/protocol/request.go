@@ -11,6 +11,7 @@ const (
 	MaxName   = 64
 	MaxAvatar = 512
 	MaxEpoch  = 32
+	MaxToken  = 16 << 10
 )
 
 // RequestError is a request refused before any work: the error reply's
@@ -46,6 +47,15 @@ func DecodeRequest(data []byte) (*Request, *RequestError) {
 	}
 	switch req.Op {
 	case "ping", "pong":
+	case "auth", "refresh":
+		// A proxy listener's backend may decide without a token (a
+		// session cookie on the WebSocket upgrade): auth may carry none.
+		if len(req.Token) > MaxToken {
+			return nil, bad("token is %d bytes; at most %d", len(req.Token), MaxToken)
+		}
+		if req.Op == "refresh" && req.Token == "" {
+			return nil, bad("refresh needs a token")
+		}
 	case "join":
 		if err := CheckRoom(req.Room); err != nil {
 			return nil, bad("%v", err)

@@ -238,6 +238,10 @@ func (a *App) send(c *conn.Actor, body []byte) {
 	a.l.bus.Publish(m)
 }
 
+// Limited drops a message past the listener's rate limit: the relay
+// protocol has no error reply; tether_rate_limited_total counts it.
+func (a *App) Limited(*conn.Actor, []byte) {}
+
 // Receive takes the answer to a connect, the end of the wait before the
 // next, and NATS's notice that the worker is gone. Workers reach the
 // connection through the cluster bridge, which hands it Deliver and

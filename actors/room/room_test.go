@@ -108,6 +108,7 @@ type quietApp struct{}
 
 func (quietApp) Opened(*conn.Actor)               {}
 func (quietApp) Frame(*conn.Actor, []byte)        {}
+func (quietApp) Limited(*conn.Actor, []byte)      {}
 func (quietApp) Receive(*conn.Actor, any)         {}
 func (quietApp) Closing(*conn.Actor, conn.Reason) {}
 func (quietApp) Closed(*conn.Actor, conn.Reason)  {}
