@@ -41,7 +41,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatalf("%q re-encoded as %q is refused: %v", data, again, bad)
 		}
 		if req2.Op != req.Op || req2.Room != req.Room || req2.To != req.To || req2.Name != req.Name ||
-			req2.Avatar != req.Avatar || req2.Echo != req.Echo || !sameJSON(req2.Data, req.Data) || !sameJSON(req2.ID, req.ID) {
+			req2.Avatar != req.Avatar || req2.Echo != req.Echo || req2.Token != req.Token || !sameJSON(req2.Data, req.Data) || !sameJSON(req2.ID, req.ID) {
 			t.Fatalf("round trip changed the request: %+v then %+v", req, req2)
 		}
 	})
@@ -63,6 +63,14 @@ func checkAccepted(t *testing.T, req *Request) {
 		}
 		if req.Op == "send" && req.Data == nil {
 			t.Fatal("send without data")
+		}
+	case "history":
+		if err := CheckRoom(req.Room); err != nil || req.Limit < 0 {
+			t.Fatalf("accepted history of %q, limit %d: %v", req.Room, req.Limit, err)
+		}
+	case "auth", "refresh":
+		if len(req.Token) > MaxToken || (req.Op == "refresh" && req.Token == "") {
+			t.Fatalf("accepted %s with a token of %d bytes", req.Op, len(req.Token))
 		}
 	case "whisper":
 		if err := CheckConn(req.To); err != nil || req.Data == nil {
