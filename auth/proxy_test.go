@@ -14,7 +14,6 @@ import (
 // tether cannot use, or no answer in time is the backend failing.
 func TestProxyAsk(t *testing.T) {
 	release := make(chan struct{})
-	defer close(release)
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/allow":
@@ -31,7 +30,10 @@ func TestProxyAsk(t *testing.T) {
 			w.WriteHeader(http.StatusInternalServerError)
 		}
 	}))
-	defer backend.Close()
+	defer func() {
+		close(release) // the slow handler ends first: Close waits for it
+		backend.Close()
+	}()
 	ask := func(path string) (*Identity, error) {
 		return NewProxy(backend.URL+path, 200*time.Millisecond).Ask(context.Background(), &ProxyRequest{Listener: "ws", Conn: "n.1"})
 	}
