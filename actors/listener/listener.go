@@ -111,7 +111,7 @@ func New(opts Options) (*Actor, error) {
 			System: opts.System, Node: opts.Node, Registry: opts.Registry, Budget: opts.Budget, Log: log, NewApp: opts.NewApp,
 			Metrics: metrics,
 		},
-		admission: transport.NewAdmission(opts.Sockets, opts.Config.Limits.MaxConnections, opts.Config.Limits.MaxPerIP, metrics, log),
+		admission: transport.NewAdmission(opts.Sockets, opts.Config.Limits, metrics, log),
 		inbox:     &inbox{pending: map[*accepted]struct{}{}},
 	}
 	a.connProps = actor.PropsFromProducer(func() actor.Actor { return a.spawning },
@@ -204,7 +204,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 			return
 		}
 		a.cfg, a.settings = next, a.settings.Reloaded(settings)
-		a.admission.SetLimits(next.Limits.MaxConnections, next.Limits.MaxPerIP)
+		a.admission.SetLimits(next.Limits)
 		for _, child := range ctx.Children() {
 			ctx.Send(child, &conn.Reload{Settings: a.settings})
 		}
