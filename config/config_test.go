@@ -288,6 +288,7 @@ func TestValidateEveryRule(t *testing.T) {
 		{"node.max_partial_bytes", func(c *Config) { c.Node.MaxPartialBytes = 1000 }, "at least 64KiB"},
 		{"node.name", func(c *Config) { c.Node.Name = strings.Repeat("n", 65) }, "at most 64"},
 		{"listeners.tcp.limits.max_per_ip", func(c *Config) { c.Listeners[0].Limits.MaxPerIP = -1 }, "at least 0"},
+		{"listeners.tcp.limits.accepts_per_ip_per_second", func(c *Config) { c.Listeners[0].Limits.AcceptsPerIPPerSecond = -1 }, "at least 0"},
 		{"listeners.tcp.limits.outbound_queue", func(c *Config) { c.Listeners[0].Limits.OutboundQueue = 10 }, "at least 1KiB"},
 		{"listeners.tcp.limits.write_timeout", func(c *Config) { c.Listeners[0].Limits.WriteTimeout = -1 }, "must not be negative"},
 		{"listeners.tcp.limits.on_full", func(c *Config) { c.Listeners[0].Limits.OnFull = "block" }, "allowed: close, drop"},

@@ -235,6 +235,7 @@ func (l *Listener) validate(v *validator, key string) {
 	lk := key + ".limits"
 	v.atLeast(lk+".max_connections", lim.MaxConnections, 0)
 	v.atLeast(lk+".max_per_ip", lim.MaxPerIP, 0)
+	v.atLeast(lk+".accepts_per_ip_per_second", lim.AcceptsPerIPPerSecond, 0)
 	if lim.OutboundQueue < 1024 {
 		v.add(lk+".outbound_queue", "must be at least 1KiB, got %s", lim.OutboundQueue)
 	}

@@ -98,6 +98,28 @@ func (n *testNode) dialWith(t *testing.T, listener string, o client.TCPOptions) 
 	return c
 }
 
+// dialFrom connects the project's client to listener ("ws" is the
+// WebSocket one, any other a TCP one with the default framing) from the
+// source address ip, and reads the welcome: a socket closed at accept is
+// an error.
+func (n *testNode) dialFrom(listener, ip string) (*client.Client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if listener == "ws" {
+		return client.DialWebSocketFrom(ctx, "ws://"+n.addr(listener)+"/ws", net.ParseIP(ip))
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	c, err := d.DialContext(ctx, "tcp", n.addr(listener))
+	if err != nil {
+		return nil, err
+	}
+	cl, err := client.Wrap(c, client.TCPOptions{}, 5*time.Second)
+	if err != nil {
+		c.Close()
+	}
+	return cl, err
+}
+
 // closeReason waits until connection id has closed and returns its reason.
 func (n *testNode) closeReason(t *testing.T, id string, within time.Duration) conn.Reason {
 	t.Helper()

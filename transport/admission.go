@@ -8,16 +8,18 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"tether/config"
 )
 
 // Admission decides, at accept, whether a listener takes a socket, and
 // counts the sockets it took until they are closed: a WebSocket handshake
 // in progress counts as much as an upgraded connection, and so does a
 // socket lingering in its close, since each holds a descriptor. It
-// enforces the listener's max_connections and max_per_ip and the node's
-// cap on all listeners together (NodeSockets). Its methods are safe for
-// concurrent use: the TCP accept loop, net/http's accept loop and the
-// connection actors all call them.
+// enforces the listener's max_connections, max_per_ip and
+// accepts_per_ip_per_second and the node's cap on all listeners together
+// (NodeSockets). Its methods are safe for concurrent use: the TCP accept
+// loop, net/http's accept loop and the connection actors all call them.
 type Admission struct {
 	node    *NodeSockets
 	metrics *ListenerMetrics
@@ -29,6 +31,8 @@ type Admission struct {
 	closed   bool
 	count    int
 	perIP    map[netip.Addr]int
+	accepts  acceptRate
+	started  time.Time // the origin of acceptRate's times
 
 	rejectsUnlogged int
 	lastRejectLog   time.Time
@@ -50,9 +54,11 @@ func (n *NodeSockets) Max() int { return int(n.max) }
 // Count is how many sockets are admitted now.
 func (n *NodeSockets) Count() int { return int(n.count.Load()) }
 
-// NewAdmission returns the admission of one listener.
-func NewAdmission(node *NodeSockets, max, maxPerIP int, metrics *ListenerMetrics, log zerolog.Logger) *Admission {
-	return &Admission{node: node, max: max, maxPerIP: maxPerIP, metrics: metrics, log: log, perIP: map[netip.Addr]int{}}
+// NewAdmission returns the admission of one listener with its limits.
+func NewAdmission(node *NodeSockets, limits config.Limits, metrics *ListenerMetrics, log zerolog.Logger) *Admission {
+	a := &Admission{node: node, metrics: metrics, log: log, perIP: map[netip.Addr]int{}, started: time.Now()}
+	a.SetLimits(limits)
+	return a
 }
 
 // Ticket is one admitted socket's place: a value its one owner holds (the
@@ -64,8 +70,8 @@ type Ticket struct {
 }
 
 // Admit takes c or refuses it. A refused socket is closed here, counted
-// by why (max_connections, max_per_ip, shutting_down) and logged at most
-// once a second.
+// by why (max_connections, max_per_ip, accept_rate, shutting_down) and
+// logged at most once a second.
 func (a *Admission) Admit(c net.Conn) (Ticket, bool) {
 	a.metrics.Accepts.Inc()
 	var ip netip.Addr
@@ -84,6 +90,10 @@ func (a *Admission) Admit(c net.Conn) (Ticket, bool) {
 	case a.node.count.Add(1) > a.node.max:
 		a.node.count.Add(-1)
 		why = "max_connections"
+	case !a.accepts.take(ip, time.Since(a.started)):
+		// Asked last, so that only a socket admitted spends a token.
+		a.node.count.Add(-1) // the place taken by the case above
+		why = "accept_rate"
 	}
 	if why == "" {
 		a.count++
@@ -137,10 +147,12 @@ func (a *Admission) release(ip netip.Addr) {
 
 // SetLimits changes the listener's limits (reload); sockets already
 // admitted stay. A max_per_ip set by a reload counts the sockets admitted
-// from then on.
-func (a *Admission) SetLimits(max, maxPerIP int) {
+// from then on; a new accepts_per_ip_per_second starts every address
+// with a full bucket.
+func (a *Admission) SetLimits(l config.Limits) {
 	a.mu.Lock()
-	a.max, a.maxPerIP = max, maxPerIP
+	a.max, a.maxPerIP = l.MaxConnections, l.MaxPerIP
+	a.accepts.setRate(l.AcceptsPerIPPerSecond)
 	a.mu.Unlock()
 }
 
@@ -149,4 +161,75 @@ func (a *Admission) Close() {
 	a.mu.Lock()
 	a.closed = true
 	a.mu.Unlock()
+}
+
+// acceptRate limits how often each remote address may open a connection:
+// a token bucket per address holding up to rate tokens (the burst),
+// refilled at rate tokens a second, one token a connection.
+//
+// A bucket is kept as the one time it will be full again, which says all
+// of it: until then it lacks (full-now)/interval tokens. This is the
+// generic cell rate algorithm, the token bucket in one number. Times are
+// durations since the admission started (monotonic, and 8 bytes where a
+// time.Time takes 24), since a spread of addresses makes many entries.
+//
+// A full bucket is the same as none, so only buckets that are not full
+// need keeping, and those are of addresses admitted within the last
+// second. The full ones are pruned by a sweep when the map has grown to
+// twice what the last sweep kept (minSweep at least): amortized constant
+// work an accept, no timer or goroutine, and a map of at most twice the
+// addresses admitted in a second, even when every accept comes from a
+// new address (a spread of spoofed sources). A sweep builds a new map,
+// because a Go map never gives back the room of deleted entries: after a
+// storm of addresses, the next sweep returns its memory.
+type acceptRate struct {
+	interval time.Duration // a token's refill time, 1s/rate; 0: no limit
+	burst    time.Duration // the time rate tokens take to refill: interval × rate
+	full     map[netip.Addr]time.Duration
+	sweepAt  int // the map's size that triggers the next sweep
+}
+
+// minSweep is the least map size that triggers a sweep: below it pruning
+// is not worth a pass over the map.
+const minSweep = 1024
+
+// setRate sets the limit (0: none) and forgets every bucket when it
+// changes: their times were counted at the old rate.
+func (r *acceptRate) setRate(rate int) {
+	var interval time.Duration
+	if rate > 0 {
+		interval = time.Second / time.Duration(rate)
+	}
+	if interval == r.interval {
+		return
+	}
+	r.interval, r.burst = interval, interval*time.Duration(rate)
+	r.full, r.sweepAt = map[netip.Addr]time.Duration{}, minSweep
+}
+
+// take spends a token of ip's bucket at now, or reports that it is empty.
+func (r *acceptRate) take(ip netip.Addr, now time.Duration) bool {
+	if r.interval == 0 {
+		return true
+	}
+	next := max(r.full[ip], now) + r.interval
+	if next-now > r.burst {
+		return false
+	}
+	if len(r.full) >= r.sweepAt {
+		r.sweep(now)
+	}
+	r.full[ip] = next
+	return true
+}
+
+// sweep drops the buckets that are full again at now.
+func (r *acceptRate) sweep(now time.Duration) {
+	kept := make(map[netip.Addr]time.Duration)
+	for ip, full := range r.full {
+		if full > now {
+			kept[ip] = full
+		}
+	}
+	r.full, r.sweepAt = kept, max(minSweep, 2*len(kept))
 }

@@ -147,7 +147,8 @@ func New(id string, a *transport.Accepted, settings *Settings, deps *Deps) (*Act
 	return c, nil
 }
 
-// ID is the connection id: node id, a dot, a sequence number.
+// ID is the connection id: node id, a dot, a random part
+// (protocol.NewConnID).
 func (a *Actor) ID() string { return a.id }
 
 // Node is the id of the node holding the connection.

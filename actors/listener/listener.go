@@ -8,16 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
 	"tether/actors/conn"
+	"tether/actors/protocol"
 	"tether/config"
 	"tether/transport"
 )
@@ -48,7 +47,6 @@ type Options struct {
 	Listener net.Listener // TCP: the bound socket to accept on; nil for WebSocket
 	Sockets  *transport.NodeSockets
 	Node     string
-	Seq      *atomic.Uint64 // the node's connection sequence, shared by its listeners
 	Registry *conn.Registry
 	Budget   *conn.Budget
 	Metrics  *transport.Metrics
@@ -113,7 +111,7 @@ func New(opts Options) (*Actor, error) {
 			System: opts.System, Node: opts.Node, Registry: opts.Registry, Budget: opts.Budget, Log: log, NewApp: opts.NewApp,
 			Metrics: metrics,
 		},
-		admission: transport.NewAdmission(opts.Sockets, opts.Config.Limits.MaxConnections, opts.Config.Limits.MaxPerIP, metrics, log),
+		admission: transport.NewAdmission(opts.Sockets, opts.Config.Limits, metrics, log),
 		inbox:     &inbox{pending: map[*accepted]struct{}{}},
 	}
 	a.connProps = actor.PropsFromProducer(func() actor.Actor { return a.spawning },
@@ -206,7 +204,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 			return
 		}
 		a.cfg, a.settings = next, a.settings.Reloaded(settings)
-		a.admission.SetLimits(next.Limits.MaxConnections, next.Limits.MaxPerIP)
+		a.admission.SetLimits(next.Limits)
 		for _, child := range ctx.Children() {
 			ctx.Send(child, &conn.Reload{Settings: a.settings})
 		}
@@ -272,8 +270,7 @@ func (a *Actor) adopt(ctx actor.Context, s *transport.Accepted) {
 			a.log.Warn().Err(err).Str("remote", s.Conn.RemoteAddr().String()).Msg("socket options not applied")
 		}
 	}
-	seq := strconv.FormatUint(a.opts.Seq.Add(1), 10)
-	id := a.opts.Node + "." + seq
+	id := protocol.NewConnID(a.opts.Node)
 	c, err := conn.New(id, s, a.settings, a.deps)
 	if err != nil {
 		a.log.Error().Err(err).Msg("connection not adopted")
@@ -281,9 +278,9 @@ func (a *Actor) adopt(ctx actor.Context, s *transport.Accepted) {
 		return
 	}
 	a.spawning = c
-	// Named by the sequence alone: the actor id is the process registry's
-	// key, and every byte of it is kept per connection.
-	_, err = ctx.SpawnNamed(a.connProps, seq)
+	// Named by the id's random part alone: the actor id is the process
+	// registry's key, and every byte of it is kept per connection.
+	_, err = ctx.SpawnNamed(a.connProps, id[len(a.opts.Node)+1:])
 	a.spawning = nil
 	if err != nil {
 		a.log.Error().Err(err).Str("conn", id).Msg("spawn failed")
@@ -313,8 +310,8 @@ func (a *Actor) HandleFailure(system *actor.ActorSystem, supervisor actor.Superv
 	}
 }
 
-// connID is the connection id of a child, whose actor id is
-// "node/<listener>/<sequence>".
+// connID is the connection id of a child, whose actor id ends in
+// "/<the id's part after the node>".
 func (a *Actor) connID(pid *actor.PID) string {
 	return a.opts.Node + "." + pid.Id[strings.LastIndexByte(pid.Id, '/')+1:]
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,9 +70,8 @@ func newListener(t *testing.T, system *actor.ActorSystem, sockets *transport.Nod
 	lc := config.DefaultListener(config.ProtocolWebSocket)
 	lc.Name = "ws"
 	metrics := transport.NewMetrics()
-	var seq atomic.Uint64
 	a, err := New(Options{
-		System: system, Config: lc, Sockets: sockets, Node: "n", Seq: &seq, Registry: conn.NewRegistry(),
+		System: system, Config: lc, Sockets: sockets, Node: "n", Registry: conn.NewRegistry(),
 		Budget: conn.NewBudget(1<<20, metrics.PartialBytes), Metrics: metrics, Log: zerolog.Nop(),
 		NewApp: func(*conn.Actor) conn.App { return quietApp{} },
 	})

@@ -56,7 +56,7 @@ func (n *Node) startListeners(opts Options) error {
 			return err
 		}
 		la, err := listener.New(listener.Options{
-			System: n.system, Config: lc, Listener: b.tcp, Sockets: sockets, Node: n.id, Seq: &n.seq,
+			System: n.system, Config: lc, Listener: b.tcp, Sockets: sockets, Node: n.id,
 			Registry: n.registry, Budget: budget, Metrics: n.metrics, Log: n.log, NewApp: app,
 		})
 		if err != nil {

@@ -64,7 +64,6 @@ type Node struct {
 	apiSub    atomic.Pointer[nats.Subscription]
 	metrics   *transport.Metrics
 	registry  *conn.Registry
-	seq       atomic.Uint64 // connection ids: node id + "." + seq
 	listeners []*boundListener
 	chat      *chat.Deps
 	bus       *cluster.Bus

@@ -1,6 +1,8 @@
 package protocol
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -76,6 +78,28 @@ func idToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// connIDBits is the randomness of a connection id's part after its node:
+// 96 bits (12 bytes) from crypto/rand, as 16 characters of base64url
+// (letters, digits, '-' and '_': the very alphabet CheckConn and node names
+// allow, 6 bits a character, so 16 characters carry 96 bits where 16 of
+// hex would carry 64). Ids are capabilities: a client who knows one can
+// whisper to it, and the admin API acts on it, so nobody may derive one
+// from another (DESIGN.md section 11). And a node never reuses an id: at
+// 96 bits, a repeat within a billion connections has a chance of about
+// one in 10^11.
+const connIDBits = 96
+
+// NewConnID returns a new id for a connection of node: "<node>.<part>",
+// the part random (connIDBits), so NodeOf routes it and CheckConn accepts
+// it when node is a node id.
+func NewConnID(node string) string {
+	var raw [connIDBits / 8]byte
+	var part [connIDBits / 6]byte
+	rand.Read(raw[:]) // never fails: it crashes the program instead (Go 1.24)
+	base64.RawURLEncoding.Encode(part[:], raw[:])
+	return node + "." + string(part[:]) // one allocation: the id
 }
 
 // NodeOf returns the node id in a connection id that CheckConn accepts.
