@@ -483,3 +483,30 @@ func TestFloodIsRateLimited(t *testing.T) {
 	}
 	say(t, bystander, "lobby", "still here")
 }
+
+// TestTokenCommand: `tether token` mints, from the configuration's
+// secret, a token that the node takes: its user, name and rooms.
+func TestTokenCommand(t *testing.T) {
+	dir := t.TempDir()
+	conf := "listeners:\n  - name: tcp\n    address: 127.0.0.1:0\n    auth:\n      mode: token\n      jwt: {hmac_secret: \"" + testSecret + "\"}\n"
+	if err := os.WriteFile(filepath.Join(dir, "tether.yaml"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := tether(t, dir, "token", "-c", "tether.yaml", "--user", "ann", "--name", "Ann", "--rooms", "lobby,team:*", "--ttl", "10m")
+	if code != 0 {
+		t.Fatalf("tether token: exit %d: %s", code, errOut)
+	}
+	n := startNode(t, tokenListeners(config.JWT{HMACSecret: testSecret}))
+	c := n.dial(t, "tcp")
+	ev, err := c.Authenticate(strings.TrimSpace(out))
+	if err != nil || ev.User != "ann" || ev.Name != "Ann" || time.Until(time.Unix(ev.Expires, 0)) > 10*time.Minute {
+		t.Fatalf("auth with the minted token: %+v %v", ev, err)
+	}
+	join(t, c, "team:blue", "ignored")
+	if ev, err := c.Call(client.Request{Op: "join", Room: "elsewhere"}); err == nil || ev.Code != "forbidden" {
+		t.Fatalf("join outside --rooms: %+v %v; want forbidden", ev, err)
+	}
+	if _, errOut, code := tether(t, dir, "token", "--user", "ann"); code == 0 || !strings.Contains(errOut, "no listener with auth.mode token") {
+		t.Fatalf("without a token listener: exit %d: %s", code, errOut)
+	}
+}

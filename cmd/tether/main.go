@@ -47,7 +47,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serveCmd(), stopCmd(), reloadCmd(), statusCmd(), versionCmd(),
-		pushCmd(), connCmd(), roomsCmd(), nodesCmd(), benchCmd())
+		pushCmd(), connCmd(), roomsCmd(), nodesCmd(), tokenCmd(), benchCmd())
 	if err := root.Execute(); err != nil {
 		if code, ok := err.(exitCode); ok {
 			os.Exit(int(code)) // the command already said why
