@@ -465,3 +465,51 @@ func (tb *tab) checkNoErrors() {
 		tb.t.Errorf("%s: the page reported errors:\n%s", tb.user, strings.Join(tb.errors, "\n"))
 	}
 }
+
+// TestChatPageWithToken: on a token listener the page takes its token
+// from ?token= and shows the token's name, whatever the form says; a page
+// without one asks for it, says so when a pasted token is refused, and
+// joins with a good one.
+func TestChatPageWithToken(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("install chromium (.ci/run does): %v", err)
+	}
+	n := startNode(t, tokenListeners(config.JWT{HMACSecret: testSecret}))
+	page := "http://" + n.addr("ws") + "/"
+	key := []byte(testSecret)
+	bob := n.dialWS(t)
+	if _, err := bob.Authenticate(mint(t, key, "u-bob", "Bob", nil, time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	join(t, bob, "lobby", "bob")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	browser := startChromium(t, ctx)
+	alice := openTab(t, browser, "alice")
+	defer alice.close()
+	alice.join(page+"?room=lobby&name=mallory&token="+neturl.QueryEscape(mint(t, key, "u-alice", "Alice", []string{"lobby"}, time.Hour)), "avatar-owl", "")
+	alice.waitMembers("Alice", "Bob")
+	say(t, bob, "lobby", "hello alice")
+	alice.waitMessage(chatLine{Name: "Bob", Text: "hello alice", Timed: true})
+	if ev, err := bob.Expect("joined", 5*time.Second); err != nil || ev.Name != "Alice" {
+		t.Fatalf("bob sees %+v %v; want Alice, the token's name", ev, err)
+	}
+	alice.checkNoErrors()
+
+	carol := openTab(t, browser, "carol")
+	defer carol.close()
+	carol.do(chromedp.Navigate(page+"?room=lobby&name=carol"), chromedp.WaitVisible(chromedp.ID("token-field")))
+	carol.do(
+		chromedp.SendKeys(chromedp.ID("join-token"), mint(t, []byte("another-secret-of-at-least-32-bytes"), "u-carol", "Carol", nil, time.Hour)),
+		chromedp.Click(chromedp.ID("join-button")),
+	)
+	carol.waitJS("the refusal to show", `document.getElementById('join-error').textContent.startsWith('Token refused')`)
+	carol.do(
+		chromedp.SetValue(chromedp.ID("join-token"), mint(t, key, "u-carol", "Carol", nil, time.Hour)),
+		chromedp.Click(chromedp.ID("join-button")),
+		chromedp.WaitVisible(chromedp.ID("chat-view")),
+	)
+	carol.waitMembers("Alice", "Bob", "Carol")
+	carol.screenshot("chat-token.png")
+}

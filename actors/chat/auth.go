@@ -152,7 +152,7 @@ func (a *App) authenticated(c *conn.Actor, m *proxyAnswered) {
 	} else {
 		a.setDeadline(c, m.who.Expires, conn.ReasonTokenExpired)
 	}
-	ok := &protocol.AuthOK{Op: "ok", ID: m.ref, User: m.who.User, Name: a.name}
+	ok := &protocol.AuthOK{Op: "ok", ID: m.ref, User: m.who.User, Name: a.name, Avatar: a.avatar}
 	if !m.who.Expires.IsZero() {
 		ok.Expires = m.who.Expires.Unix()
 	}

@@ -88,6 +88,7 @@ type AuthOK struct {
 	ID      json.RawMessage `json:"id,omitempty"`
 	User    string          `json:"user"`
 	Name    string          `json:"name,omitempty"`
+	Avatar  string          `json:"avatar,omitempty"`
 	Expires int64           `json:"expires,omitempty"`
 }
 

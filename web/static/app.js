@@ -18,8 +18,11 @@
     1006: 'connection lost', 1007: 'bad_frame', 1009: 'frame_too_large',
     1011: 'server error', 1015: 'TLS error',
     4000: 'idle', 4001: 'no_pong', 4002: 'slow_consumer', 4003: 'write_timeout', 4004: 'kicked',
+    4005: 'memory_limit', 4006: 'unauthorized', 4007: 'token_expired', 4008: 'rate_limited',
   };
   const CODE_KICKED = 4004;
+  const CODE_UNAUTHORIZED = 4006;
+  const CODE_TOKEN_EXPIRED = 4007;
   // Why a join with since did not recover (README, "History").
   const RECOVERY_TEXT = {
     no_history: 'this room keeps no history',
@@ -31,6 +34,7 @@
   const ui = {
     joinView: $('join-view'), joinForm: $('join-form'), joinName: $('join-name'),
     joinRoom: $('join-room'), joinError: $('join-error'), joinButton: $('join-button'),
+    joinToken: $('join-token'), tokenField: $('token-field'),
     chatView: $('chat-view'), roomName: $('room-name'), roomSub: $('room-sub'),
     state: $('state'), reconnect: $('reconnect-button'), leave: $('leave-button'),
     sidebar: $('sidebar'), scrim: $('sidebar-scrim'), membersToggle: $('members-toggle'),
@@ -56,7 +60,11 @@
     retryAt: 0,
     countdown: 0,
     openedAt: 0,
-    kicked: false,
+    kicked: false, // kicked, or refused: no reconnect until the user asks
+    auth: '', // the listener authenticates its clients: 'token' or 'proxy' (welcome)
+    token: '', // ours: from ?token= or the join form
+    authed: false, // auth was answered ok on this connection
+    user: null, // {name, avatar} the token (or the backend) gives us
     session: null, // {room, name, avatar} while the user wants to be in a room
     joined: false, // the server has us in session.room on this connection
     everJoined: false, // session has been joined once (later joins are rejoins)
@@ -242,6 +250,15 @@
     if (lived >= STABLE_MS) st.attempt = 0;
     const why = reason || CLOSE_TEXT[code] || (code ? 'code ' + code : 'connection lost');
 
+    if (code === CODE_UNAUTHORIZED || code === CODE_TOKEN_EXPIRED) {
+      st.kicked = true;
+      setState('unauthorized', why, why);
+      if (st.session) {
+        st.session = null;
+        showJoin(code === CODE_TOKEN_EXPIRED ? 'Your token expired: paste a new one to come back.' : 'The server refused the token: paste another.');
+      }
+      return;
+    }
     if (code === CODE_KICKED) {
       st.kicked = true;
       setState('kicked', 'kicked', why);
@@ -323,11 +340,47 @@
     const idle = Number(hb.idle_timeout_ms) || 0;
     st.pingEveryMs = idle > 0 ? Math.max(1000, Math.floor(idle / 3)) : 20000;
     st.kicked = false;
+    st.auth = String(msg.auth || '');
+    st.authed = false;
+    ui.tokenField.hidden = st.auth !== 'token';
     clearRetry();
-    setState('online', 'online', `connection ${st.conn} on node ${st.node}`);
     startTick();
+    if (st.auth) authenticate();
+    else ready();
+  }
+
+  function ready() {
+    setState('online', 'online', `connection ${st.conn} on node ${st.node}`);
     renderMe();
     if (st.session) joinRoom();
+  }
+
+  // authenticate sends auth on a listener that wants it: with our token,
+  // or, on a proxy listener, with none (the backend may know us by a
+  // cookie). The token's name is ours from then on: the server shows it
+  // whatever the join says.
+  async function authenticate() {
+    if (st.auth === 'token' && !st.token) {
+      setState('unauthorized', 'token needed', 'this server needs a token');
+      if (st.session) { st.session = null; showJoin('This server needs a token: paste yours below.'); }
+      return;
+    }
+    setState('connecting', 'signing in');
+    let ok;
+    try {
+      ok = await request({ op: 'auth', token: st.token });
+    } catch (err) {
+      if (err.code === 'disconnected' || err.code === 'offline') return;
+      st.kicked = true; // the server closes us: come back with another token
+      st.session = null;
+      showJoin(`Token refused: ${err.message}`);
+      setState('unauthorized', 'token refused', err.message);
+      return;
+    }
+    st.authed = true;
+    st.user = { name: String(ok.name || ok.user || ''), avatar: String(ok.avatar || '') };
+    if (st.session) Object.assign(st.session, st.user);
+    ready();
   }
 
   // ---------- rooms ----------
@@ -726,6 +779,7 @@
     const name = q.get('name') || saved.name || '';
     const room = q.get('room') || saved.room || 'lobby';
     const avatar = q.get('avatar') || saved.avatar || '';
+    st.token = q.get('token') || ''; // never stored: a token is a password
     ui.joinName.value = name.slice(0, 32);
     ui.joinRoom.value = room.slice(0, 64);
     for (const r of ui.joinForm.elements.avatar) if (r.value === avatar) r.checked = true;
@@ -737,7 +791,10 @@
     const room = ui.joinRoom.value.trim().replace(/^#/, '');
     const picked = ui.joinForm.querySelector('input[name="avatar"]:checked');
     const avatar = picked ? picked.value : '🦊';
-    if (!name) { ui.joinError.textContent = 'Please enter your name.'; ui.joinError.hidden = false; ui.joinName.focus(); return; }
+    const token = ui.joinToken.value.trim();
+    if (token) st.token = token;
+    if (st.auth === 'token' && !st.token) { ui.joinError.textContent = 'Please paste your token.'; ui.joinError.hidden = false; ui.joinToken.focus(); return; }
+    if (!name && !st.auth) { ui.joinError.textContent = 'Please enter your name.'; ui.joinError.hidden = false; ui.joinName.focus(); return; }
     if (!room) { ui.joinError.textContent = 'Please enter a room.'; ui.joinError.hidden = false; ui.joinRoom.focus(); return; }
     try { localStorage.setItem('tether.join', JSON.stringify({ name, room, avatar })); } catch { /* private mode */ }
     ui.joinError.hidden = true;
@@ -745,9 +802,11 @@
     st.joined = false;
     st.everJoined = false;
     st.position = null;
+    if (st.authed && st.user) Object.assign(st.session, st.user);
     showChat();
-    if (isOnline()) joinRoom();
-    else if (!st.ws && !st.kicked) reconnectNow();
+    if (isOnline() && st.auth && !st.authed) authenticate();
+    else if (isOnline() && (st.authed || !st.auth)) joinRoom();
+    else if (!st.ws) reconnectNow(); // a new attempt, kicked or refused before
   });
 
   ui.composer.addEventListener('submit', (ev) => { ev.preventDefault(); submitComposer(); });
