@@ -223,3 +223,16 @@ func FuzzClaims(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkVerify is what a token costs a connect on top of the upgrade
+// (the connect benchmark, `tether bench connect`, measures the whole).
+func BenchmarkVerify(b *testing.B) {
+	v := hsVerifier(b)
+	token := mustMint(b, &Identity{User: "user-1234", Name: "Ann", Rooms: []string{"lobby", "team:*"}})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.Verify(token); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

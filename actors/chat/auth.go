@@ -51,14 +51,14 @@ const maxWaiting = 16
 // timeout, and, with a token in the WebSocket URL (?token=), the check
 // of that token.
 func (a *App) authOpened(c *conn.Actor) {
-	a.setDeadline(c, time.Now().Add(a.auth.Timeout), conn.ReasonUnauthorized)
-	hs := c.Handshake()
-	if hs == nil {
-		return
+	if hs := c.Handshake(); hs != nil {
+		a.headers = hs.Header // kept for the backend until the auth is done
+		if hs.Token != "" {
+			a.authenticate(c, nil, hs.Token, false)
+		}
 	}
-	a.headers = hs.Header // kept for the backend until the auth is done
-	if hs.Token != "" {
-		a.authenticate(c, nil, hs.Token, false)
+	if a.who == nil && !c.Closing() {
+		a.setDeadline(c, time.Now().Add(a.auth.Timeout), conn.ReasonUnauthorized)
 	}
 }
 

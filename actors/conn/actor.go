@@ -275,7 +275,11 @@ func (a *Actor) start(ctx actor.Context) {
 		a.closeNow(ReasonServerClosed)
 		return
 	}
+	// What Opened says (the welcome, an auth ok) leaves in one write.
+	a.batching = true
 	a.app.Opened(a)
+	a.batching = false
+	a.sock.Flush()
 	a.handshake = nil
 	if a.preread == nil {
 		return
@@ -603,6 +607,10 @@ func (a *Actor) schedule() {
 }
 
 func (a *Actor) closing() bool { return a.reason != ReasonNone }
+
+// Closing says whether the connection is closing: nothing it is sent
+// from now on reaches the client.
+func (a *Actor) Closing() bool { return a.closing() }
 
 // Close closes the connection with reason. WebSocket clients get a close
 // frame with the reason's code; what is already queued gets a bounded

@@ -26,7 +26,7 @@ func benchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "generate load against a running node and report figures for BENCHMARKS.md",
 	}
-	cmd.AddCommand(benchIdleCmd(), benchRoomCmd(), benchFloorCmd(), benchWorkerCmd())
+	cmd.AddCommand(benchIdleCmd(), benchRoomCmd(), benchConnectCmd(), benchFloorCmd(), benchWorkerCmd())
 	return cmd
 }
 
@@ -40,6 +40,7 @@ type workerReport struct {
 	Received  int       `json:"received,omitempty"`
 	LastRecv  int64     `json:"last_recv,omitempty"` // unix nanoseconds of the last delivery
 	URL       string    `json:"url,omitempty"`       // the node the worker's members are on
+	Started   int64     `json:"started,omitempty"`   // unix nanoseconds the worker's first connect began (connect bench)
 
 }
 

@@ -20,7 +20,7 @@ import (
 // process.
 func benchWorkerCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "worker", Hidden: true}
-	cmd.AddCommand(idleWorkerCmd(), roomWorkerCmd())
+	cmd.AddCommand(idleWorkerCmd(), roomWorkerCmd(), connectWorkerCmd())
 	return cmd
 }
 
