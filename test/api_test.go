@@ -207,6 +207,7 @@ func TestEmbeddedNATSRoutes(t *testing.T) {
 		return func(c *config.Config) {
 			c.Node.Name = name
 			clusterTiming(c)
+			c.NATS.User, c.NATS.Password = "tether", "s3cret" // routes require them
 			c.NATS.Embedded.Cluster = config.EmbeddedCluster{
 				Name: "tether-test", Host: "127.0.0.1", Port: port,
 				Routes: []string{fmt.Sprintf("nats-route://127.0.0.1:%d", peer)},
