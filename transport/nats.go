@@ -3,6 +3,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,13 +86,50 @@ type NATSEvents struct {
 	Closed func(c *nats.Conn, err error)
 }
 
-// ConnectNATS connects to url and keeps reconnecting for ever: a node
-// whose NATS goes away keeps serving its local connections and comes back
-// into the cluster by itself. Where nats.go closes the connection for
-// good anyway, ev.Closed says so.
-func ConnectNATS(url, name string, cfg config.NATS, log zerolog.Logger, ev NATSEvents) (*nats.Conn, error) {
+// NATSAuth returns the nats.go options that authenticate a client with
+// cfg's credentials file, user and password, or token (at most one is
+// set: Validate sees to that), and those of its TLS: the CAs to trust,
+// the client certificate. nats.go reads the files at each connect, so a
+// renewed certificate is used from the next reconnect on.
+func NATSAuth(cfg config.NATS) []nats.Option {
+	var opts []nats.Option
+	switch {
+	case cfg.CredentialsFile != "":
+		opts = append(opts, nats.UserCredentials(cfg.CredentialsFile))
+	case cfg.User != "":
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	case cfg.Token != "":
+		opts = append(opts, nats.Token(cfg.Token))
+	}
+	if cfg.TLS.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLS.CAFile))
+	}
+	if cfg.TLS.CertFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLS.CertFile, cfg.TLS.KeyFile))
+	}
+	return opts
+}
+
+// RedactURL drops the credentials from NATS URLs (comma separated), for
+// logs, errors and the status API.
+func RedactURL(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = nil
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// ConnectNATS connects to urls with auth (see NATSAuth) and keeps
+// reconnecting for ever: a node whose NATS goes away keeps serving its
+// local connections and comes back into the cluster by itself. Where
+// nats.go closes the connection for good anyway, ev.Closed says so.
+func ConnectNATS(urls, name string, cfg config.NATS, auth []nats.Option, log zerolog.Logger, ev NATSEvents) (*nats.Conn, error) {
 	log = log.With().Str("component", "nats").Logger()
-	nc, err := nats.Connect(url,
+	nc, err := nats.Connect(urls, append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(cfg.ReconnectWait.D()),
@@ -109,7 +147,7 @@ func ConnectNATS(url, name string, cfg config.NATS, log zerolog.Logger, ev NATSE
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected")
+			log.Info().Str("url", RedactURL(c.ConnectedUrl())).Msg("nats reconnected")
 			if ev.Reconnected != nil {
 				ev.Reconnected()
 			}
@@ -126,9 +164,12 @@ func ConnectNATS(url, name string, cfg config.NATS, log zerolog.Logger, ev NATSE
 			}
 			ev.Msg("nats async error")
 		}),
-	)
+	}, auth...)...)
+	if errors.Is(err, nats.ErrAuthorization) {
+		return nil, fmt.Errorf("nats connect %s: %w (nats.user and nats.password, nats.token or nats.credentials_file are not what the server requires)", RedactURL(urls), err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("nats connect %s: %w", url, err)
+		return nil, fmt.Errorf("nats connect %s: %w", RedactURL(urls), err)
 	}
 	return nc, nil
 }
