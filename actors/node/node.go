@@ -59,7 +59,7 @@ type Node struct {
 
 	ns        *server.Server // the embedded server, nil with an external URL
 	natsURL   string
-	natsAuth  []nats.Option // credentials and TLS, fixed at start
+	natsAuth  []nats.Option // credentials and TLS, fixed at start as the embedded server's are
 	system    *actor.ActorSystem
 	root      *actor.PID // the node actor, root of the supervision tree
 	admin     *transport.HTTPServer
@@ -99,14 +99,16 @@ func Start(opts Options) (_ *Node, err error) {
 	}()
 
 	n.natsURL = cfg.NATS.URL
+	creds := cfg.NATS
 	if n.natsURL == "" {
-		if n.ns, err = transport.StartEmbeddedNATS(cfg.NATS.Embedded, cfg.Rooms.HasHistory(), cfg.Node.Name, n.log); err != nil {
+		creds = transport.EmbeddedCredentials(cfg.NATS)
+		if n.ns, err = transport.StartEmbeddedNATS(creds, cfg.Rooms.HasHistory(), cfg.Node.Name, n.log); err != nil {
 			return nil, err
 		}
 		n.natsURL = n.ns.ClientURL()
 		n.log.Info().Str("url", n.natsURL).Msg("embedded nats listening")
 	}
-	n.natsAuth = transport.NATSAuth(cfg.NATS)
+	n.natsAuth = transport.NATSAuth(creds)
 	n.metrics = transport.NewMetrics()
 	n.bus = cluster.NewBus(n.id, cfg.NATS.SubjectPrefix, n.metrics)
 	nc, err := n.connectNATS()
