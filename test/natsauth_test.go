@@ -213,7 +213,7 @@ func TestEmbeddedNATSClusterWithCredentials(t *testing.T) {
 	}
 	stranger := route(nil)
 	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if len(nodes[0].logLines(`"component":"nats-server"`, "authentication error")) == 0 {
+		if len(nodes[0].logLines(`"component":"nats-server"`, "rid:", "authentication error")) == 0 {
 			return errors.New("node a's server has not refused the route without credentials")
 		}
 		return nil
