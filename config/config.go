@@ -131,6 +131,8 @@ type NATS struct {
 	User     string `yaml:"user"`
 	Password string `yaml:"password"`
 	// Token authenticates tether to NATS instead of User and Password.
+	// Routes between embedded servers, which take a user and a password
+	// only, authenticate as user "tether" with the token as password.
 	// Default "".
 	Token string `yaml:"token"`
 	// CredentialsFile is a NATS .creds file (a user JWT and its nkey
@@ -173,7 +175,9 @@ type NATSTLS struct {
 
 // Embedded configures the in-process nats-server.
 type Embedded struct {
-	// Host the embedded server listens on. Default 127.0.0.1.
+	// Host the embedded server listens on. Default 127.0.0.1. Any other
+	// than a loopback address takes clients from other machines, and
+	// requires nats.user and nats.password, or nats.token.
 	Host string `yaml:"host"`
 	// Port for clients; -1 picks a free port. Default 4222.
 	Port int `yaml:"port"`
@@ -187,7 +191,10 @@ type Embedded struct {
 	Cluster EmbeddedCluster `yaml:"cluster"`
 }
 
-// EmbeddedCluster configures NATS routes between embedded servers.
+// EmbeddedCluster configures NATS routes between embedded servers. Routes
+// require nats.user and nats.password, or nats.token: the same on every
+// node, since each server requires them of the others' routes as of its
+// clients.
 type EmbeddedCluster struct {
 	// Name of the NATS cluster; every server of one cluster uses the same
 	// name. Default "" (no cluster); required when Port is set.
@@ -197,8 +204,8 @@ type EmbeddedCluster struct {
 	// Port for routes from other servers; 0 (the default) turns routes off,
 	// -1 picks a free port.
 	Port int `yaml:"port"`
-	// Routes are nats-route://host:port URLs of the other servers.
-	// Default none.
+	// Routes are nats-route://host:port URLs of the other servers; tether
+	// adds the credentials to those that carry none. Default none.
 	Routes []string `yaml:"routes"`
 }
 

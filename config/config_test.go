@@ -208,6 +208,8 @@ func TestLoadErrorsNameTheKey(t *testing.T) {
 // TestValidateEveryRule breaks one key at a time, starting from valid
 // defaults, and checks that exactly that key is named.
 func TestValidateEveryRule(t *testing.T) {
+	file := writeFile(t, "a file that exists")
+	external := func(c *Config) { c.NATS.URL = "nats://n:4222" }
 	cases := []struct {
 		key  string
 		mod  func(c *Config)
@@ -222,16 +224,38 @@ func TestValidateEveryRule(t *testing.T) {
 		{"nats.url", func(c *Config) { c.NATS.URL = "http://x:1" }, "not a NATS URL"},
 		{"nats.embedded.host", func(c *Config) { c.NATS.Embedded.Host = "" }, "required when nats.url is empty"},
 		{"nats.embedded.port", func(c *Config) { c.NATS.Embedded.Port = 70000 }, "must be a port"},
-		{"nats.embedded.cluster.port", func(c *Config) { c.NATS.Embedded.Cluster.Port = -2 }, "must be a port"},
-		{"nats.embedded.cluster.name", func(c *Config) { c.NATS.Embedded.Cluster.Port = 6222 }, "required when"},
+		{"nats.embedded.cluster.port", func(c *Config) { c.NATS.Embedded.Cluster.Port = -2; c.NATS.Token = "t" }, "must be a port"},
+		{"nats.embedded.cluster.name", func(c *Config) { c.NATS.Embedded.Cluster.Port = 6222; c.NATS.Token = "t" }, "required when"},
 		{"nats.embedded.cluster.routes", func(c *Config) {
 			c.NATS.Embedded.Cluster = EmbeddedCluster{Name: "c", Port: -1, Routes: []string{"http://x"}}
+			c.NATS.Token = "t"
 		}, "not a route URL"},
 		{"nats.embedded.cluster.port", func(c *Config) { c.NATS.Embedded.Cluster.Routes = []string{"nats-route://h:1"} }, "required (or -1) when routes are set"},
 		{"nats.subject_prefix", func(c *Config) { c.NATS.SubjectPrefix = "a.*" }, "not a NATS subject prefix"},
 		{"nats.reconnect_wait", func(c *Config) { c.NATS.ReconnectWait = -1 }, "must not be negative"},
 		{"nats.reconnect_buffer", func(c *Config) { c.NATS.ReconnectBuffer = -1 }, "must not be negative"},
 		{"nats.history_replicas", func(c *Config) { c.NATS.HistoryReplicas = 6 }, "must be 0 (pick) to 5"},
+		{"nats.user", func(c *Config) { c.NATS.Embedded.Host = "0.0.0.0" }, "required (or nats.token) when nats.embedded.host is not a loopback address (0.0.0.0)"},
+		{"nats.user", func(c *Config) { c.NATS.Embedded.Host = "10.0.0.1"; c.NATS.Password = "p" }, "required when nats.password is set"},
+		{"nats.user", func(c *Config) {
+			c.NATS.Embedded.Cluster = EmbeddedCluster{Name: "c", Host: "127.0.0.1", Port: 6222, Routes: []string{"nats-route://127.0.0.1:6223"}}
+		}, "required (or nats.token) when the embedded server has routes"},
+		{"nats.user", func(c *Config) { c.NATS.Embedded.Cluster = EmbeddedCluster{Name: "c", Port: -1} }, "when the embedded server has routes"},
+		{"nats.password", func(c *Config) { c.NATS.User = "u" }, "required with nats.user"},
+		{"nats.user", func(c *Config) { c.NATS.Password = "p" }, "required when nats.password is set"},
+		{"nats.token", func(c *Config) { c.NATS.User, c.NATS.Password, c.NATS.Token = "u", "p", "t" }, "conflicts with nats.user: NATS takes one of"},
+		{"nats.credentials_file", func(c *Config) { external(c); c.NATS.Token, c.NATS.CredentialsFile = "t", file }, "conflicts with nats.token"},
+		{"nats.credentials_file", func(c *Config) {
+			external(c)
+			c.NATS.User, c.NATS.Password, c.NATS.Token, c.NATS.CredentialsFile = "u", "p", "t", file
+		}, "conflicts with nats.user and nats.token"},
+		{"nats.credentials_file", func(c *Config) { c.NATS.CredentialsFile = file }, "applies to an external NATS (nats.url) only"},
+		{"nats.credentials_file", func(c *Config) { external(c); c.NATS.CredentialsFile = "/no/such.creds" }, "no such file"},
+		{"nats.tls.ca_file", func(c *Config) { c.NATS.TLS.CAFile = file }, "applies to an external NATS (nats.url) only"},
+		{"nats.tls.ca_file", func(c *Config) { external(c); c.NATS.TLS.CAFile = "/no/such.pem" }, "no such file"},
+		{"nats.tls.ca_file", func(c *Config) { external(c); c.NATS.TLS.CAFile = t.TempDir() }, "is not a file"},
+		{"nats.tls.key_file", func(c *Config) { external(c); c.NATS.TLS.CertFile = file }, "required when nats.tls.cert_file is set"},
+		{"nats.tls.cert_file", func(c *Config) { external(c); c.NATS.TLS.KeyFile = file }, "required when nats.tls.key_file is set"},
 		{"cluster.heartbeat_interval", func(c *Config) { c.Cluster.HeartbeatInterval = 0 }, "must be positive"},
 		{"cluster.dead_after", func(c *Config) { c.Cluster.DeadAfter = c.Cluster.HeartbeatInterval }, "at least twice"},
 		{"rooms.max_per_connection", func(c *Config) { c.Rooms.MaxPerConnection = 0 }, "at least 1"},
@@ -307,6 +331,42 @@ func TestValidateEveryRule(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("one bad key, want one error; got %q", err)
+			}
+		})
+	}
+}
+
+// TestValidateNATSCredentials: the ways of authenticating to NATS that
+// validate, each alone.
+func TestValidateNATSCredentials(t *testing.T) {
+	file := writeFile(t, "a file that exists")
+	cases := []struct {
+		name string
+		mod  func(c *NATS)
+	}{
+		{"embedded, loopback, none configured (a generated password)", func(*NATS) {}},
+		{"embedded off loopback with user and password", func(n *NATS) { n.Embedded.Host, n.User, n.Password = "0.0.0.0", "u", "p" }},
+		{"embedded off loopback with a token", func(n *NATS) { n.Embedded.Host, n.Token = "0.0.0.0", "t" }},
+		{"embedded with routes and user and password", func(n *NATS) {
+			n.User, n.Password = "u", "p"
+			n.Embedded.Cluster = EmbeddedCluster{Name: "c", Port: -1, Routes: []string{"nats-route://127.0.0.1:6223"}}
+		}},
+		{"embedded with routes and a token", func(n *NATS) {
+			n.Token = "t"
+			n.Embedded.Cluster = EmbeddedCluster{Name: "c", Port: -1, Routes: []string{"nats-route://127.0.0.1:6223"}}
+		}},
+		{"external with a user without a password", func(n *NATS) { n.URL, n.User = "nats://n:4222", "u" }},
+		{"external with a credentials file and TLS", func(n *NATS) {
+			n.URL, n.CredentialsFile = "tls://n:4222", file
+			n.TLS = NATSTLS{CAFile: file, CertFile: file, KeyFile: file}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := Default()
+			c.mod(&cfg.NATS)
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}

@@ -117,6 +117,56 @@ func (c *Config) validateNATS(v *validator) {
 		if len(cl.Routes) > 0 && cl.Port == 0 {
 			v.add("nats.embedded.cluster.port", "required (or -1) when routes are set")
 		}
+		// A generated password keeps out the other processes of this
+		// machine; whatever reaches the server from elsewhere, and the
+		// other servers of a cluster, need credentials every node knows.
+		if n.User == "" && n.Password == "" && n.Token == "" {
+			if n.Embedded.Host != "" && !isLoopback(n.Embedded.Host) {
+				v.add("nats.user", "required (or nats.token) when nats.embedded.host is not a loopback address (%s): the embedded server then takes clients from other machines", n.Embedded.Host)
+			} else if cl.Port != 0 {
+				v.add("nats.user", "required (or nats.token) when the embedded server has routes (nats.embedded.cluster.port): every server of the cluster requires the same credentials of clients and routes")
+			}
+		}
+		if n.User != "" && n.Password == "" {
+			v.add("nats.password", "required with nats.user: it is what the embedded server requires")
+		}
+		if n.CredentialsFile != "" {
+			v.add("nats.credentials_file", "applies to an external NATS (nats.url) only; the embedded server takes nats.user and nats.password, or nats.token")
+		}
+		for _, f := range []struct{ key, file string }{
+			{"ca_file", n.TLS.CAFile}, {"cert_file", n.TLS.CertFile}, {"key_file", n.TLS.KeyFile},
+		} {
+			if f.file != "" {
+				v.add("nats.tls."+f.key, "applies to an external NATS (nats.url) only: the embedded server does not speak TLS")
+			}
+		}
+	}
+	var ways []string
+	for _, w := range []struct {
+		key string
+		set bool
+	}{{"nats.user", n.User != "" || n.Password != ""}, {"nats.token", n.Token != ""}, {"nats.credentials_file", n.CredentialsFile != ""}} {
+		if w.set {
+			ways = append(ways, w.key)
+		}
+	}
+	if len(ways) > 1 {
+		v.add(ways[len(ways)-1], "conflicts with %s: NATS takes one of nats.user and nats.password, nats.token, nats.credentials_file", strings.Join(ways[:len(ways)-1], " and "))
+	}
+	if n.Password != "" && n.User == "" {
+		v.add("nats.user", "required when nats.password is set")
+	}
+	if n.URL != "" {
+		v.file("nats.credentials_file", n.CredentialsFile)
+		v.file("nats.tls.ca_file", n.TLS.CAFile)
+		v.file("nats.tls.cert_file", n.TLS.CertFile)
+		v.file("nats.tls.key_file", n.TLS.KeyFile)
+		if n.TLS.CertFile != "" && n.TLS.KeyFile == "" {
+			v.add("nats.tls.key_file", "required when nats.tls.cert_file is set")
+		}
+		if n.TLS.KeyFile != "" && n.TLS.CertFile == "" {
+			v.add("nats.tls.cert_file", "required when nats.tls.key_file is set")
+		}
 	}
 	if n.SubjectPrefix == "" || len(n.SubjectPrefix) > maxName || strings.ContainsAny(n.SubjectPrefix, " \t*>") ||
 		strings.HasPrefix(n.SubjectPrefix, ".") || strings.HasSuffix(n.SubjectPrefix, ".") || strings.Contains(n.SubjectPrefix, "..") {
@@ -339,6 +389,22 @@ func (v *validator) name(key, value string) bool {
 		}
 	}
 	return true
+}
+
+// file checks that path, when set, is a file tether can read.
+func (v *validator) file(key, path string) {
+	if path == "" {
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		v.add(key, "%v", err)
+		return
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || st.IsDir() {
+		v.add(key, "%q is not a file", path)
+	}
 }
 
 func (v *validator) nonNegative(key string, d Duration) bool {

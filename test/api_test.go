@@ -15,7 +15,6 @@ import (
 	"tether/actors/cluster"
 	"tether/actors/node"
 	"tether/client"
-	"tether/config"
 	"tether/test/check"
 )
 
@@ -196,36 +195,5 @@ func TestAdminCLI(t *testing.T) {
 	}
 	if _, stderr, code := tether(t, dir, append([]string{"push", "--conn", cb.ID(), "x"}, set...)...); code == 0 || !strings.Contains(stderr, "not_found") {
 		t.Errorf("push to a closed connection: %d %s", code, stderr)
-	}
-}
-
-// TestEmbeddedNATSRoutes: two nodes each run their embedded nats-server,
-// joined by routes (nats.embedded.cluster); a whisper crosses.
-func TestEmbeddedNATSRoutes(t *testing.T) {
-	p1, p2 := freePort(t), freePort(t)
-	embedded := func(name string, port, peer int) func(*config.Config) {
-		return func(c *config.Config) {
-			c.Node.Name = name
-			clusterTiming(c)
-			c.NATS.Embedded.Cluster = config.EmbeddedCluster{
-				Name: "tether-test", Host: "127.0.0.1", Port: port,
-				Routes: []string{fmt.Sprintf("nats-route://127.0.0.1:%d", peer)},
-			}
-		}
-	}
-	a := startNode(t, embedded("a", p1, p2))
-	b := startNode(t, embedded("b", p2, p1))
-	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
-		if gaugeValue(t, a, "tether_cluster_nodes_alive") != 1 || gaugeValue(t, b, "tether_cluster_nodes_alive") != 1 {
-			return fmt.Errorf("the embedded servers have not routed yet")
-		}
-		return nil
-	})
-	ca, cb := a.dial(t, "tcp"), b.dial(t, "tcp")
-	if _, err := ca.Call(client.Request{Op: "whisper", To: cb.ID(), Data: "over routes"}); err != nil {
-		t.Fatal(err)
-	}
-	if ev, err := cb.Expect("message", 5*time.Second); err != nil || string(ev.Data) != `"over routes"` {
-		t.Fatalf("%+v %v", ev, err)
 	}
 }

@@ -296,6 +296,8 @@ pid_file: n%d.pid
 log: {format: json}
 http: {address: ""}
 nats:
+  user: tether
+  password: s3cret
   embedded: {port: %d, cluster: {name: t, port: %d, routes: [%s]}}
 cluster: {heartbeat_interval: 200ms, dead_after: 2s}
 rooms: {namespaces: [{prefix: news, history_size: 100}]}

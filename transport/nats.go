@@ -1,8 +1,10 @@
 package transport
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,30 +17,63 @@ import (
 	"tether/config"
 )
 
+// embeddedUser is the user of the credentials tether makes up: those of
+// the password generated when none are configured, and those of routes
+// with nats.token (nats-server's routes take a user and a password only).
+const embeddedUser = "tether"
+
+// EmbeddedCredentials returns cfg with the credentials its embedded server
+// requires of every client: the configured user and password or token,
+// or, when none are configured, user "tether" with a password generated
+// now (130 bits from crypto/rand), which only this process knows.
+func EmbeddedCredentials(cfg config.NATS) config.NATS {
+	if cfg.User == "" && cfg.Token == "" {
+		cfg.User, cfg.Password = embeddedUser, rand.Text()
+	}
+	return cfg
+}
+
 // StartEmbeddedNATS starts the in-process nats-server a node uses when no
 // NATS URL is configured, and waits until it accepts clients. Its log goes
-// through log. With cluster routes configured, the embedded servers of
-// several nodes form one NATS cluster. With jetstream (rooms with history)
-// it runs JetStream, its store in cfg.StoreDir (a temporary directory,
-// for streams kept in memory, when that is empty), in a directory of its
-// own under it: name, the node's name, which also names the server in a
-// JetStream cluster (so it must stay the same across restarts).
-func StartEmbeddedNATS(cfg config.Embedded, jetstream bool, name string, log zerolog.Logger) (*server.Server, error) {
+// through log. It requires cfg's user and password, or its token, of every
+// client (see EmbeddedCredentials). With cluster routes configured, the
+// embedded servers of several nodes form one NATS cluster, and require
+// the same credentials of each other's routes (with a token: user
+// "tether", the token as password); tether adds them to the route URLs
+// that carry none. With jetstream (rooms with history) it runs JetStream,
+// its store in cfg.Embedded.StoreDir (a temporary directory, for streams
+// kept in memory, when that is empty), in a directory of its own under
+// it: name, the node's name, which also names the server in a JetStream
+// cluster (so it must stay the same across restarts).
+func StartEmbeddedNATS(cfg config.NATS, jetstream bool, name string, log zerolog.Logger) (*server.Server, error) {
+	e := cfg.Embedded
 	opts := &server.Options{
-		ServerName: name,
-		Host:       cfg.Host,
-		Port:       cfg.Port,
-		NoSigs:     true, // signals belong to tether, not to the embedded server
-		MaxPayload: 8 << 20,
+		ServerName:    name,
+		Host:          e.Host,
+		Port:          e.Port,
+		NoSigs:        true, // signals belong to tether, not to the embedded server
+		MaxPayload:    8 << 20,
+		Username:      cfg.User,
+		Password:      cfg.Password,
+		Authorization: cfg.Token,
 	}
-	if cfg.Cluster.Port != 0 {
-		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: cfg.Cluster.Host, Port: cfg.Cluster.Port}
-		opts.Routes = server.RoutesFromStr(strings.Join(cfg.Cluster.Routes, ","))
+	if e.Cluster.Port != 0 {
+		user, password := cfg.User, cfg.Password
+		if cfg.Token != "" {
+			user, password = embeddedUser, cfg.Token
+		}
+		opts.Cluster = server.ClusterOpts{Name: e.Cluster.Name, Host: e.Cluster.Host, Port: e.Cluster.Port, Username: user, Password: password}
+		opts.Routes = server.RoutesFromStr(strings.Join(e.Cluster.Routes, ","))
+		for _, r := range opts.Routes {
+			if r.User == nil {
+				r.User = url.UserPassword(user, password)
+			}
+		}
 	}
 	if jetstream {
 		opts.JetStream = true
-		opts.StoreDir = filepath.Join(cfg.StoreDir, name)
-		if cfg.StoreDir == "" {
+		opts.StoreDir = filepath.Join(e.StoreDir, name)
+		if e.StoreDir == "" {
 			dir, err := os.MkdirTemp("", "tether-jetstream")
 			if err != nil {
 				return nil, fmt.Errorf("embedded nats: %w", err)
@@ -85,13 +120,50 @@ type NATSEvents struct {
 	Closed func(c *nats.Conn, err error)
 }
 
-// ConnectNATS connects to url and keeps reconnecting for ever: a node
-// whose NATS goes away keeps serving its local connections and comes back
-// into the cluster by itself. Where nats.go closes the connection for
-// good anyway, ev.Closed says so.
-func ConnectNATS(url, name string, cfg config.NATS, log zerolog.Logger, ev NATSEvents) (*nats.Conn, error) {
+// NATSAuth returns the nats.go options that authenticate a client with
+// cfg's credentials file, user and password, or token (at most one is
+// set: Validate sees to that), and those of its TLS: the CAs to trust,
+// the client certificate. nats.go reads the files at each connect, so a
+// renewed certificate is used from the next reconnect on.
+func NATSAuth(cfg config.NATS) []nats.Option {
+	var opts []nats.Option
+	switch {
+	case cfg.CredentialsFile != "":
+		opts = append(opts, nats.UserCredentials(cfg.CredentialsFile))
+	case cfg.User != "":
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	case cfg.Token != "":
+		opts = append(opts, nats.Token(cfg.Token))
+	}
+	if cfg.TLS.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLS.CAFile))
+	}
+	if cfg.TLS.CertFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLS.CertFile, cfg.TLS.KeyFile))
+	}
+	return opts
+}
+
+// RedactURL drops the credentials from NATS URLs (comma separated), for
+// logs, errors and the status API.
+func RedactURL(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = nil
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// ConnectNATS connects to urls with auth (see NATSAuth) and keeps
+// reconnecting for ever: a node whose NATS goes away keeps serving its
+// local connections and comes back into the cluster by itself. Where
+// nats.go closes the connection for good anyway, ev.Closed says so.
+func ConnectNATS(urls, name string, cfg config.NATS, auth []nats.Option, log zerolog.Logger, ev NATSEvents) (*nats.Conn, error) {
 	log = log.With().Str("component", "nats").Logger()
-	nc, err := nats.Connect(url,
+	nc, err := nats.Connect(urls, append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(cfg.ReconnectWait.D()),
@@ -109,7 +181,7 @@ func ConnectNATS(url, name string, cfg config.NATS, log zerolog.Logger, ev NATSE
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected")
+			log.Info().Str("url", RedactURL(c.ConnectedUrl())).Msg("nats reconnected")
 			if ev.Reconnected != nil {
 				ev.Reconnected()
 			}
@@ -126,9 +198,12 @@ func ConnectNATS(url, name string, cfg config.NATS, log zerolog.Logger, ev NATSE
 			}
 			ev.Msg("nats async error")
 		}),
-	)
+	}, auth...)...)
+	if errors.Is(err, nats.ErrAuthorization) {
+		return nil, fmt.Errorf("nats connect %s: %w (nats.user and nats.password, nats.token or nats.credentials_file are not what the server requires)", RedactURL(urls), err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("nats connect %s: %w", url, err)
+		return nil, fmt.Errorf("nats connect %s: %w", RedactURL(urls), err)
 	}
 	return nc, nil
 }

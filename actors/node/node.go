@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,7 @@ type Node struct {
 
 	ns        *server.Server // the embedded server, nil with an external URL
 	natsURL   string
+	natsAuth  []nats.Option // credentials and TLS, fixed at start as the embedded server's are
 	system    *actor.ActorSystem
 	root      *actor.PID // the node actor, root of the supervision tree
 	admin     *transport.HTTPServer
@@ -96,13 +98,16 @@ func Start(opts Options) (_ *Node, err error) {
 	}()
 
 	n.natsURL = cfg.NATS.URL
+	creds := cfg.NATS
 	if n.natsURL == "" {
-		if n.ns, err = transport.StartEmbeddedNATS(cfg.NATS.Embedded, cfg.Rooms.HasHistory(), cfg.Node.Name, n.log); err != nil {
+		creds = transport.EmbeddedCredentials(cfg.NATS)
+		if n.ns, err = transport.StartEmbeddedNATS(creds, cfg.Rooms.HasHistory(), cfg.Node.Name, n.log); err != nil {
 			return nil, err
 		}
 		n.natsURL = n.ns.ClientURL()
 		n.log.Info().Str("url", n.natsURL).Msg("embedded nats listening")
 	}
+	n.natsAuth = transport.NATSAuth(creds)
 	n.metrics = transport.NewMetrics()
 	n.bus = cluster.NewBus(n.id, cfg.NATS.SubjectPrefix, n.metrics)
 	nc, err := n.connectNATS()
@@ -120,7 +125,7 @@ func Start(opts Options) (_ *Node, err error) {
 		Log: n.log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("rooms: %w (NATS at %s)", err, nc.ConnectedUrlRedacted())
+		return nil, fmt.Errorf("rooms: %w (NATS at %s)", err, n.NATSURL())
 	}
 
 	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
@@ -180,14 +185,20 @@ func (n *Node) ID() string { return n.id }
 // the rooms' history.
 const historyWait = time.Minute
 
-// NATSURL is the client URL of the NATS the node uses.
-func (n *Node) NATSURL() string { return n.bus.Conn().ConnectedUrl() }
+// NATSURL is the client URL of the NATS the node uses, without
+// credentials: the status API shows it.
+func (n *Node) NATSURL() string { return transport.RedactURL(n.bus.Conn().ConnectedUrl()) }
+
+// NATSOptions are the credentials and TLS options the node connects to
+// NATS with: a client of the node's embedded server (a test, a tool in the
+// same process) connects with NATSURL and them, as the node does.
+func (n *Node) NATSOptions() []nats.Option { return slices.Clone(n.natsAuth) }
 
 // connectNATS makes the node's connection to NATS. nats.go reconnects it
 // by itself through outages; where it gives up for good, natsClosed
 // makes a new one.
 func (n *Node) connectNATS() (*nats.Conn, error) {
-	return transport.ConnectNATS(n.natsURL, "tether "+n.id, n.Config().NATS, n.log, transport.NATSEvents{
+	return transport.ConnectNATS(n.natsURL, "tether "+n.id, n.Config().NATS, n.natsAuth, n.log, transport.NATSEvents{
 		Disconnected: n.bus.Disconnected,
 		Reconnected: func() {
 			if pid := n.bridge.Load(); pid != nil {

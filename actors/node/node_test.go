@@ -46,8 +46,9 @@ func TestNodeStartsAnswersOnNATSAndStops(t *testing.T) {
 	n := startNode(t, testConfig())
 	url := n.NATSURL()
 
-	// Another client of the embedded server asks the node for its status.
-	nc, err := nats.Connect(url)
+	// Another client of the embedded server, with the node's credentials,
+	// asks the node for its status.
+	nc, err := nats.Connect(url, n.NATSOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,10 +148,12 @@ func TestNATSClosedForGoodConnectsAgain(t *testing.T) {
 	cfg.Cluster.HeartbeatInterval = config.Duration(100 * time.Millisecond)
 	cfg.Cluster.DeadAfter = config.Duration(time.Second)
 	cfg.NATS.ReconnectWait = config.Duration(50 * time.Millisecond)
+	cfg.NATS.User, cfg.NATS.Password = "tether", "s3cret" // b connects to a's embedded server
 	a := startNode(t, cfg)
 	cfgB := testConfig()
 	cfgB.Node.Name = "b"
 	cfgB.NATS.URL = a.NATSURL()
+	cfgB.NATS.User, cfgB.NATS.Password = cfg.NATS.User, cfg.NATS.Password
 	cfgB.Cluster = cfg.Cluster
 	b := startNode(t, cfgB)
 
@@ -198,7 +201,7 @@ func TestNATSClosedForGoodConnectsAgain(t *testing.T) {
 	}
 	// The admin API answers on the new connection: ask a's own subject
 	// family through b's NATS server until a's node id answers.
-	nc, err := nats.Connect(a.NATSURL())
+	nc, err := nats.Connect(a.NATSURL(), a.NATSOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}

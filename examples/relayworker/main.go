@@ -8,7 +8,11 @@
 // node holds it. Start two and stop one: the stopped one's connections
 // move to the other.
 //
-//	relayworker -nats nats://127.0.0.1:4222 -listener game -name w1
+//	relayworker -nats nats://tether:secret@127.0.0.1:4222 -listener game -name w1
+//
+// The URL carries the NATS credentials the nodes are configured with
+// (nats.user and nats.password, or nats.token as nats://token@host:port):
+// tether's embedded NATS requires them of every client.
 //
 // The wire format is in the documentation of tether/actors/relay.
 package main
@@ -28,7 +32,7 @@ import (
 )
 
 func main() {
-	url := flag.String("nats", nats.DefaultURL, "NATS URL of the tether cluster")
+	url := flag.String("nats", nats.DefaultURL, "NATS URL of the tether cluster, with its credentials: nats://user:password@host:port")
 	prefix := flag.String("prefix", "tether", "subject prefix (nats.subject_prefix)")
 	listener := flag.String("listener", "tcp", "the relay listener whose connections to take")
 	queue := flag.String("queue", "workers", "queue group: the workers that share the connections")
