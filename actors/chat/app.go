@@ -116,13 +116,17 @@ func (a *App) Opened(c *conn.Actor) {
 // Frame handles one request. A bad request is answered with an error and
 // never closes the connection.
 func (a *App) Frame(c *conn.Actor, data []byte) {
-	if a.auth != nil && a.who == nil {
-		a.unauthenticated(c, data)
+	if a.asking && a.who == nil {
+		a.wait(c, data)
 		return
 	}
 	req, bad := protocol.DecodeRequest(data)
 	if bad != nil {
 		a.fail(c, bad.ID, bad.Code, bad.Message)
+		return
+	}
+	if a.auth != nil && a.who == nil {
+		a.unauthenticated(c, req)
 		return
 	}
 	switch req.Op {

@@ -62,22 +62,19 @@ func (a *App) authOpened(c *conn.Actor) {
 	}
 }
 
-// unauthenticated handles a message that arrives before the connection
-// is authenticated.
-func (a *App) unauthenticated(c *conn.Actor, data []byte) {
-	if a.asking {
-		if len(a.waiting) >= maxWaiting {
-			a.fail(c, nil, protocol.CodeBusy, fmt.Sprintf("%d messages wait for the authentication already", maxWaiting))
-			return
-		}
-		a.waiting = append(a.waiting, append([]byte(nil), data...))
+// wait keeps a message sent while the backend is asked who the
+// connection is: it is handled once the answer is in.
+func (a *App) wait(c *conn.Actor, data []byte) {
+	if len(a.waiting) >= maxWaiting {
+		a.fail(c, nil, protocol.CodeBusy, fmt.Sprintf("%d messages wait for the authentication already", maxWaiting))
 		return
 	}
-	req, bad := protocol.DecodeRequest(data)
-	if bad != nil {
-		a.fail(c, bad.ID, bad.Code, bad.Message)
-		return
-	}
+	a.waiting = append(a.waiting, append([]byte(nil), data...))
+}
+
+// unauthenticated handles a request that arrives before the connection
+// is authenticated: only auth and ping are taken.
+func (a *App) unauthenticated(c *conn.Actor, req *protocol.Request) {
 	switch req.Op {
 	case "ping":
 		c.Send(protocol.Encode(&protocol.Reply{Op: "pong", ID: req.ID}))
