@@ -35,19 +35,7 @@ func newTLSSocket(t *testing.T) *tlsSocket {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := ListenTCP("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw, server := loopback(t)
 	node := NewNodeSockets(10)
 	m := NewMetrics().Listener("t", "tcp")
 	ticket, ok := NewAdmission(node, 0, 0, m, zerolog.Nop()).Admit(server)
@@ -68,15 +56,7 @@ func newTLSSocket(t *testing.T) *tlsSocket {
 	if err := <-handshook; err != nil {
 		t.Fatal(err)
 	}
-	ev := &events{}
-	s, err := Adopt(a, ev, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev.s = s
-	if err := s.Start(false); err != nil {
-		t.Fatal(err)
-	}
+	s, ev := adopt(t, a, m)
 	t.Cleanup(func() { client.Close(); s.Close() })
 	return &tlsSocket{s: s, ev: ev, client: client, node: node}
 }
