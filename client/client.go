@@ -152,11 +152,6 @@ func Wrap(c net.Conn, o TCPOptions, timeout time.Duration) (*Client, error) {
 // wrap starts a client on c (closed on an error): its TLS handshake,
 // then the welcome.
 func wrap(ctx context.Context, c net.Conn, o TCPOptions) (*Client, error) {
-	w, err := newTCPWire(c, o)
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
 	if o.TLS != nil {
 		cfg := o.TLS
 		if cfg.ServerName == "" {
@@ -168,7 +163,12 @@ func wrap(ctx context.Context, c net.Conn, o TCPOptions) (*Client, error) {
 			c.Close()
 			return nil, fmt.Errorf("client: tls: %w", err)
 		}
-		c, w.conn = tc, tc
+		c = tc
+	}
+	w, err := newTCPWire(c, o)
+	if err != nil {
+		c.Close()
+		return nil, err
 	}
 	return start(ctx, c, w, &sync.Mutex{})
 }

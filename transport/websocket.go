@@ -80,9 +80,9 @@ func (a *Accepted) Close() {
 }
 
 // ListenWebSocket binds addr and serves WebSocket upgrades and static
-// files on it, over TLS when o.TLS is set. The upgrade uses gobwas/ws on the hijacked connection; once
-// it is done no HTTP buffer is kept: the socket goes to its connection
-// actor with only the bytes already read.
+// files on it, over TLS when o.TLS is set. The upgrade uses gobwas/ws on
+// the hijacked connection; once it is done no HTTP buffer is kept: the
+// socket goes to its connection actor with only the bytes already read.
 func ListenWebSocket(addr string, o WebSocketOptions) (*HTTPServer, error) {
 	lc := net.ListenConfig{KeepAlive: -1} // the listener's tcp_keepalive applies instead
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
