@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -507,6 +508,88 @@ func TestTLSNodeCapCountsThreeDescriptors(t *testing.T) {
 		})
 		if got := n.logLines(`"connections capped"`, fmt.Sprintf(`"max_connections":%d,`, c.want)); len(got) != 1 {
 			t.Errorf("%s: want the cap %d logged; got %q", c.name, c.want, n.logLines(`"connections capped"`))
+		}
+	}
+}
+
+// TestTLSDeadPeerWithoutFIN: the liveness socket options reach the TCP
+// socket under a TLS connection: a TLS peer whose link goes down is
+// closed by the kernel's keepalive (TCP over TLS) or by TCP_USER_TIMEOUT
+// (wss, pinged by the server) within the same bounds as a plain one.
+// The bridge cannot tell why the socket ended: both are reported
+// client_closed (the documented limit).
+func TestTLSDeadPeerWithoutFIN(t *testing.T) {
+	ns := newPeerNamespace(t)
+	const (
+		idle, interval = time.Second, time.Second
+		count          = 2
+		userTimeout    = 2 * time.Second
+		pingInterval   = time.Second
+	)
+	ca := testca.New(t)
+	certFile, keyFile := ca.Issue(t, 2)
+	files := config.TLS{CertFile: certFile, KeyFile: keyFile}
+	n := startNode(t, func(c *config.Config) {
+		ka := config.DefaultListener(config.ProtocolTCP)
+		ka.Name, ka.Address, ka.TLS = "keepalive", net.JoinHostPort(ns.hostIP, "0"), files
+		ka.TCPKeepalive = config.TCPKeepalive{Enabled: true, Idle: config.Duration(idle), Interval: config.Duration(interval), Count: count}
+		ka.Heartbeat.IdleTimeout = 0
+
+		wss := config.DefaultListener(config.ProtocolWebSocket)
+		wss.Name, wss.Address, wss.TLS = "wss", net.JoinHostPort(ns.hostIP, "0"), files
+		wss.TCPKeepalive.Enabled = false
+		wss.TCPUserTimeout = config.Duration(userTimeout)
+		wss.Heartbeat.IdleTimeout = 0
+		wss.Heartbeat.PingInterval, wss.Heartbeat.PingNotResponseLimit = config.Duration(pingInterval), 0 // ping, never kick
+
+		c.Listeners = []config.Listener{ka, wss}
+	})
+	cfg := ca.ClientConfig()
+	cfg.ServerName = "127.0.0.1" // the certificate's name; the node is at the namespace's address
+	kaClient, err := ns.inside(func(ctx context.Context) (*client.Client, error) {
+		return client.DialTCP(ctx, n.addr("keepalive"), client.TCPOptions{TLS: cfg})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kaClient.Close()
+	wssClient, err := ns.inside(func(ctx context.Context) (*client.Client, error) {
+		return client.DialWebSocketWith(ctx, "wss://"+n.addr("wss")+"/ws", client.WebSocketOptions{TLS: cfg})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wssClient.Close()
+
+	// The clients' last ACKs must be out before the cable goes: data the
+	// node sent left unacknowledged (a delayed ACK) is retransmitted for
+	// many minutes, and keepalive probes only an idle socket.
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
+		out, err := exec.Command("ss", "-tnH", "state", "established", "src", ns.hostIP).Output()
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[1] != "0" {
+				return fmt.Errorf("unacknowledged: %s", line)
+			}
+		}
+		return nil
+	})
+	pulled := time.Now()
+	ns.pullCable()
+	for _, c := range []struct {
+		c     *client.Client
+		limit time.Duration
+	}{
+		{kaClient, idle + interval*count + time.Second},
+		{wssClient, pingInterval + userTimeout + time.Second},
+	} {
+		if r := n.closeReason(t, c.c.ID(), c.limit+2*time.Second); r != conn.ReasonClientClosed {
+			t.Errorf("%s: reason %s, want client_closed", c.c.ID(), r)
+		}
+		if info, _ := n.ConnInfo(c.c.ID()); info.Closed.Sub(pulled) > c.limit {
+			t.Errorf("%s: closed %s after the cable was pulled, want within %s", c.c.ID(), info.Closed.Sub(pulled), c.limit)
 		}
 	}
 }
