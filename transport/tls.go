@@ -86,7 +86,8 @@ const pairBuffer = 16 << 10
 // close_notify, in reads away what the client still sends (closing a
 // TCP socket with unread input sends a reset, which makes the client
 // drop our last bytes). A client that neither reads nor closes is cut
-// then.
+// then (or when the close_notify crypto/tls is sending gives up: it
+// allows itself 5 s).
 const bridgeLinger = 2 * time.Second
 
 // HandshakeTLS runs the server's side of the TLS handshake on a's TCP
