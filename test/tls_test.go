@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -520,29 +519,15 @@ func TestTLSNodeCapCountsThreeDescriptors(t *testing.T) {
 // client_closed (the documented limit).
 func TestTLSDeadPeerWithoutFIN(t *testing.T) {
 	ns := newPeerNamespace(t)
-	const (
-		idle, interval = time.Second, time.Second
-		count          = 2
-		userTimeout    = 2 * time.Second
-		pingInterval   = time.Second
-	)
 	ca := testca.New(t)
 	certFile, keyFile := ca.Issue(t, 2)
 	files := config.TLS{CertFile: certFile, KeyFile: keyFile}
 	n := startNode(t, func(c *config.Config) {
-		ka := config.DefaultListener(config.ProtocolTCP)
-		ka.Name, ka.Address, ka.TLS = "keepalive", net.JoinHostPort(ns.hostIP, "0"), files
-		ka.TCPKeepalive = config.TCPKeepalive{Enabled: true, Idle: config.Duration(idle), Interval: config.Duration(interval), Count: count}
-		ka.Heartbeat.IdleTimeout = 0
-
-		wss := config.DefaultListener(config.ProtocolWebSocket)
-		wss.Name, wss.Address, wss.TLS = "wss", net.JoinHostPort(ns.hostIP, "0"), files
-		wss.TCPKeepalive.Enabled = false
-		wss.TCPUserTimeout = config.Duration(userTimeout)
-		wss.Heartbeat.IdleTimeout = 0
-		wss.Heartbeat.PingInterval, wss.Heartbeat.PingNotResponseLimit = config.Duration(pingInterval), 0 // ping, never kick
-
-		c.Listeners = []config.Listener{ka, wss}
+		c.Listeners = []config.Listener{
+			deadPeerListener(ns, "keepalive", config.ProtocolTCP, true),
+			deadPeerListener(ns, "wss", config.ProtocolWebSocket, false),
+		}
+		c.Listeners[0].TLS, c.Listeners[1].TLS = files, files
 	})
 	cfg := ca.ClientConfig()
 	cfg.ServerName = "127.0.0.1" // the certificate's name; the node is at the namespace's address
@@ -561,29 +546,15 @@ func TestTLSDeadPeerWithoutFIN(t *testing.T) {
 	}
 	defer wssClient.Close()
 
-	// The clients' last ACKs must be out before the cable goes: data the
-	// node sent left unacknowledged (a delayed ACK) is retransmitted for
-	// many minutes, and keepalive probes only an idle socket.
-	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
-		out, err := exec.Command("ss", "-tnH", "state", "established", "src", ns.hostIP).Output()
-		if err != nil {
-			return err
-		}
-		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[1] != "0" {
-				return fmt.Errorf("unacknowledged: %s", line)
-			}
-		}
-		return nil
-	})
+	ns.acked()
 	pulled := time.Now()
 	ns.pullCable()
 	for _, c := range []struct {
 		c     *client.Client
 		limit time.Duration
 	}{
-		{kaClient, idle + interval*count + time.Second},
-		{wssClient, pingInterval + userTimeout + time.Second},
+		{kaClient, keepaliveLimit},
+		{wssClient, userTimeoutLimit},
 	} {
 		if r := n.closeReason(t, c.c.ID(), c.limit+2*time.Second); r != conn.ReasonClientClosed {
 			t.Errorf("%s: reason %s, want client_closed", c.c.ID(), r)
