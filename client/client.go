@@ -1,6 +1,6 @@
 // Package client is a Go client of tether's chat protocol, over TCP (with
-// any of tether's framings) or WebSocket. Tests, the bench tool and users
-// use it.
+// any of tether's framings) or WebSocket, either over TLS. Tests, the
+// bench tool and users use it.
 //
 // Recv returns the server's messages in order, and Call sends a request
 // with an id and returns its reply, keeping the events that arrive
@@ -10,6 +10,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -132,6 +133,9 @@ type TCPOptions struct {
 	Framing string // "length" (default) or "eof"
 	Length  framing.LengthOptions
 	EOF     []byte // delimiter, default "\r\n"
+	// TLS, when set, speaks TLS (a listener with tls). An empty
+	// ServerName is the host dialled.
+	TLS *tls.Config
 }
 
 // DialTCP connects to a TCP listener and reads the welcome.
@@ -141,23 +145,39 @@ func DialTCP(ctx context.Context, addr string, o TCPOptions) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	return wrap(ctx, c, o)
+}
+
+// Wrap starts a client on a socket already connected to a TCP listener
+// (dialed from a chosen source address, say) and reads the welcome; c is
+// closed on an error.
+func Wrap(c net.Conn, o TCPOptions, timeout time.Duration) (*Client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return wrap(ctx, c, o)
+}
+
+// wrap starts a client on c (closed on an error): its TLS handshake,
+// then the welcome.
+func wrap(ctx context.Context, c net.Conn, o TCPOptions) (*Client, error) {
+	if o.TLS != nil {
+		cfg := o.TLS
+		if cfg.ServerName == "" {
+			cfg = cfg.Clone()
+			cfg.ServerName, _, _ = net.SplitHostPort(c.RemoteAddr().String())
+		}
+		tc := tls.Client(c, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("client: tls: %w", err)
+		}
+		c = tc
+	}
 	w, err := newTCPWire(c, o)
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
-	return start(ctx, c, w, &sync.Mutex{})
-}
-
-// Wrap starts a client on a socket already connected to a TCP listener
-// (dialed from a chosen source address, say) and reads the welcome.
-func Wrap(c net.Conn, o TCPOptions, timeout time.Duration) (*Client, error) {
-	w, err := newTCPWire(c, o)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	return start(ctx, c, w, &sync.Mutex{})
 }
 
@@ -193,8 +213,22 @@ func DialWebSocket(ctx context.Context, url string) (*Client, error) {
 // DialWebSocketFrom is DialWebSocket from the local address local (nil:
 // any), for load generators that spread clients over many addresses.
 func DialWebSocketFrom(ctx context.Context, url string, local net.IP) (*Client, error) {
-	d := ws.Dialer{}
-	if local != nil {
+	return DialWebSocketWith(ctx, url, WebSocketOptions{Local: local})
+}
+
+// WebSocketOptions are how DialWebSocketWith connects.
+type WebSocketOptions struct {
+	// Local is the local address to dial from; nil: any.
+	Local net.IP
+	// TLS configures wss:// URLs; nil: the system's roots.
+	TLS *tls.Config
+}
+
+// DialWebSocketWith connects to a WebSocket listener (ws:// or wss://)
+// as o says and reads the welcome.
+func DialWebSocketWith(ctx context.Context, url string, o WebSocketOptions) (*Client, error) {
+	d := ws.Dialer{TLSConfig: o.TLS}
+	if local := o.Local; local != nil {
 		d.NetDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: local}}
 			return nd.DialContext(ctx, network, addr)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"tether/test/testca"
 )
 
 func TestDefaultsAreValid(t *testing.T) {
@@ -519,5 +521,49 @@ func TestHistoryReplicas(t *testing.T) {
 	c.NATS.HistoryReplicas = 2
 	if got := c.NATS.Replicas(); got != 2 {
 		t.Errorf("set to 2: %d replicas", got)
+	}
+}
+
+// TestValidateTLS checks the certificate keys: both or neither, readable
+// files, a certificate and its own key; each error names its key.
+func TestValidateTLS(t *testing.T) {
+	ca := testca.New(t)
+	cert, key := ca.Issue(t, 2)
+	otherCert, _ := ca.Issue(t, 3)
+	cases := []struct {
+		name string
+		tls  TLS
+		key  string // "": valid
+		want string
+	}{
+		{"a pair", TLS{CertFile: cert, KeyFile: key}, "", ""},
+		{"cert alone", TLS{CertFile: cert}, "tls.key_file", "required when"},
+		{"key alone", TLS{KeyFile: key}, "tls.cert_file", "required when"},
+		{"no cert file", TLS{CertFile: cert + ".missing", KeyFile: key}, "tls.cert_file", "no such file"},
+		{"no key file", TLS{CertFile: cert, KeyFile: key + ".missing"}, "tls.key_file", "no such file"},
+		{"another's key", TLS{CertFile: otherCert, KeyFile: key}, "tls", "not a certificate and its key"},
+		{"key for cert", TLS{CertFile: key, KeyFile: key}, "tls", "not a certificate and its key"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for _, prefix := range []string{"listeners.tcp.", "http."} {
+				cfg := Default()
+				if prefix == "http." {
+					cfg.HTTP.TLS = c.tls
+				} else {
+					cfg.Listeners[0].TLS = c.tls
+				}
+				err := cfg.Validate()
+				if c.key == "" {
+					if err != nil {
+						t.Fatalf("%s: %v", prefix, err)
+					}
+					continue
+				}
+				if err == nil || !strings.HasPrefix(err.Error(), prefix+c.key+": ") || !strings.Contains(err.Error(), c.want) {
+					t.Fatalf("got %v, want %s%s: ...%s", err, prefix, c.key, c.want)
+				}
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -38,6 +39,7 @@ func (c *Config) Validate() error {
 			v.add("http.token", "required when http.address is not a loopback address (%s)", c.HTTP.Address)
 		}
 	}
+	v.tls("http.tls", c.HTTP.TLS)
 	c.validateNATS(v)
 	v.positive("cluster.heartbeat_interval", c.Cluster.HeartbeatInterval)
 	if v.positive("cluster.dead_after", c.Cluster.DeadAfter) && c.Cluster.DeadAfter < 2*c.Cluster.HeartbeatInterval {
@@ -267,6 +269,7 @@ func (l *Listener) validate(v *validator, key string) {
 			v.add(kk+".count", "must be between 1 and 127, got %d", ka.Count)
 		}
 	}
+	v.tls(key+".tls", l.TLS)
 	if v.nonNegative(key+".tcp_user_timeout", l.TCPUserTimeout) && l.TCPUserTimeout%Duration(time.Millisecond) != 0 {
 		v.add(key+".tcp_user_timeout", "must be a whole number of milliseconds, got %s", l.TCPUserTimeout)
 	}
@@ -435,6 +438,36 @@ func (v *validator) port(key string, p int) bool {
 		return false
 	}
 	return true
+}
+
+// tls checks a certificate and its key: both set or neither, files that
+// can be read, and a pair that loads. A bad file fails the start, or the
+// reload (which keeps the running configuration), instead of every
+// handshake.
+func (v *validator) tls(key string, t TLS) {
+	switch {
+	case t.CertFile == "" && t.KeyFile == "":
+		return
+	case t.CertFile == "":
+		v.add(key+".cert_file", "required when %s.key_file is set", key)
+		return
+	case t.KeyFile == "":
+		v.add(key+".key_file", "required when %s.cert_file is set", key)
+		return
+	}
+	certPEM, err := os.ReadFile(t.CertFile)
+	if err != nil {
+		v.add(key+".cert_file", "%v", err)
+		return
+	}
+	keyPEM, err := os.ReadFile(t.KeyFile)
+	if err != nil {
+		v.add(key+".key_file", "%v", err)
+		return
+	}
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		v.add(key, "%s and %s are not a certificate and its key: %v", t.CertFile, t.KeyFile, err)
+	}
 }
 
 // address checks host:port and returns the host ("" when invalid).

@@ -16,6 +16,7 @@ import (
 	"tether/actors/conn"
 	"tether/client"
 	"tether/config"
+	"tether/test/check"
 )
 
 // peerNamespace is a network namespace made by the test, joined to the
@@ -73,6 +74,26 @@ func (p *peerNamespace) pullCable() {
 	p.run("ip", "netns", "exec", p.name, "ip", "link", "set", p.peerIf, "down")
 }
 
+// acked waits until the host's sockets on the link have nothing
+// unacknowledged, so that pulling the cable loses no client's last
+// (delayed) ACK: data left unacknowledged is retransmitted for many
+// minutes, and keepalive probes only an idle socket.
+func (p *peerNamespace) acked() {
+	p.t.Helper()
+	check.For(p.t, 5*time.Second, 10*time.Millisecond, func() error {
+		out, err := exec.Command("ss", "-tnH", "state", "established", "src", p.hostIP).Output()
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[1] != "0" {
+				return fmt.Errorf("unacknowledged: %s", line)
+			}
+		}
+		return nil
+	})
+}
+
 // dial connects a TCP client to addr from inside the namespace.
 func (p *peerNamespace) dial(addr string) (*client.Client, error) {
 	return p.inside(func(ctx context.Context) (*client.Client, error) {
@@ -114,6 +135,35 @@ func (p *peerNamespace) inside(dial func(context.Context) (*client.Client, error
 	return dial(ctx)
 }
 
+// The dead-peer tests' liveness settings: short, so that the kernel
+// gives up on a silent peer within seconds, and when each must have.
+const (
+	deadIdle, deadInterval = time.Second, time.Second
+	deadCount              = 2
+	deadUserTimeout        = 2 * time.Second
+	deadPingInterval       = time.Second
+
+	keepaliveLimit   = deadIdle + deadInterval*deadCount + time.Second
+	userTimeoutLimit = deadPingInterval + deadUserTimeout + time.Second
+)
+
+// deadPeerListener is a listener on the namespace's link without idle
+// timeout: with OS keepalive, or else with TCP_USER_TIMEOUT and server
+// pings (that never kick) to keep data in flight.
+func deadPeerListener(ns *peerNamespace, name, protocol string, keepalive bool) config.Listener {
+	l := config.DefaultListener(protocol)
+	l.Name, l.Address = name, net.JoinHostPort(ns.hostIP, "0")
+	l.Heartbeat.IdleTimeout = 0
+	if keepalive {
+		l.TCPKeepalive = config.TCPKeepalive{Enabled: true, Idle: config.Duration(deadIdle), Interval: config.Duration(deadInterval), Count: deadCount}
+		return l
+	}
+	l.TCPKeepalive.Enabled = false
+	l.TCPUserTimeout = config.Duration(deadUserTimeout)
+	l.Heartbeat.PingInterval, l.Heartbeat.PingNotResponseLimit = config.Duration(deadPingInterval), 0
+	return l
+}
+
 // TestDeadPeerWithoutFIN: a peer whose link goes down sends nothing more.
 // On a listener with OS keepalive the kernel gives up after idle +
 // interval*count and the node closes the connection as keepalive; on a
@@ -123,33 +173,12 @@ func (p *peerNamespace) inside(dial func(context.Context) (*client.Client, error
 // the kernel's count of acknowledged bytes makes it look like keepalive).
 func TestDeadPeerWithoutFIN(t *testing.T) {
 	ns := newPeerNamespace(t)
-	const (
-		idle, interval = time.Second, time.Second
-		count          = 2
-		userTimeout    = 2 * time.Second
-		pingInterval   = time.Second
-	)
 	n := startNode(t, func(c *config.Config) {
-		ka := config.DefaultListener(config.ProtocolTCP)
-		ka.Name, ka.Address = "keepalive", net.JoinHostPort(ns.hostIP, "0")
-		ka.TCPKeepalive = config.TCPKeepalive{Enabled: true, Idle: config.Duration(idle), Interval: config.Duration(interval), Count: count}
-		ka.Heartbeat.IdleTimeout = 0
-
-		ut := config.DefaultListener(config.ProtocolTCP)
-		ut.Name, ut.Address = "usertimeout", net.JoinHostPort(ns.hostIP, "0")
-		ut.TCPKeepalive.Enabled = false
-		ut.TCPUserTimeout = config.Duration(userTimeout)
-		ut.Heartbeat.IdleTimeout = 0
-		ut.Heartbeat.PingInterval, ut.Heartbeat.PingNotResponseLimit = config.Duration(pingInterval), 0 // ping, never kick
-
-		ws := config.DefaultListener(config.ProtocolWebSocket)
-		ws.Name, ws.Address = "ws", net.JoinHostPort(ns.hostIP, "0")
-		ws.TCPKeepalive.Enabled = false
-		ws.TCPUserTimeout = config.Duration(userTimeout)
-		ws.Heartbeat.IdleTimeout = 0
-		ws.Heartbeat.PingInterval, ws.Heartbeat.PingNotResponseLimit = config.Duration(pingInterval), 0
-
-		c.Listeners = []config.Listener{ka, ut, ws}
+		c.Listeners = []config.Listener{
+			deadPeerListener(ns, "keepalive", config.ProtocolTCP, true),
+			deadPeerListener(ns, "usertimeout", config.ProtocolTCP, false),
+			deadPeerListener(ns, "ws", config.ProtocolWebSocket, false),
+		}
 	})
 	kaClient, err := ns.dial(n.addr("keepalive"))
 	if err != nil {
@@ -167,24 +196,23 @@ func TestDeadPeerWithoutFIN(t *testing.T) {
 	}
 	defer wsClient.Close()
 
+	ns.acked()
 	pulled := time.Now()
 	ns.pullCable()
 
-	kaLimit := idle + interval*count + time.Second
-	if r := n.closeReason(t, kaClient.ID(), kaLimit+2*time.Second); r != conn.ReasonKeepalive {
+	if r := n.closeReason(t, kaClient.ID(), keepaliveLimit+2*time.Second); r != conn.ReasonKeepalive {
 		t.Errorf("keepalive listener: reason %s, want keepalive", r)
 	}
-	if info, _ := n.ConnInfo(kaClient.ID()); info.Closed.Sub(pulled) > kaLimit {
-		t.Errorf("keepalive closed %s after the cable was pulled, want within %s", info.Closed.Sub(pulled), kaLimit)
+	if info, _ := n.ConnInfo(kaClient.ID()); info.Closed.Sub(pulled) > keepaliveLimit {
+		t.Errorf("keepalive closed %s after the cable was pulled, want within %s", info.Closed.Sub(pulled), keepaliveLimit)
 	}
 
-	utLimit := pingInterval + userTimeout + time.Second
 	for _, c := range []*client.Client{utClient, wsClient} {
-		if r := n.closeReason(t, c.ID(), utLimit+2*time.Second); r != conn.ReasonUserTimeout {
+		if r := n.closeReason(t, c.ID(), userTimeoutLimit+2*time.Second); r != conn.ReasonUserTimeout {
 			t.Errorf("user timeout, %s: reason %s, want user_timeout", c.ID(), r)
 		}
-		if info, _ := n.ConnInfo(c.ID()); info.Closed.Sub(pulled) > utLimit {
-			t.Errorf("user timeout, %s: closed %s after the cable was pulled, want within %s", c.ID(), info.Closed.Sub(pulled), utLimit)
+		if info, _ := n.ConnInfo(c.ID()); info.Closed.Sub(pulled) > userTimeoutLimit {
+			t.Errorf("user timeout, %s: closed %s after the cable was pulled, want within %s", c.ID(), info.Closed.Sub(pulled), userTimeoutLimit)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	stdlog "log"
 	"net"
@@ -20,11 +21,15 @@ type HTTPServer struct {
 	ln  net.Listener
 }
 
-// ListenHTTP binds addr and serves handler on it in a goroutine.
-func ListenHTTP(addr string, handler http.Handler, log zerolog.Logger) (*HTTPServer, error) {
+// ListenHTTP binds addr and serves handler on it in a goroutine: HTTPS
+// when tlsConfig is set.
+func ListenHTTP(addr string, handler http.Handler, tlsConfig *tls.Config, log zerolog.Logger) (*HTTPServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
 	}
 	return serveHTTP(ln, &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}, log), nil
 }

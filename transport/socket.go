@@ -45,6 +45,7 @@ type Socket struct {
 	ev       SocketEvents
 	m        *ListenerMetrics
 	adm      *Admission // whose place the socket holds until it is closed
+	tls      *bridge    // a TLS connection's bridge, which holds the place instead; told once the socket is closed
 	remote   netip.AddrPort
 
 	mu sync.Mutex
@@ -130,8 +131,9 @@ func Wall(t int64) time.Time { return epoch.Add(time.Duration(t)) }
 // Adopt takes an accepted socket: its descriptor is duplicated and the
 // net.Conn closed, so that the socket is read and written only through the
 // returned Socket (which ev hears from) and costs no net.Conn. The Socket
-// owns the socket's ticket from now on, and releases it once closed; on
-// an error the caller still does. Start begins reading.
+// owns the socket's ticket from now on, and releases it once closed (or,
+// for a TLS connection, its bridge does once all of it is closed); on an
+// error the caller still does. Start begins reading.
 func Adopt(a *Accepted, ev SocketEvents, m *ListenerMetrics) (*Socket, error) {
 	c := a.Conn
 	sc, ok := c.(syscall.Conn)
@@ -150,8 +152,8 @@ func Adopt(a *Accepted, ev SocketEvents, m *ListenerMetrics) (*Socket, error) {
 	if derr != nil {
 		return nil, fmt.Errorf("dup: %w", derr)
 	}
-	s := &Socket{fd: int32(fd), ev: ev, m: m, limit: 1 << 20, adm: a.Ticket.a}
-	a.Ticket = Ticket{} // the socket holds the place now
+	s := &Socket{fd: int32(fd), ev: ev, m: m, limit: 1 << 20, adm: a.Ticket.a, tls: a.tls}
+	a.Ticket, a.tls = Ticket{}, nil // the socket holds the place now
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		s.remote = a.AddrPort()
 	}
@@ -509,6 +511,10 @@ func (s *Socket) closeNow() {
 		s.adm.release(s.remote.Addr())
 		s.adm = nil
 	}
+	if s.tls != nil {
+		s.tls.socketClosed()
+		s.tls = nil
+	}
 }
 
 // lingering counts the lingering closes in progress.
@@ -571,7 +577,8 @@ func (s *Socket) readAway() bool {
 // written it tells how a timed-out connection died: with data the peer
 // never acknowledged, of TCP_USER_TIMEOUT (or retransmissions); without,
 // of keepalive. The counter survives the kernel purging its queues on the
-// timeout, which tcpi_unacked does not.
+// timeout, which tcpi_unacked does not. A TLS connection's Socket holds a
+// unix socket (its bridge's pair), which has no TCP_INFO: the call fails.
 func (s *Socket) BytesAcked() (uint64, error) {
 	info, err := unix.GetsockoptTCPInfo(int(s.fd), unix.IPPROTO_TCP, unix.TCP_INFO)
 	if err != nil {
@@ -581,7 +588,10 @@ func (s *Socket) BytesAcked() (uint64, error) {
 }
 
 // Unread reports how many bytes the kernel holds that the socket has not
-// read yet: the peer sent them, whatever the owner's backlog.
+// read yet: the peer sent them, whatever the owner's backlog. On a TLS
+// connection it counts what the bridge has decrypted into the pair, not
+// what waits in the TCP socket behind it (a bridge blocked on a full
+// pair shows here all the same).
 func (s *Socket) Unread() int {
 	n, err := unix.IoctlGetInt(int(s.fd), unix.SIOCINQ)
 	if err != nil {

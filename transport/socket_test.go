@@ -45,24 +45,30 @@ func (e *events) saw(what string) bool {
 	return false
 }
 
-// socketPair adopts the server end of a loopback connection.
-func socketPair(t *testing.T) (*Socket, *events, net.Conn) {
+// loopback returns both ends of a new loopback TCP connection.
+func loopback(t *testing.T) (client, server net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
+	client, err = net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err := ln.Accept()
+	server, err = ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return client, server
+}
+
+// adopt adopts a as a listener does and starts reading.
+func adopt(t *testing.T, a *Accepted, m *ListenerMetrics) (*Socket, *events) {
+	t.Helper()
 	ev := &events{}
-	s, err := Adopt(&Accepted{Conn: server}, ev, NewMetrics().Listener("t", "tcp"))
+	s, err := Adopt(a, ev, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,6 +76,14 @@ func socketPair(t *testing.T) (*Socket, *events, net.Conn) {
 	if err := s.Start(false); err != nil {
 		t.Fatal(err)
 	}
+	return s, ev
+}
+
+// socketPair adopts the server end of a loopback connection.
+func socketPair(t *testing.T) (*Socket, *events, net.Conn) {
+	t.Helper()
+	client, server := loopback(t)
+	s, ev := adopt(t, &Accepted{Conn: server}, NewMetrics().Listener("t", "tcp"))
 	t.Cleanup(func() { client.Close(); s.Close() })
 	return s, ev, client
 }

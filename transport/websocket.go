@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -37,7 +38,10 @@ type WebSocketOptions struct {
 	// bytes the client sent after its request (the start of the WebSocket
 	// stream). It takes ownership of the socket and the ticket.
 	Upgraded func(s *Accepted)
-	Log      zerolog.Logger
+	// TLS, when set, serves wss:// (and https:// for Static); upgraded
+	// connections are bridged (see bridgeTLS).
+	TLS *tls.Config
+	Log zerolog.Logger
 }
 
 // Accepted is an admitted socket on its way to its connection actor,
@@ -55,6 +59,8 @@ type Accepted struct {
 	// Handshake is what the upgrade request said that authentication may
 	// need; nil when it said nothing of it.
 	Handshake *Handshake
+
+	tls *bridge // a bridged TLS connection's, which holds the ticket; Conn is its plaintext end
 }
 
 // Handshake is what a WebSocket upgrade request said that authentication
@@ -65,15 +71,45 @@ type Handshake struct {
 	Header http.Header
 }
 
+// TCP is the client's TCP socket: Conn, or the socket under a TLS
+// connection's bridge. Socket options are set on it.
+func (a *Accepted) TCP() *net.TCPConn {
+	if a.tls != nil {
+		return a.tls.tcp
+	}
+	tcp, _ := a.Conn.(*net.TCPConn)
+	return tcp
+}
+
+// Close closes a socket no Socket took (refused, or its listener
+// stopped) and gives its place back: at once, or for a TLS connection
+// once its bridge has ended.
+func (a *Accepted) Close() {
+	_ = a.Conn.Close()
+	if a.tls != nil {
+		a.tls.socketClosed()
+		a.tls = nil
+	}
+	a.Ticket.Release()
+}
+
 // ListenWebSocket binds addr and serves WebSocket upgrades and static
-// files on it. The upgrade uses gobwas/ws on the hijacked connection; once
-// it is done no HTTP buffer is kept: the socket goes to its connection
-// actor with only the bytes already read.
+// files on it, over TLS when o.TLS is set. The upgrade uses gobwas/ws on
+// the hijacked connection; once it is done no HTTP buffer is kept: the
+// socket goes to its connection actor with only the bytes already read.
 func ListenWebSocket(addr string, o WebSocketOptions) (*HTTPServer, error) {
 	lc := net.ListenConfig{KeepAlive: -1} // the listener's tcp_keepalive applies instead
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if o.TLS != nil {
+		// Under the guard: handshakeConn reads the requests decrypted,
+		// and its 408 goes out over TLS. The upgrade hijacks an
+		// HTTP/1.1 connection: no HTTP/2.
+		cfg := o.TLS.Clone()
+		cfg.NextProtos = []string{"http/1.1"}
+		ln = tls.NewListener(ln, cfg)
 	}
 	log := o.Log.With().Str("component", "websocket").Logger()
 	mux := http.NewServeMux()
@@ -113,7 +149,7 @@ func upgradeHandler(o WebSocketOptions, log zerolog.Logger) http.Handler {
 			_ = c.Close()
 			return
 		}
-		s := &Accepted{Conn: g.Conn, Ticket: g.handOff(), Sent: g.written} // the actor wants the *net.TCPConn and its descriptor
+		s := &Accepted{Conn: g.Conn, Ticket: g.handOff(), Sent: g.written} // the actor wants the *net.TCPConn (or the TLS bridge) and its descriptor
 		if token := r.URL.Query().Get("token"); token != "" || o.KeepHeaders {
 			s.Handshake = &Handshake{Token: token}
 			if o.KeepHeaders {
@@ -125,6 +161,15 @@ func upgradeHandler(o WebSocketOptions, log zerolog.Logger) http.Handler {
 			_, _ = rw.Reader.Read(s.Preread)
 		}
 		_ = s.Conn.SetDeadline(time.Time{})
+		if tc, ok := s.Conn.(*tls.Conn); ok {
+			// Bytes the TLS connection has decrypted or read past the
+			// request go through the bridge, after Preread.
+			if err := s.bridgeTLS(tc); err != nil {
+				log.Error().Err(err).Str("remote", r.RemoteAddr).Msg("tls connection not bridged")
+				s.Close()
+				return
+			}
+		}
 		o.Upgraded(s)
 	})
 }
@@ -139,7 +184,8 @@ func originAllowed(origin string, allowed []string) bool {
 }
 
 // guardedListener admits accepted sockets (closing those past a limit at
-// once) and wraps them in handshakeConn.
+// once) and wraps them in handshakeConn. With TLS, the sockets it
+// accepts are *tls.Conn, their handshake still to come.
 type guardedListener struct {
 	net.Listener
 	admission *Admission

@@ -5,6 +5,8 @@
 package listener
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -45,6 +47,9 @@ type Options struct {
 	System   *actor.ActorSystem
 	Config   config.Listener
 	Listener net.Listener // TCP: the bound socket to accept on; nil for WebSocket
+	// TLS, on a TCP listener, makes its sockets TLS: each is handshaken
+	// off the accept loop, then bridged (transport.HandshakeTLS).
+	TLS      *tls.Config
 	Sockets  *transport.NodeSockets
 	Node     string
 	Registry *conn.Registry
@@ -85,6 +90,11 @@ type Actor struct {
 	count     int // connection actors alive
 	drainer   *actor.PID
 	stopping  bool
+
+	// handshakes is the context of the TLS handshakes in progress,
+	// cancelled once the listener drains or stops.
+	handshakes     context.Context
+	stopHandshakes context.CancelFunc
 }
 
 // inbox keeps the sockets handed to the listener actor until it adopts
@@ -114,6 +124,7 @@ func New(opts Options) (*Actor, error) {
 		admission: transport.NewAdmission(opts.Sockets, opts.Config.Limits, metrics, log),
 		inbox:     &inbox{pending: map[*accepted]struct{}{}},
 	}
+	a.handshakes, a.stopHandshakes = context.WithCancel(context.Background())
 	a.connProps = actor.PropsFromProducer(func() actor.Actor { return a.spawning },
 		actor.WithMailbox(actor.UnboundedLockfree()))
 	return a, nil
@@ -134,7 +145,7 @@ func (a *Actor) Hand(system *actor.ActorSystem, pid *actor.PID, s *transport.Acc
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.closed {
-		closeSocket(s)
+		s.Close()
 		return
 	}
 	m := &accepted{s}
@@ -158,14 +169,9 @@ func (in *inbox) close() {
 	defer in.mu.Unlock()
 	in.closed = true
 	for m := range in.pending {
-		closeSocket(m.Accepted)
+		m.Close()
 	}
 	clear(in.pending)
-}
-
-func closeSocket(s *transport.Accepted) {
-	_ = s.Conn.Close()
-	s.Ticket.Release()
 }
 
 // Receive is the listener's mailbox handler.
@@ -189,6 +195,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.drainer = ctx.Sender()
 		a.admission.Close()
 		a.closeListener()
+		a.stopHandshakes()
 		for _, child := range ctx.Children() {
 			ctx.Send(child, &conn.Close{Reason: conn.ReasonServerShutdown})
 		}
@@ -212,6 +219,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.stopping = true
 		a.admission.Close()
 		a.closeListener()
+		a.stopHandshakes()
 	case *actor.Stopped:
 		a.inbox.close()
 	}
@@ -252,20 +260,46 @@ func (a *Actor) acceptLoop(system *actor.ActorSystem, self *actor.PID) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		if t, ok := a.admission.Admit(c); ok {
+		t, ok := a.admission.Admit(c)
+		switch {
+		case !ok:
+		case a.opts.TLS != nil:
+			go a.handshake(system, self, &transport.Accepted{Conn: c, Ticket: t})
+		default:
 			a.Hand(system, self, &transport.Accepted{Conn: c, Ticket: t})
 		}
 	}
 }
 
+// tlsHandshakeTimeout bounds the TLS handshake of a TCP listener's
+// socket. TCP listeners have no handshake_timeout key (it bounds the
+// WebSocket upgrade): this is a fixed 10s, the default of that key. The
+// authentication that may follow has its own timeout (auth.timeout).
+const tlsHandshakeTimeout = 10 * time.Second
+
+// handshake runs a TLS socket's handshake, in a goroutine of its own so
+// that a slow client holds up no one, and hands the bridged socket to the
+// listener. A failed handshake (a client that does not trust the
+// certificate, a scanner) is logged at debug level only.
+func (a *Actor) handshake(system *actor.ActorSystem, self *actor.PID, s *transport.Accepted) {
+	ctx, cancel := context.WithTimeout(a.handshakes, tlsHandshakeTimeout)
+	defer cancel()
+	if err := transport.HandshakeTLS(ctx, s, a.opts.TLS); err != nil {
+		a.log.Debug().Err(err).Str("remote", s.Conn.RemoteAddr().String()).Msg("tls handshake failed")
+		s.Close()
+		return
+	}
+	a.Hand(system, self, s)
+}
+
 // adopt spawns the connection actor of an admitted socket.
 func (a *Actor) adopt(ctx actor.Context, s *transport.Accepted) {
 	if a.drainer != nil || a.stopping {
-		closeSocket(s) // admitted just before the drain began
+		s.Close() // admitted just before the drain began
 		a.deps.Metrics.Rejected("shutting_down")
 		return
 	}
-	if tcp, ok := s.Conn.(*net.TCPConn); ok {
+	if tcp := s.TCP(); tcp != nil {
 		if err := transport.ApplySocketOptions(tcp, a.settings.Socket); err != nil {
 			a.log.Warn().Err(err).Str("remote", s.Conn.RemoteAddr().String()).Msg("socket options not applied")
 		}
@@ -274,7 +308,7 @@ func (a *Actor) adopt(ctx actor.Context, s *transport.Accepted) {
 	c, err := conn.New(id, s, a.settings, a.deps)
 	if err != nil {
 		a.log.Error().Err(err).Msg("connection not adopted")
-		closeSocket(s)
+		s.Close()
 		return
 	}
 	a.spawning = c

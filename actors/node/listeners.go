@@ -1,9 +1,11 @@
 package node
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -26,6 +28,7 @@ type boundListener struct {
 	tcp   net.Listener          // tcp listeners
 	ws    *transport.HTTPServer // websocket listeners
 	addr  net.Addr
+	cert  *transport.Certificate // with tls; Reload reads it again
 	actor *listener.Actor
 	pid   *actor.PID // the listener actor
 }
@@ -43,6 +46,11 @@ func (n *Node) startListeners(opts Options) error {
 	}
 	for _, lc := range cfg.Listeners {
 		b := &boundListener{cfg: lc}
+		if lc.TLS.Enabled() {
+			if b.cert, err = transport.LoadCertificate(lc.TLS); err != nil {
+				return fmt.Errorf("listeners.%s.tls: %w", lc.Name, err)
+			}
+		}
 		if lc.Protocol == config.ProtocolTCP {
 			ln, err := transport.ListenTCP(lc.Address)
 			if err != nil {
@@ -56,7 +64,7 @@ func (n *Node) startListeners(opts Options) error {
 			return err
 		}
 		la, err := listener.New(listener.Options{
-			System: n.system, Config: lc, Listener: b.tcp, Sockets: sockets, Node: n.id,
+			System: n.system, Config: lc, Listener: b.tcp, TLS: b.tlsConfig(), Sockets: sockets, Node: n.id,
 			Registry: n.registry, Budget: budget, Metrics: n.metrics, Log: n.log, NewApp: app,
 		})
 		if err != nil {
@@ -83,6 +91,7 @@ func (n *Node) startListeners(opts Options) error {
 				Static:      staticHandler(b.cfg),
 				Admission:   la.Admission(),
 				Upgraded:    func(s *transport.Accepted) { la.Hand(n.system, pid, s) },
+				TLS:         b.tlsConfig(),
 				Log:         n.log.With().Str("listener", b.cfg.Name).Logger(),
 			})
 			if err != nil {
@@ -91,16 +100,55 @@ func (n *Node) startListeners(opts Options) error {
 			b.ws, b.addr = ws, ws.Addr()
 		}
 		n.log.Info().Str("listener", b.cfg.Name).Str("protocol", b.cfg.Protocol).Str("address", b.addr.String()).
-			Str("app", b.cfg.App).Msg("listening")
+			Str("app", b.cfg.App).Bool("tls", b.cert != nil).Msg("listening")
 	}
 	return nil
+}
+
+// tlsConfig is the listener's TLS configuration, nil without tls.
+func (b *boundListener) tlsConfig() *tls.Config {
+	if b.cert == nil {
+		return nil
+	}
+	return b.cert.ServerConfig()
+}
+
+// reloadCertificates reads the certificates of the listeners and of the
+// admin server again (SIGHUP): new connections get the new ones, open
+// ones stay. Files that do not load keep the certificate in use. Turning
+// tls on or off takes a restart, as changing an address does.
+func (n *Node) reloadCertificates(cfg *config.Config) {
+	reload := func(key string, cert *transport.Certificate, files config.TLS) {
+		switch {
+		case (cert != nil) != files.Enabled():
+			n.log.Warn().Str("key", key).Msg("tls turned on or off: takes a restart; serving as before")
+		case cert == nil:
+		default:
+			if err := cert.Reload(files); err != nil {
+				n.log.Error().Err(err).Str("key", key).Msg("certificate not reloaded; keeping the one in use")
+				return
+			}
+			n.log.Info().Str("key", key).Str("cert_file", files.CertFile).Msg("certificate reloaded")
+		}
+	}
+	for _, b := range n.listeners {
+		if lc := cfg.Listener(b.cfg.Name); lc != nil {
+			reload("listeners."+lc.Name+".tls", b.cert, lc.TLS)
+		}
+	}
+	if n.admin != nil {
+		reload("http.tls", n.adminCert, cfg.HTTP.TLS)
+	}
 }
 
 // nodeSockets is the node's cap on the sockets of all its listeners
 // together: node.max_connections, or, when 0, the process's descriptor
 // limit minus node.descriptor_reserve, so that clients can never take the
 // descriptors the admin server, NATS and files need (at the limit, those
-// failed with "too many open files": the node went deaf).
+// failed with "too many open files": the node went deaf). A TLS
+// connection holds three descriptors (the TCP socket and its bridge's
+// pair): with any TLS listener, a derived cap is a third of those
+// descriptors, for every listener alike.
 func (n *Node) nodeSockets(cfg *config.Config) (*transport.NodeSockets, error) {
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
@@ -108,13 +156,17 @@ func (n *Node) nodeSockets(cfg *config.Config) (*transport.NodeSockets, error) {
 	}
 	limit, reserve := int(min(rl.Cur, 1<<30)), cfg.Node.DescriptorReserve
 	max := cfg.Node.MaxConnections
+	per := 1 // descriptors a connection holds
+	if slices.ContainsFunc(cfg.Listeners, func(l config.Listener) bool { return l.TLS.Enabled() }) {
+		per = 3
+	}
 	switch {
-	case max == 0 && limit <= reserve:
+	case max == 0 && limit-reserve < per:
 		return nil, fmt.Errorf("node.descriptor_reserve: %d leaves no descriptor for connections (the descriptor limit is %d)", reserve, limit)
 	case max == 0:
-		max = limit - reserve
-	case max > limit-reserve:
-		n.log.Warn().Int("max_connections", max).Int("descriptor_limit", limit).Int("descriptor_reserve", reserve).
+		max = (limit - reserve) / per
+	case max*per > limit-reserve:
+		n.log.Warn().Int("max_connections", max).Int("descriptors_each", per).Int("descriptor_limit", limit).Int("descriptor_reserve", reserve).
 			Msg("node.max_connections leaves fewer descriptors than node.descriptor_reserve: at the cap the admin server and NATS may fail to accept")
 	}
 	n.log.Info().Int("max_connections", max).Int("descriptor_limit", limit).Msg("connections capped")

@@ -7,6 +7,7 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base32"
 	"errors"
 	"fmt"
@@ -63,6 +64,7 @@ type Node struct {
 	system    *actor.ActorSystem
 	root      *actor.PID // the node actor, root of the supervision tree
 	admin     *transport.HTTPServer
+	adminCert *transport.Certificate // with http.tls; Reload reads it again
 	apiSub    atomic.Pointer[nats.Subscription]
 	metrics   *transport.Metrics
 	registry  *conn.Registry
@@ -169,10 +171,17 @@ func Start(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	if cfg.HTTP.Address != "" {
-		if n.admin, err = transport.ListenHTTP(cfg.HTTP.Address, n.adminHandler(), n.log); err != nil {
+		var tlsConfig *tls.Config
+		if cfg.HTTP.TLS.Enabled() {
+			if n.adminCert, err = transport.LoadCertificate(cfg.HTTP.TLS); err != nil {
+				return nil, fmt.Errorf("http.tls: %w", err)
+			}
+			tlsConfig = n.adminCert.ServerConfig()
+		}
+		if n.admin, err = transport.ListenHTTP(cfg.HTTP.Address, n.adminHandler(), tlsConfig, n.log); err != nil {
 			return nil, fmt.Errorf("http.address %s: %w", cfg.HTTP.Address, err)
 		}
-		n.log.Info().Str("address", n.admin.Addr().String()).Msg("admin http listening")
+		n.log.Info().Str("address", n.admin.Addr().String()).Bool("tls", tlsConfig != nil).Msg("admin http listening")
 	}
 	n.log.Info().Str("version", n.version).Msg("node started")
 	return n, nil
@@ -273,13 +282,14 @@ func (n *Node) Config() *config.Config {
 }
 
 // Reload applies what can change while connections stay open: the log
-// level now; heartbeat settings and limits reach live connections through
-// the actor tree.
+// level and the TLS certificates now; heartbeat settings and limits reach
+// live connections through the actor tree.
 func (n *Node) Reload(cfg *config.Config) {
 	n.mu.Lock()
 	n.cfg = cfg
 	n.mu.Unlock()
 	setLogLevel(cfg.Log.Level)
+	n.reloadCertificates(cfg)
 	n.system.Root.Send(n.root, &reload{cfg: cfg})
 	n.log.Info().Str("log_level", cfg.Log.Level).Msg("configuration reloaded")
 }

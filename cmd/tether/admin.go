@@ -2,11 +2,17 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -33,7 +39,18 @@ func adminCall(cfg *config.Config, method, path string, body any, out any) error
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, "http://"+dialable(cfg.HTTP.Address)+path, rd)
+	addr := dialable(cfg.HTTP.Address)
+	client, scheme := &http.Client{Timeout: 10 * time.Second}, "http"
+	if cfg.HTTP.TLS.Enabled() {
+		host, _, _ := net.SplitHostPort(addr)
+		tlsConfig, err := adminTLS(cfg.HTTP.TLS.CertFile, host)
+		if err != nil {
+			return err
+		}
+		client.Transport = &http.Transport{TLSClientConfig: tlsConfig}
+		scheme = "https"
+	}
+	req, err := http.NewRequest(method, scheme+"://"+addr+path, rd)
 	if err != nil {
 		return err
 	}
@@ -41,7 +58,7 @@ func adminCall(cfg *config.Config, method, path string, body any, out any) error
 		req.Header.Set("Authorization", "Bearer "+cfg.HTTP.Token)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -61,6 +78,50 @@ func adminCall(cfg *config.Config, method, path string, body any, out any) error
 		return json.Unmarshal(data, out)
 	}
 	return nil
+}
+
+// adminTLS is how the CLI trusts a node's admin server over HTTPS: the
+// server may present the very certificate http.tls.cert_file holds,
+// whatever names it is for (the CLI reads the node's own configuration,
+// and dials its address, loopback for 0.0.0.0: a self-signed certificate,
+// or one for the node's public name, must do), or else one the system's
+// roots vouch for, for host.
+func adminTLS(certFile, host string) (*tls.Config, error) {
+	data, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("http.tls.cert_file: %w", err)
+	}
+	var configured []*x509.Certificate
+	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if c, err := x509.ParseCertificate(block.Bytes); err == nil {
+			configured = append(configured, c)
+		}
+	}
+	return &tls.Config{
+		// Verified by VerifyConnection instead, which Go calls whatever
+		// InsecureSkipVerify says.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the admin server presented no certificate")
+			}
+			leaf := cs.PeerCertificates[0]
+			for _, c := range configured {
+				if leaf.Equal(c) {
+					return nil
+				}
+			}
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := leaf.Verify(x509.VerifyOptions{DNSName: host, Intermediates: inter})
+			return err
+		},
+	}, nil
 }
 
 // jsonOrString reads a command-line value as JSON, or as a string when it

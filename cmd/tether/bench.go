@@ -138,6 +138,7 @@ func rssBytes(pid int) (int64, error) {
 func benchIdleCmd() *cobra.Command {
 	var (
 		addr      string
+		ca        string
 		conns     int
 		procs     int
 		pid       int
@@ -159,7 +160,7 @@ func benchIdleCmd() *cobra.Command {
 			}
 			start := time.Now()
 			per := (conns + procs - 1) / procs
-			w, err := startWorkers(procs, "idle", "--addr", addr, "--conns", strconv.Itoa(per), "--heartbeat", heartbeat.String())
+			w, err := startWorkers(procs, "idle", "--addr", addr, "--ca", ca, "--conns", strconv.Itoa(per), "--heartbeat", heartbeat.String())
 			if err != nil {
 				return err
 			}
@@ -197,7 +198,8 @@ func benchIdleCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:9501", "TCP listener (length-prefix framing), or a WebSocket listener's ws:// URL")
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:9501", "TCP listener (length-prefix framing; tls://host:port over TLS), or a WebSocket listener's ws:// or wss:// URL")
+	cmd.Flags().StringVar(&ca, "ca", "", "PEM file of the CA to trust over TLS (default: the system's roots)")
 	cmd.Flags().IntVar(&conns, "conns", 19000, "connections in all")
 	cmd.Flags().IntVar(&procs, "procs", 4, "worker processes")
 	cmd.Flags().IntVar(&pid, "pid", 0, "the server's process id, whose RSS is measured")

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -47,22 +49,45 @@ func sourceIP(worker, i int) net.IP {
 }
 
 // dialClient connects one bench client from its own source address: to a
-// TCP listener at host:port, or to a WebSocket listener at ws://...
-func dialClient(ctx context.Context, addr string, worker, i int) (*client.Client, error) {
-	if strings.HasPrefix(addr, "ws://") {
-		return client.DialWebSocketFrom(ctx, addr, sourceIP(worker, i))
+// TCP listener at host:port (tls://host:port over TLS), or to a WebSocket
+// listener at ws://... or wss://...; TLS trusts tlsConfig's roots.
+func dialClient(ctx context.Context, addr string, tlsConfig *tls.Config, worker, i int) (*client.Client, error) {
+	if strings.HasPrefix(addr, "ws://") || strings.HasPrefix(addr, "wss://") {
+		return client.DialWebSocketWith(ctx, addr, client.WebSocketOptions{Local: sourceIP(worker, i), TLS: tlsConfig})
+	}
+	var o client.TCPOptions
+	if rest, ok := strings.CutPrefix(addr, "tls://"); ok {
+		addr, o.TLS = rest, tlsConfig
 	}
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: sourceIP(worker, i)}}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return client.Wrap(c, client.TCPOptions{}, 30*time.Second)
+	return client.Wrap(c, o, 30*time.Second)
+}
+
+// benchTLS is the TLS configuration of bench clients: the roots of the
+// PEM file ca, or the system's when ca is empty.
+func benchTLS(ca string) (*tls.Config, error) {
+	if ca == "" {
+		return &tls.Config{}, nil
+	}
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate", ca)
+	}
+	return &tls.Config{RootCAs: roots}, nil
 }
 
 func idleWorkerCmd() *cobra.Command {
 	var (
 		addr      string
+		ca        string
 		conns     int
 		worker    int
 		heartbeat time.Duration
@@ -70,11 +95,15 @@ func idleWorkerCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "idle",
 		RunE: func(*cobra.Command, []string) error {
+			tlsConfig, err := benchTLS(ca)
+			if err != nil {
+				return fail(worker, err)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			clients := make([]*client.Client, conns)
 			for i := range clients {
-				c, err := dialClient(ctx, addr, worker, i)
+				c, err := dialClient(ctx, addr, tlsConfig, worker, i)
 				if err != nil {
 					return fail(worker, fmt.Errorf("connection %d: %w", i, err))
 				}
@@ -88,6 +117,7 @@ func idleWorkerCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "", "")
+	cmd.Flags().StringVar(&ca, "ca", "", "")
 	cmd.Flags().IntVar(&conns, "conns", 0, "")
 	cmd.Flags().IntVar(&worker, "worker", 0, "")
 	cmd.Flags().DurationVar(&heartbeat, "heartbeat", 20*time.Second, "")
