@@ -134,6 +134,11 @@ func (n *Node) reloadCertificates(cfg *config.Config) {
 	for _, b := range n.listeners {
 		if lc := cfg.Listener(b.cfg.Name); lc != nil {
 			reload("listeners."+lc.Name+".tls", b.cert, lc.TLS)
+			if lc.Auth != b.cfg.Auth {
+				// A connection's authentication is its listener's at
+				// accept; keys and modes are read once, at start.
+				n.log.Warn().Str("key", "listeners."+lc.Name+".auth").Msg("auth changed: takes a restart; authenticating as before")
+			}
 		}
 	}
 	if n.admin != nil {
