@@ -21,6 +21,7 @@ import (
 	"tether/actors/protocol"
 	"tether/actors/room"
 	"tether/transport"
+	"tether/web/admin"
 )
 
 // The admin API: the same operations over HTTP (token-protected, /api/...)
@@ -573,6 +574,8 @@ func (n *Node) adminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", n.metrics.Handler())
 	mux.Handle("/api/", transport.RequireToken(n.Config().HTTP.Token, api))
+	// The admin UI's files are public; its API calls carry the token.
+	mux.Handle("GET /ui/", http.StripPrefix("/ui", admin.Handler()))
 	if n.Config().HTTP.Pprof {
 		prof := http.NewServeMux()
 		prof.HandleFunc("/debug/pprof/", pprof.Index)
