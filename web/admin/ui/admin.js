@@ -18,11 +18,12 @@ let token = sessionStorage.getItem(TOKEN_KEY) || '';
 
 // ---------- talking to the node ----------
 
+// RequestError is a failed request: its HTTP status (0 when the node did
+// not answer) and what the server said.
 class RequestError extends Error {
-  constructor(status, code, message) {
+  constructor(status, message) {
     super(message);
     this.status = status;
-    this.code = code;
   }
 }
 
@@ -39,13 +40,13 @@ async function request(method, path, body) {
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch (err) {
-    throw new RequestError(0, 'unreachable', 'the node does not answer (' + err.message + ')');
+    throw new RequestError(0, 'the node does not answer (' + err.message + ')');
   }
   if (!res.ok) {
     const text = await res.text();
     let answer = {};
-    try { answer = JSON.parse(text); } catch { /* not JSON: the text is the message */ }
-    throw new RequestError(res.status, answer.error || 'http_' + res.status, answer.message || text.trim() || res.statusText);
+    try { answer = JSON.parse(text) || {}; } catch { /* not JSON: the text is the message */ }
+    throw new RequestError(res.status, answer.message || answer.error || text.trim() || res.statusText);
   }
   return res;
 }
@@ -94,23 +95,21 @@ function forgetToken() {
 
 $('login-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
+  // An empty field tries without a token: the form is also how the page
+  // retries after the node did not answer.
   const typed = $('token-input').value.trim();
-  if (!typed) {
-    showLogin('Type the token.');
-    return;
-  }
   $('login-button').disabled = true;
   token = typed;
   try {
     const status = await api('GET', 'status');
-    sessionStorage.setItem(TOKEN_KEY, token);
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
     $('token-input').value = '';
     showDashboard(status);
   } catch (err) {
     token = '';
-    showLogin(err.status === 401
-      ? "Token refused: that is not this node's http.token."
-      : 'Could not reach the node: ' + err.message);
+    showLogin(err.status !== 401 ? 'Could not reach the node: ' + err.message
+      : typed ? "Token refused: that is not this node's http.token."
+      : 'This node needs its token.');
   } finally {
     $('login-button').disabled = false;
   }
@@ -312,6 +311,7 @@ function record(samples, now) {
 
 const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 const numbers = new Intl.NumberFormat('en-US', { maximumFractionDigits: 1 });
+const ticks = new Intl.NumberFormat('en-US', { maximumFractionDigits: 2 }); // 0.25 rates apart
 
 // nonZero picks the samples a chart marks with a dot: for closes, the
 // intervals that had any, which a line at 0 between them would hide.
@@ -361,7 +361,7 @@ class Chart {
       axes: [axis, {
         ...axis, size: 48,
         incrs: this.integers ? [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 1e5, 1e6] : undefined,
-        values: (u, ticks) => ticks.map((t) => numbers.format(t)),
+        values: (u, splits) => splits.map((t) => ticks.format(t)),
       }],
       series: [{}, ...keys.map((k, i) => {
         const color = palette[i % palette.length];
@@ -435,16 +435,19 @@ function connCard(info) {
   fillCard(card, info);
   const kick = card.querySelector('.kick-button');
   let armed = null;
+  const disarm = (text) => {
+    clearTimeout(armed);
+    armed = null;
+    kick.disabled = false;
+    kick.textContent = text;
+    kick.classList.remove('armed');
+  };
   kick.addEventListener('click', async () => {
     // A first click arms the button: a kick cannot be undone.
     if (!armed) {
       kick.textContent = 'Click again to kick';
       kick.classList.add('armed');
-      armed = setTimeout(() => {
-        armed = null;
-        kick.textContent = 'Kick';
-        kick.classList.remove('armed');
-      }, KICK_ARMED_MS);
+      armed = setTimeout(() => disarm('Kick'), KICK_ARMED_MS);
       return;
     }
     clearTimeout(armed);
@@ -452,9 +455,11 @@ function connCard(info) {
     kick.textContent = 'Kicking…';
     try {
       await api('POST', 'kick', { conn: info.id });
-      fillCard(card, await closedInfo(info.id));
+      const after = await closedInfo(info.id);
+      fillCard(card, after);
+      disarm(after.closed ? 'Kick' : 'Kicked; not closed yet');
     } catch (err) {
-      kick.textContent = 'Kick failed: ' + err.message;
+      disarm('Kick failed: ' + err.message);
     }
   });
   return card;
