@@ -18,7 +18,8 @@ import (
 	"tether/test/check"
 )
 
-// api calls a node's HTTP admin API and decodes the answer into out.
+// api calls a node's HTTP admin API, with the node's token when it has
+// one, and decodes the answer into out.
 func api(t *testing.T, n *testNode, method, path string, body any, out any) int {
 	t.Helper()
 	var rd io.Reader
@@ -27,6 +28,9 @@ func api(t *testing.T, n *testNode, method, path string, body any, out any) int 
 		rd = bytes.NewReader(b)
 	}
 	req, _ := http.NewRequest(method, "http://"+n.HTTPAddr().String()+path, rd)
+	if token := n.Config().HTTP.Token; token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

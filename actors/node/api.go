@@ -21,6 +21,7 @@ import (
 	"tether/actors/protocol"
 	"tether/actors/room"
 	"tether/transport"
+	"tether/web/admin"
 )
 
 // The admin API: the same operations over HTTP (token-protected, /api/...)
@@ -33,6 +34,7 @@ import (
 //	kick     POST /api/kick                    {"conn"}
 //	bind     POST /api/bind                    {"conn", "user"}
 //	info     GET  /api/conns/{conn}            {"conn"}
+//	conns    GET  /api/users/{user}/conns      {"user"}
 //	members  GET  /api/rooms/{room}/members    {"room"}
 //	rooms    GET  /api/rooms                   {}
 //	nodes    GET  /api/nodes                   {}
@@ -100,6 +102,7 @@ type Stats struct {
 	Connections int    `json:"connections"`
 	Rooms       int    `json:"rooms"`
 	NATSLost    int64  `json:"nats_lost"`
+	NATS        string `json:"nats"` // the node's NATS connection state, as in Status
 	Uptime      string `json:"uptime"`
 }
 
@@ -177,6 +180,11 @@ func (n *Node) Call(ctx context.Context, op string, req *APIRequest) (any, error
 		return n.onConn(ctx, req, cluster.KindBind, func(*conn.Entry) { n.registry.Bind(req.Conn, req.User) })
 	case "info":
 		return n.info(ctx, req.Conn)
+	case "conns":
+		if err := protocol.CheckUser(req.User); err != nil {
+			return nil, badRequest("%v", err)
+		}
+		return n.userConnsOfCluster(ctx, req.User)
 	case "members":
 		if err := protocol.CheckRoom(req.Room); err != nil {
 			return nil, badRequest("%v", err)
@@ -331,6 +339,10 @@ type nodeRooms struct {
 	Rooms map[string]int `json:"rooms"` // room → members on the node
 }
 
+// gatherConns is the gather of a user's connections: the prefix, then
+// the user id (which CheckUser keeps free of spaces).
+const gatherConns = "conns "
+
 // gather answers the other nodes' gathers (the bridge's Gatherer).
 func (n *Node) gather(what string) any {
 	switch what {
@@ -338,6 +350,9 @@ func (n *Node) gather(what string) any {
 		return nodeRooms{Node: n.id, Rooms: n.localRooms()}
 	case "stats":
 		return n.stats()
+	}
+	if user, found := strings.CutPrefix(what, gatherConns); found {
+		return n.userConns(user)
 	}
 	return nil
 }
@@ -357,8 +372,38 @@ func (n *Node) localRooms() map[string]int {
 func (n *Node) stats() Stats {
 	return Stats{
 		Node: n.id, Connections: n.registry.Len(), Rooms: len(n.localRooms()),
-		NATSLost: n.bus.Lost(), Uptime: time.Since(n.started).Round(time.Second).String(),
+		NATSLost: n.bus.Lost(), NATS: n.NATSState(), Uptime: time.Since(n.started).Round(time.Second).String(),
 	}
+}
+
+// userConns is the info of this node's live connections bound to user.
+func (n *Node) userConns(user string) []*conn.Info {
+	out := []*conn.Info{}
+	for _, e := range n.registry.User(user) {
+		res, err := n.system.Root.RequestFuture(e.PID, &conn.InfoRequest{}, infoTimeout).Result()
+		if info, ok := res.(*conn.Info); ok && err == nil { // else it closed meanwhile
+			out = append(out, info)
+		}
+	}
+	return out
+}
+
+// userConnsOfCluster is the info of a user's live connections on every
+// node, oldest first.
+func (n *Node) userConnsOfCluster(ctx context.Context, user string) (any, error) {
+	replies, err := n.bus.Gather(ctx, gatherConns+user, n.alivePeers(), gatherWindow)
+	if err != nil {
+		return nil, &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
+	}
+	out := n.userConns(user)
+	for _, body := range replies {
+		var infos []*conn.Info
+		if json.Unmarshal(body, &infos) == nil {
+			out = append(out, infos...)
+		}
+	}
+	slices.SortFunc(out, func(a, b *conn.Info) int { return a.Connected.Compare(b.Connected) })
+	return out, nil
 }
 
 // alivePeers is how many other nodes are alive: a gather can stop once
@@ -508,6 +553,7 @@ func (n *Node) adminHandler() http.Handler {
 	handle("POST /api/kick", "kick", nil)
 	handle("POST /api/bind", "bind", nil)
 	handle("GET /api/conns/{conn}", "info", func(r *http.Request, req *APIRequest) { req.Conn = r.PathValue("conn") })
+	handle("GET /api/users/{user}/conns", "conns", func(r *http.Request, req *APIRequest) { req.User = r.PathValue("user") })
 	handle("GET /api/rooms/{room}/members", "members", func(r *http.Request, req *APIRequest) { req.Room = r.PathValue("room") })
 	handle("GET /api/rooms", "rooms", nil)
 	handle("GET /api/nodes", "nodes", nil)
@@ -528,6 +574,8 @@ func (n *Node) adminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", n.metrics.Handler())
 	mux.Handle("/api/", transport.RequireToken(n.Config().HTTP.Token, api))
+	// The admin UI's files are public; its API calls carry the token.
+	mux.Handle("GET /ui/", http.StripPrefix("/ui", admin.Handler()))
 	if n.Config().HTTP.Pprof {
 		prof := http.NewServeMux()
 		prof.HandleFunc("/debug/pprof/", pprof.Index)
