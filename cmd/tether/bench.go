@@ -12,23 +12,13 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/spf13/cobra"
 )
 
-// bench runs load against a running node from worker processes: one
-// process may hold at most 20,000 descriptors here, so tens of thousands
-// of clients are spread over several, each dialing from its own 127.x.y.z
-// source addresses. Workers are this binary (`tether bench worker ...`)
-// and report to the parent in JSON lines on stdout.
-func benchCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "bench",
-		Short: "generate load against a running node and report figures for BENCHMARKS.md",
-	}
-	cmd.AddCommand(benchIdleCmd(), benchRoomCmd(), benchConnectCmd(), benchFloorCmd(), benchWorkerCmd())
-	return cmd
-}
+// The bench commands run load against a running node from worker
+// processes: one process may hold at most 20,000 descriptors here, so tens
+// of thousands of clients are spread over several, each dialing from its
+// own 127.x.y.z source addresses. Workers are this binary (`tether bench
+// worker ...`) and report to the parent in JSON lines on stdout.
 
 // workerReport is one line a worker prints.
 type workerReport struct {
@@ -135,75 +125,57 @@ func rssBytes(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
 }
 
-func benchIdleCmd() *cobra.Command {
+func runBenchIdle(c *call) error {
 	var (
-		addr      string
-		ca        string
-		conns     int
-		procs     int
-		pid       int
-		heartbeat time.Duration
-		settle    time.Duration
+		addr, ca          = c.String("addr"), c.String("ca")
+		conns, procs      = c.Int("conns"), c.Int("procs")
+		pid               = c.Int("pid")
+		heartbeat, settle = c.Duration("heartbeat"), c.Duration("settle")
 	)
-	cmd := &cobra.Command{
-		Use:   "idle",
-		Short: "hold many idle TCP or WebSocket connections (heartbeats on) and report the server's RSS per connection",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			out := cmd.OutOrStdout()
-			if pid == 0 {
-				return fmt.Errorf("--pid: the server's process id (from `tether status`)")
-			}
-			before, err := rssBytes(pid)
-			if err != nil {
-				return err
-			}
-			start := time.Now()
-			per := (conns + procs - 1) / procs
-			w, err := startWorkers(procs, "idle", "--addr", addr, "--ca", ca, "--conns", strconv.Itoa(per), "--heartbeat", heartbeat.String())
-			if err != nil {
-				return err
-			}
-			defer w.stop()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)
-			defer cancel()
-			reports, err := w.waitAll(ctx, "connected")
-			if err != nil {
-				return err
-			}
-			total := 0
-			for _, r := range reports {
-				total += r.Conns
-			}
-			connectTime := time.Since(start)
-			// Let the server settle with heartbeats flowing, then take the
-			// lowest RSS seen over the last part: the steady state, not a
-			// moment of garbage before a collection.
-			deadline := time.Now().Add(settle)
-			var after int64 = -1
-			for time.Now().Before(deadline) {
-				time.Sleep(time.Second)
-				rss, err := rssBytes(pid)
-				if err != nil {
-					return err
-				}
-				if time.Until(deadline) < settle/2 && (after < 0 || rss < after) {
-					after = rss
-				}
-			}
-			fmt.Fprintf(out, "connections         %d (in %s, %d worker processes)\n", total, connectTime.Round(time.Millisecond), procs)
-			fmt.Fprintf(out, "server RSS before   %.1f MiB\n", float64(before)/(1<<20))
-			fmt.Fprintf(out, "server RSS after    %.1f MiB (lowest over the last %s of %s)\n", float64(after)/(1<<20), settle/2, settle)
-			fmt.Fprintf(out, "RSS per connection  %.0f bytes (%.2f KiB)\n", float64(after-before)/float64(total), float64(after-before)/float64(total)/1024)
-			return nil
-		},
+	out := c.out
+	if pid == 0 {
+		return fmt.Errorf("--pid: the server's process id (from `tether status`)")
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:9501", "TCP listener (length-prefix framing; tls://host:port over TLS), or a WebSocket listener's ws:// or wss:// URL")
-	cmd.Flags().StringVar(&ca, "ca", "", "PEM file of the CA to trust over TLS (default: the system's roots)")
-	cmd.Flags().IntVar(&conns, "conns", 19000, "connections in all")
-	cmd.Flags().IntVar(&procs, "procs", 4, "worker processes")
-	cmd.Flags().IntVar(&pid, "pid", 0, "the server's process id, whose RSS is measured")
-	cmd.Flags().DurationVar(&heartbeat, "heartbeat", 20*time.Second, "each client sends a ping this often")
-	cmd.Flags().DurationVar(&settle, "settle", 30*time.Second, "how long to hold the connections before measuring")
-	return cmd
+	before, err := rssBytes(pid)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	per := (conns + procs - 1) / procs
+	w, err := startWorkers(procs, "idle", "--addr", addr, "--ca", ca, "--conns", strconv.Itoa(per), "--heartbeat", heartbeat.String())
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	ctx, cancel := context.WithTimeout(c.ctx(), 10*time.Minute)
+	defer cancel()
+	reports, err := w.waitAll(ctx, "connected")
+	if err != nil {
+		return err
+	}
+	total := 0
+	for _, r := range reports {
+		total += r.Conns
+	}
+	connectTime := time.Since(start)
+	// Let the server settle with heartbeats flowing, then take the lowest
+	// RSS seen over the last part: the steady state, not a moment of
+	// garbage before a collection.
+	deadline := time.Now().Add(settle)
+	var after int64 = -1
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Second)
+		rss, err := rssBytes(pid)
+		if err != nil {
+			return err
+		}
+		if time.Until(deadline) < settle/2 && (after < 0 || rss < after) {
+			after = rss
+		}
+	}
+	fmt.Fprintf(out, "connections         %d (in %s, %d worker processes)\n", total, connectTime.Round(time.Millisecond), procs)
+	fmt.Fprintf(out, "server RSS before   %.1f MiB\n", float64(before)/(1<<20))
+	fmt.Fprintf(out, "server RSS after    %.1f MiB (lowest over the last %s of %s)\n", float64(after)/(1<<20), settle/2, settle)
+	fmt.Fprintf(out, "RSS per connection  %.0f bytes (%.2f KiB)\n", float64(after-before)/float64(total), float64(after-before)/float64(total)/1024)
+	return nil
 }

@@ -10,101 +10,69 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"tether/actors/node"
 	"tether/config"
 )
 
-func stopCmd() *cobra.Command {
-	var cf configFlags
-	cmd := &cobra.Command{
-		Use:   "stop",
-		Short: "stop the node named by the pid file (SIGTERM) and wait until it exits",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, pid, err := running(&cf)
-			if err != nil {
-				return err
-			}
-			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-				return fmt.Errorf("signal pid %d: %w", pid, err)
-			}
-			deadline := time.Now().Add(cfg.ShutdownTimeout.D() + 5*time.Second)
-			for processAlive(pid) {
-				if time.Now().After(deadline) {
-					return fmt.Errorf("pid %d still running after %s", pid, cfg.ShutdownTimeout.D()+5*time.Second)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "stopped (pid %d)\n", pid)
-			return nil
-		},
+func runStop(c *call) error {
+	cfg, pid, err := running(c)
+	if err != nil {
+		return err
 	}
-	cf.register(cmd)
-	return cmd
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return fmt.Errorf("signal pid %d: %w", pid, err)
+	}
+	deadline := time.Now().Add(cfg.ShutdownTimeout.D() + 5*time.Second)
+	for processAlive(pid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d still running after %s", pid, cfg.ShutdownTimeout.D()+5*time.Second)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Fprintf(c.out, "stopped (pid %d)\n", pid)
+	return nil
 }
 
-func reloadCmd() *cobra.Command {
-	var cf configFlags
-	cmd := &cobra.Command{
-		Use:   "reload",
-		Short: "make the node re-read its configuration file (SIGHUP)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, pid, err := running(&cf)
-			if err != nil {
-				return err
-			}
-			if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-				return fmt.Errorf("signal pid %d: %w", pid, err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "reload requested (pid %d)\n", pid)
-			return nil
-		},
+func runReload(c *call) error {
+	_, pid, err := running(c)
+	if err != nil {
+		return err
 	}
-	cf.register(cmd)
-	return cmd
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		return fmt.Errorf("signal pid %d: %w", pid, err)
+	}
+	fmt.Fprintf(c.out, "reload requested (pid %d)\n", pid)
+	return nil
 }
 
-func statusCmd() *cobra.Command {
-	var cf configFlags
-	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "say whether the node runs and what it listens on (exit 0 running, 3 not running)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, pid, err := running(&cf)
-			out := cmd.OutOrStdout()
-			switch {
-			case cfg == nil:
-				return err // the file is wrong: that is no answer about the node
-			case err != nil:
-				fmt.Fprintln(out, "not running:", err)
-				return exitCode(3)
-			}
-			st, err := fetchStatus(cfg)
-			if err != nil {
-				fmt.Fprintf(out, "running (pid %d); admin API not answering: %v\n", pid, err)
-				return nil
-			}
-			fmt.Fprintf(out, "running (pid %d) node %s version %s since %s\n", pid, st.Node, st.Version, st.Started.Format(time.RFC3339))
-			fmt.Fprintf(out, "  nats  %s %s (embedded: %v)\n", st.NATS, st.NATSState, st.EmbeddedNATS)
-			fmt.Fprintf(out, "  http  %s\n", st.HTTP)
-			for _, l := range st.Listeners {
-				fmt.Fprintf(out, "  %-9s %-5s %s\n", l.Protocol, l.Name, l.Address)
-			}
-			return nil
-		},
+func runStatus(c *call) error {
+	cfg, pid, err := running(c)
+	out := c.out
+	switch {
+	case cfg == nil:
+		return err // the file is wrong: that is no answer about the node
+	case err != nil:
+		fmt.Fprintln(out, "not running:", err)
+		return exitCode(3)
 	}
-	cf.register(cmd)
-	return cmd
+	st, err := fetchStatus(cfg)
+	if err != nil {
+		fmt.Fprintf(out, "running (pid %d); admin API not answering: %v\n", pid, err)
+		return nil
+	}
+	fmt.Fprintf(out, "running (pid %d) node %s version %s since %s\n", pid, st.Node, st.Version, st.Started.Format(time.RFC3339))
+	fmt.Fprintf(out, "  nats  %s %s (embedded: %v)\n", st.NATS, st.NATSState, st.EmbeddedNATS)
+	fmt.Fprintf(out, "  http  %s\n", st.HTTP)
+	for _, l := range st.Listeners {
+		fmt.Fprintf(out, "  %-9s %-5s %s\n", l.Protocol, l.Name, l.Address)
+	}
+	return nil
 }
 
 // running loads the configuration and returns the pid of the live node
 // its pid file names.
-func running(cf *configFlags) (*config.Config, int, error) {
-	cfg, err := cf.load()
+func running(c *call) (*config.Config, int, error) {
+	cfg, err := c.config()
 	if err != nil {
 		return nil, 0, err
 	}
