@@ -58,9 +58,15 @@ func freePort(t *testing.T) int {
 // exit code.
 func tether(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return tetherEnv(t, dir, nil, args...)
+}
+
+// tetherEnv is tether with env (KEY=value) added to the environment.
+func tetherEnv(t *testing.T, dir string, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command(tetherBin, args...)
 	cmd.Dir = dir
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -256,4 +262,53 @@ func TestReloadKeepsNodeRunningAndRejectsBadConfig(t *testing.T) {
 	if err := serve.Wait(); err != nil {
 		t.Fatalf("serve after SIGTERM: %v", err)
 	}
+}
+
+// TestCLIUnauthorizedSaysWhatToDo: a CLI whose configuration lacks the
+// node's http.token is told where to set it, by every admin command; and
+// status, refused, exits 4, not 0.
+func TestCLIUnauthorizedSaysWhatToDo(t *testing.T) {
+	dir := t.TempDir()
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	tcpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := startServeProcessIn(t, dir, fmt.Sprintf(`node: {name: tok}
+log: {format: json}
+http: {address: %q, token: s3cret}
+nats: {embedded: {port: -1}}
+listeners:
+  - {name: tcp, address: %q}
+`, httpAddr, tcpAddr), tcpAddr)
+	conf := filepath.Join(dir, "tether.yaml")
+	// The CLI's own file: the node's address, not its token.
+	cli := filepath.Join(dir, "cli.yaml")
+	if err := os.WriteFile(cli, []byte(fmt.Sprintf("http: {address: %q}\n", httpAddr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check.For(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if out, stderr, code := tether(t, dir, "status", "-c", conf); code != 0 || !strings.Contains(out, "node tok-") {
+			return fmt.Errorf("status with the token: code %d, %q %q", code, out, stderr)
+		}
+		return nil
+	})
+
+	const hint = "the admin API wants http.token: set it in the config the CLI reads (-c) or TETHER_HTTP_TOKEN"
+	for _, args := range [][]string{{"nodes"}, {"rooms"}, {"push", "--all", "x"}, {"conn", "tok-x.y"}} {
+		_, stderr, code := tether(t, dir, append(args, "-c", cli)...)
+		if code != 1 || !strings.Contains(stderr, "unauthorized: "+hint) {
+			t.Errorf("%v without the token: code %d, %q", args, code, stderr)
+		}
+	}
+	out, stderr, code := tether(t, dir, "status", "-c", cli)
+	if code != 4 || !strings.Contains(out, fmt.Sprintf("running (pid %d), state unknown: unauthorized: %s", p.cmd.Process.Pid, hint)) {
+		t.Errorf("status without the token: code %d, %q %q", code, out, stderr)
+	}
+	out, stderr, code = tether(t, dir, "status", "-c", cli, "--set", "http.token=wrong")
+	if code != 4 || !strings.Contains(out, "the admin API refused the CLI's http.token: set the node's in the config the CLI reads (-c) or TETHER_HTTP_TOKEN") {
+		t.Errorf("status with a wrong token: code %d, %q %q", code, out, stderr)
+	}
+	// What the hint says works.
+	if out, stderr, code := tetherEnv(t, dir, []string{"TETHER_HTTP_TOKEN=s3cret"}, "status", "-c", cli); code != 0 || !strings.Contains(out, "node tok-") {
+		t.Errorf("status with TETHER_HTTP_TOKEN: code %d, %q %q", code, out, stderr)
+	}
+	p.stop(t)
 }

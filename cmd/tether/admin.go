@@ -65,6 +65,9 @@ func adminCall(cfg *config.Config, method, path string, body any, out any) error
 	if err != nil {
 		return err
 	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return &unauthorizedError{sent: cfg.HTTP.Token != ""}
+	}
 	if resp.StatusCode != http.StatusOK {
 		var ae node.APIError
 		if json.Unmarshal(data, &ae) == nil && ae.Code != "" {
@@ -76,6 +79,18 @@ func adminCall(cfg *config.Config, method, path string, body any, out any) error
 		return json.Unmarshal(data, out)
 	}
 	return nil
+}
+
+// unauthorizedError is the admin API's refusal of the CLI's token: it
+// says what to do about it.
+type unauthorizedError struct{ sent bool } // whether the CLI sent a token
+
+func (e *unauthorizedError) Error() string {
+	const where = "in the config the CLI reads (-c) or TETHER_HTTP_TOKEN"
+	if e.sent {
+		return "unauthorized: the admin API refused the CLI's http.token: set the node's " + where
+	}
+	return "unauthorized: the admin API wants http.token: set it " + where
 }
 
 // adminTLS is how the CLI trusts a node's admin server over HTTPS: the

@@ -41,13 +41,15 @@ first and refuses one the node would reject.
 	},
 	{
 		name: "status", group: groupNode, config: true, run: runStatus,
-		short: "say whether the node runs and what it listens on (exit 0 running, 3 not running)",
+		short: "say whether the node runs and what it listens on (exit 0 running, 3 not running, 4 refused)",
 		long: `Say whether the node runs and, from its admin API, what it listens on.
 
 Exit status:
-  0  running
+  0  running (and the admin API answered, or is not answering yet, or is off)
   1  the configuration cannot be read
   3  not running
+  4  running, but the admin API refused the CLI: the node's http.token is not
+     the one of the configuration the CLI reads (-c, TETHER_HTTP_TOKEN)
 
 ` + findingTheNode,
 	},

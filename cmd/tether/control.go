@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -56,7 +57,12 @@ func runStatus(c *call) error {
 		return exitCode(3)
 	}
 	st, err := fetchStatus(cfg)
-	if err != nil {
+	var refused *unauthorizedError
+	switch {
+	case errors.As(err, &refused):
+		fmt.Fprintf(out, "running (pid %d), state unknown: %v\n", pid, err)
+		return exitCode(4)
+	case err != nil:
 		fmt.Fprintf(out, "running (pid %d); admin API not answering: %v\n", pid, err)
 		return nil
 	}
