@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -311,4 +313,95 @@ listeners:
 		t.Errorf("status with TETHER_HTTP_TOKEN: code %d, %q %q", code, out, stderr)
 	}
 	p.stop(t)
+}
+
+// TestCLIFindsTheNodeFromAnotherDirectory: the pid file is relative to
+// the configuration file's directory, so a node started in one directory
+// is found from another; without its pid file the CLI finds the node by
+// its admin API, and signals it only if it is a tether serve.
+func TestCLIFindsTheNodeFromAnotherDirectory(t *testing.T) {
+	root := t.TempDir()
+	confDir, runDir, elsewhere := filepath.Join(root, "conf"), filepath.Join(root, "run"), filepath.Join(root, "elsewhere")
+	for _, d := range []string{confDir, runDir, elsewhere} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	tcpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	conf := filepath.Join(confDir, "tether.yaml")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`node: {name: away}
+log: {format: json}
+http: {address: %q}
+nats: {embedded: {port: -1}}
+listeners:
+  - {name: tcp, address: %q}
+`, httpAddr, tcpAddr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startServeProcessFile(t, runDir, conf, tcpAddr)
+	pid := p.cmd.Process.Pid
+	relConf := filepath.Join("..", "conf", "tether.yaml") // from elsewhere
+
+	check.For(t, 20*time.Second, 50*time.Millisecond, func() error {
+		out, stderr, code := tether(t, elsewhere, "status", "-c", relConf)
+		if code != 0 || !strings.Contains(out, fmt.Sprintf("running (pid %d) node away-", pid)) {
+			return fmt.Errorf("status from another directory: code %d, %q %q", code, out, stderr)
+		}
+		if strings.Contains(out, "found by its admin API") {
+			return fmt.Errorf("status did not find the pid file: %q", out)
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(confDir, "tether.pid")); err != nil {
+		t.Errorf("no pid file next to the configuration: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(runDir, "tether.pid")); err == nil {
+		t.Error("the node wrote its pid file in its working directory")
+	}
+	if out, stderr, code := tether(t, elsewhere, "reload", "-c", relConf); code != 0 || !strings.Contains(out, fmt.Sprintf("reload requested (pid %d)", pid)) {
+		t.Errorf("reload from another directory: code %d, %q %q", code, out, stderr)
+	}
+
+	// A pid file that is not there: the admin API names the node.
+	noPID := []string{"-c", relConf, "--set", "pid_file=elsewhere.pid"}
+	out, stderr, code := tether(t, elsewhere, append([]string{"status"}, noPID...)...)
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("running (pid %d) node away-", pid)) ||
+		!strings.Contains(out, "found by its admin API at "+httpAddr+": no pid file "+filepath.Join("..", "conf", "elsewhere.pid")) {
+		t.Errorf("status without the pid file: code %d, %q %q", code, out, stderr)
+	}
+
+	// An admin API whose pid is no tether serve (a node inside another
+	// program, or another pid namespace's) is reported, not signalled.
+	sleeper := exec.Command("sleep", "60")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"node":"fake-1","pid":%d,"listeners":[]}`, sleeper.Process.Pid)
+	}))
+	defer fake.Close()
+	other := []string{"--set", "http.address=" + fake.Listener.Addr().String(), "--set", "pid_file="}
+	if out, stderr, code := tether(t, elsewhere, append([]string{"status"}, other...)...); code != 0 || !strings.Contains(out, fmt.Sprintf("running (pid %d) node fake-1", sleeper.Process.Pid)) {
+		t.Errorf("status of a node found by its admin API: code %d, %q %q", code, out, stderr)
+	}
+	for _, cmd := range []string{"stop", "reload"} {
+		if _, stderr, code := tether(t, elsewhere, append([]string{cmd}, other...)...); code != 1 || !strings.Contains(stderr, fmt.Sprintf("answers for pid %d, which is not a tether serve process: signal it yourself", sleeper.Process.Pid)) {
+			t.Errorf("%s of a process that is not tether serve: code %d, %q", cmd, code, stderr)
+		}
+	}
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", sleeper.Process.Pid)); err != nil || strings.Contains(string(stat), ") Z ") {
+		t.Errorf("the process that is not tether serve was signalled: %q %v", stat, err)
+	}
+
+	if out, stderr, code := tether(t, elsewhere, append([]string{"stop"}, noPID...)...); code != 0 || !strings.Contains(out, fmt.Sprintf("stopped (pid %d)", pid)) {
+		t.Fatalf("stop without the pid file: code %d, %q %q", code, out, stderr)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Errorf("serve after stop: %v", err)
+	}
+	if out, _, code := tether(t, elsewhere, "status", "-c", relConf); code != 3 || !strings.Contains(out, "not running: no pid file") || !strings.Contains(out, "no admin API answers at "+httpAddr) {
+		t.Errorf("status after stop: code %d, %q", code, out)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -225,7 +226,10 @@ alike. With --pid it also reports the server's CPU time per connect.`,
 
 // findingTheNode is how stop, reload and status find the node, for their
 // help.
-const findingTheNode = `The node is the process pid_file names.`
+const findingTheNode = `The node is the process pid_file names; a relative pid_file is relative to
+the configuration file's directory (to the working directory without one).
+Without a live pid file, the node is the one whose admin API answers at
+http.address, when that address is on this machine.`
 
 // The groups of tether --help.
 const (
@@ -392,10 +396,19 @@ func (c *call) config() (*config.Config, error) {
 }
 
 // loadConfig reads the configuration from file ($TETHER_CONFIG when
-// empty) and sets.
+// empty) and sets. A relative pid_file is made relative to the file's
+// directory, so that the node and the CLI find the same pid file from
+// any working directory.
 func loadConfig(file string, sets []string) (*config.Config, error) {
 	if file == "" {
 		file = os.Getenv(config.EnvPrefix + "CONFIG")
 	}
-	return config.Load(file, os.Environ(), sets)
+	cfg, err := config.Load(file, os.Environ(), sets)
+	if err != nil {
+		return nil, err
+	}
+	if file != "" && cfg.PIDFile != "" && !filepath.IsAbs(cfg.PIDFile) {
+		cfg.PIDFile = filepath.Join(filepath.Dir(file), cfg.PIDFile)
+	}
+	return cfg, nil
 }
