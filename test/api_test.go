@@ -193,7 +193,24 @@ func TestAdminCLI(t *testing.T) {
 	if r := b.closeReason(t, cb.ID(), 5*time.Second); r.String() != "kicked" {
 		t.Errorf("reason %s", r)
 	}
-	if _, stderr, code := tether(t, dir, append([]string{"push", "--conn", cb.ID(), "x"}, set...)...); code == 0 || !strings.Contains(stderr, "not_found") {
-		t.Errorf("push to a closed connection: %d %s", code, stderr)
+	// A closed connection of a live node, this one's (a) or another's (b),
+	// is not found; a connection of a node gone is its node's absence.
+	ca := a.dial(t, "tcp")
+	ca.Close()
+	if r := a.closeReason(t, ca.ID(), 5*time.Second); r.String() != "client_closed" {
+		t.Errorf("reason %s", r)
+	}
+	for _, c := range []struct {
+		id, want string
+	}{
+		{ca.ID(), "not_found: connection " + ca.ID() + " not found: closed, or never opened (its node " + a.ID() + " is alive)"},
+		{cb.ID(), "not_found: connection " + cb.ID() + " not found: closed, or never opened (its node " + b.ID() + " is alive)"},
+		{"gone-x7k2m9qa.65201wJI8ST2WWSQ", "not_found: connection gone-x7k2m9qa.65201wJI8ST2WWSQ: its node gone-x7k2m9qa is not in the cluster"},
+	} {
+		for _, args := range [][]string{{"push", "--conn", c.id, "x"}, {"conn", c.id, "--kick"}, {"conn", c.id, "--bind", "u1"}} {
+			if _, stderr, code := tether(t, dir, append(args, set...)...); code != 1 || !strings.Contains(stderr, c.want) {
+				t.Errorf("%v: %d %s, want %q", args, code, stderr, c.want)
+			}
+		}
 	}
 }

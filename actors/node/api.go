@@ -226,7 +226,10 @@ func (n *Node) push(ctx context.Context, req *APIRequest) (any, error) {
 			n.system.Root.Send(e.PID, d)
 			return ok, nil
 		}
-		return ok, n.remote(n.bus.Deliver(ctx, cluster.Admin, req.Conn, payload))
+		if protocol.NodeOf(req.Conn) == n.id {
+			return nil, connNotFound(req.Conn)
+		}
+		return ok, n.remoteConn(req.Conn, n.bus.Deliver(ctx, cluster.Admin, req.Conn, payload))
 	case req.User != "":
 		if err := protocol.CheckUser(req.User); err != nil {
 			return nil, badRequest("%v", err)
@@ -279,11 +282,35 @@ func (n *Node) onConn(ctx context.Context, req *APIRequest, kind string, local f
 		local(e)
 		return ok, nil
 	}
+	if protocol.NodeOf(req.Conn) == n.id {
+		// Not asked over NATS: the bus does not hear its own requests,
+		// and NATS would answer that no node holds the subject.
+		return nil, connNotFound(req.Conn)
+	}
 	m := n.bus.Msg(n.bus.Subjects.Node(protocol.NodeOf(req.Conn)), kind, nil)
 	m.Header.Set(cluster.HeaderConn, req.Conn)
 	m.Header.Set(cluster.HeaderUser, req.User)
 	_, err := n.bus.Request(ctx, cluster.Admin, m)
-	return ok, n.remote(err)
+	return ok, n.remoteConn(req.Conn, err)
+}
+
+// connNotFound answers for a connection its node, alive, does not hold.
+func connNotFound(id string) *APIError {
+	return &APIError{Code: protocol.CodeNotFound, Message: "connection " + id + " not found: closed, or never opened (its node " + protocol.NodeOf(id) + " is alive)"}
+}
+
+// remoteConn is remote for an operation on connection id of another
+// node: a refusal or silence says which of the connection and its node
+// is not there.
+func (n *Node) remoteConn(id string, err error) error {
+	var refused *cluster.ReplyError
+	switch {
+	case errors.As(err, &refused) && refused.Code == protocol.CodeNotFound:
+		return connNotFound(id)
+	case errors.Is(err, cluster.ErrNoNode):
+		return &APIError{Code: protocol.CodeNotFound, Message: "connection " + id + ": its node " + protocol.NodeOf(id) + " is not in the cluster"}
+	}
+	return n.remote(err)
 }
 
 func (n *Node) info(ctx context.Context, id string) (any, error) {
@@ -294,13 +321,13 @@ func (n *Node) info(ctx context.Context, id string) (any, error) {
 		if info, found := n.ConnInfo(id); found {
 			return info, nil
 		}
-		return nil, &APIError{Code: protocol.CodeNotFound, Message: "no connection " + id}
+		return nil, connNotFound(id)
 	}
 	m := n.bus.Msg(n.bus.Subjects.Node(protocol.NodeOf(id)), cluster.KindInfo, nil)
 	m.Header.Set(cluster.HeaderConn, id)
 	body, err := n.bus.Request(ctx, cluster.Admin, m)
 	if err != nil {
-		return nil, n.remote(err)
+		return nil, n.remoteConn(id, err)
 	}
 	var info conn.Info
 	if err := json.Unmarshal(body, &info); err != nil {
