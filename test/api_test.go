@@ -93,6 +93,39 @@ func TestAdminAPIAcrossNodes(t *testing.T) {
 	expectPush(t, ca, "", `"to all"`)
 	expectPush(t, cb, "", `"to all"`)
 
+	// With count, a push says how many connections of the cluster it was
+	// addressed to; without, it answers ok alone.
+	for _, c := range []struct {
+		req  node.APIRequest
+		want int
+	}{
+		{node.APIRequest{Room: "r"}, 2},
+		{node.APIRequest{Room: "nobody"}, 0},
+		{node.APIRequest{User: "u1"}, 2},
+		{node.APIRequest{User: "u2"}, 0},
+		{node.APIRequest{All: true}, 2},
+		{node.APIRequest{Conn: cb.ID()}, 1},
+	} {
+		c.req.Data, c.req.Count = json.RawMessage(`"counted"`), true
+		var reply node.PushReply
+		if code := api(t, a, "POST", "/api/push", c.req, &reply); code != 200 || !reply.OK || reply.Connections == nil || *reply.Connections != c.want {
+			t.Errorf("push %+v: %d %+v, want %d connections", c.req, code, reply, c.want)
+		}
+	}
+	// Delivered too: to ca by room r, user u1 and all; to cb by those and
+	// its own, in whatever order the paths take.
+	for c, n := range map[*client.Client]int{ca: 3, cb: 4} {
+		for range n {
+			if ev, err := c.Expect("message", 5*time.Second); err != nil || string(ev.Data) != `"counted"` {
+				t.Fatalf("%s: counted push %+v %v", c.ID(), ev, err)
+			}
+		}
+	}
+	var plain map[string]any
+	if api(t, a, "POST", "/api/push", node.APIRequest{Room: "nobody", Data: json.RawMessage(`1`)}, &plain); len(plain) != 1 || plain["ok"] != true {
+		t.Errorf("push without count: %v", plain)
+	}
+
 	var rooms []node.RoomInfo
 	if api(t, a, "GET", "/api/rooms", nil, &rooms); len(rooms) != 1 || rooms[0].Room != "r" || rooms[0].Members != 2 || len(rooms[0].Nodes) != 2 {
 		t.Errorf("rooms: %+v", rooms)
@@ -185,8 +218,17 @@ func TestAdminCLI(t *testing.T) {
 	if out := run("conn", cb.ID()); !strings.Contains(out, `"node": "`+b.ID()+`"`) {
 		t.Errorf("tether conn:\n%s", out)
 	}
-	run("push", "--room", "lobby", "hello everyone")
+	if out := run("push", "--room", "lobby", "hello everyone"); out != "pushed to 1 connection\n" {
+		t.Errorf("push to lobby: %q", out)
+	}
 	expectPush(t, cb, "lobby", `"hello everyone"`)
+	if out := run("push", "--room", "nobody", "hello?"); out != "pushed to 0 connections\n" {
+		t.Errorf("push to an empty room: %q", out)
+	}
+	if out := run("push", "--all", "all of you"); out != "pushed to 1 connection\n" {
+		t.Errorf("push to all: %q", out)
+	}
+	expectPush(t, cb, "", `"all of you"`)
 	run("push", "--conn", cb.ID(), `{"k":true}`)
 	expectPush(t, cb, "", `{"k":true}`)
 	run("conn", cb.ID(), "--kick")

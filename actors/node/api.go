@@ -29,7 +29,7 @@ import (
 // not hold a connection asks the one that does.
 //
 //	op       HTTP                              request body (NATS, and HTTP POST)
-//	push     POST /api/push                    {"conn"|"user"|"room"|"all":true, "data": any}
+//	push     POST /api/push                    {"conn"|"user"|"room"|"all":true, "data": any, "count": bool}
 //	kick     POST /api/kick                    {"conn"}
 //	bind     POST /api/bind                    {"conn", "user"}
 //	info     GET  /api/conns/{conn}            {"conn"}
@@ -49,6 +49,22 @@ type APIRequest struct {
 	Room string          `json:"room,omitempty"`
 	All  bool            `json:"all,omitempty"`
 	Data json.RawMessage `json:"data,omitempty"`
+	// Count asks push to answer how many connections it was addressed to
+	// (PushReply): a question to every node, which pushes that do not
+	// need the figure do not pay for.
+	Count bool `json:"count,omitempty"`
+}
+
+// PushReply answers a push with count.
+type PushReply struct {
+	OK bool `json:"ok"`
+	// Connections is how many connections of the cluster the push was
+	// addressed to, counted as it was made: the connection, the user's
+	// connections, the room's members or every connection, on every node
+	// that answered within a second. Absent when it could not be
+	// counted: Uncounted says why (the push was made).
+	Connections *int   `json:"connections,omitempty"`
+	Uncounted   string `json:"uncounted,omitempty"`
 }
 
 // APIError is a failed operation.
@@ -165,7 +181,17 @@ func (n *Node) Call(ctx context.Context, op string, req *APIRequest) (any, error
 	defer cancel()
 	switch op {
 	case "push":
-		return n.push(ctx, req)
+		res, err := n.push(ctx, req)
+		if err != nil || !req.Count {
+			return res, err
+		}
+		reply := &PushReply{OK: true}
+		if count, err := n.addressed(ctx, req); err != nil {
+			reply.Uncounted = err.Error()
+		} else {
+			reply.Connections = &count
+		}
+		return reply, nil
 	case "kick":
 		return n.onConn(ctx, req, cluster.KindKick, func(e *conn.Entry) {
 			n.system.Root.Send(e.PID, &conn.Close{Reason: conn.ReasonKicked})
@@ -260,6 +286,44 @@ func (n *Node) push(ctx context.Context, req *APIRequest) (any, error) {
 		return ok, n.published(n.bus.Publish(n.bus.Msg(n.bus.Subjects.All(), cluster.KindDeliver, payload)))
 	}
 	return nil, badRequest("push needs conn, user, room or all")
+}
+
+// addressed counts the connections of the cluster a push was addressed
+// to.
+func (n *Node) addressed(ctx context.Context, req *APIRequest) (int, error) {
+	switch {
+	case req.Conn != "":
+		return 1, nil // its node took it
+	case req.Room != "":
+		replies, err := n.bus.Gather(ctx, "rooms", n.alivePeers(), gatherWindow)
+		count := n.localRooms()[req.Room]
+		for _, body := range replies {
+			var nr nodeRooms
+			if json.Unmarshal(body, &nr) == nil {
+				count += nr.Rooms[req.Room]
+			}
+		}
+		return count, err
+	case req.User != "":
+		replies, err := n.bus.Gather(ctx, userGather+req.User, n.alivePeers(), gatherWindow)
+		count := len(n.registry.User(req.User))
+		for _, body := range replies {
+			var c int
+			if json.Unmarshal(body, &c) == nil {
+				count += c
+			}
+		}
+		return count, err
+	}
+	replies, err := n.bus.Gather(ctx, "stats", n.alivePeers(), gatherWindow)
+	count := n.registry.Len()
+	for _, body := range replies {
+		var s Stats
+		if json.Unmarshal(body, &s) == nil {
+			count += s.Connections
+		}
+	}
+	return count, err
 }
 
 // published reports a failed publication: this node's connections got
@@ -366,8 +430,15 @@ func (n *Node) gather(what string) any {
 	case "stats":
 		return n.stats()
 	}
+	if user, ok := strings.CutPrefix(what, userGather); ok {
+		return len(n.registry.User(user))
+	}
 	return nil
 }
+
+// userGather asks each node for its count of a user's connections (the
+// user id follows).
+const userGather = "user:"
 
 func (n *Node) localRooms() map[string]int {
 	out := map[string]int{}

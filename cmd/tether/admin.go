@@ -152,11 +152,24 @@ func runPush(c *call) error {
 	if err != nil {
 		return err
 	}
-	req := node.APIRequest{Conn: c.String("conn"), User: c.String("user"), Room: c.String("room"), All: c.Bool("all"), Data: jsonOrString(c.args[0])}
-	if err := adminCall(cfg, http.MethodPost, "/api/push", &req, nil); err != nil {
+	req := node.APIRequest{
+		Conn: c.String("conn"), User: c.String("user"), Room: c.String("room"), All: c.Bool("all"),
+		Data: jsonOrString(c.args[0]), Count: true,
+	}
+	var reply node.PushReply
+	if err := adminCall(cfg, http.MethodPost, "/api/push", &req, &reply); err != nil {
 		return err
 	}
-	fmt.Fprintln(c.out, "pushed")
+	switch {
+	case reply.Connections != nil && *reply.Connections == 1:
+		fmt.Fprintln(c.out, "pushed to 1 connection")
+	case reply.Connections != nil:
+		fmt.Fprintf(c.out, "pushed to %d connections\n", *reply.Connections)
+	case reply.Uncounted != "":
+		fmt.Fprintln(c.out, "pushed; not counted:", reply.Uncounted)
+	default: // a node that does not count
+		fmt.Fprintln(c.out, "pushed")
+	}
 	return nil
 }
 

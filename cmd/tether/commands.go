@@ -64,7 +64,8 @@ Exit status:
 		short: "push DATA (JSON, or a string) to a connection, a user, a room or everyone, on any node",
 		long: `Push DATA (JSON, or a string) to a connection, a user's connections, a room or
 every connection of the cluster, through the admin API of the node the
-configuration names.`,
+configuration names, and say how many connections of the cluster it was
+addressed to (those on nodes that answer within a second).`,
 		flags: []flagDef{
 			fl("conn", "", "connection id"),
 			fl("user", "", "user id (connections bound with tether conn --bind)"),
