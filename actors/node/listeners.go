@@ -136,7 +136,7 @@ func (n *Node) reloadCertificates(cfg *config.Config) {
 			reload("listeners."+lc.Name+".tls", b.cert, lc.TLS)
 		}
 	}
-	if n.admin != nil {
+	if n.admin.Load() != nil {
 		reload("http.tls", n.adminCert, cfg.HTTP.TLS)
 	}
 }
