@@ -405,3 +405,55 @@ listeners:
 		t.Errorf("status after stop: code %d, %q", code, out)
 	}
 }
+
+// TestCLIBenchFindsTheServerByItsConfiguration: bench idle and bench
+// connect measure the node the configuration's pid_file names when --pid
+// is not given, and bench idle reports a figure per connection or says it
+// is not measurable, never a negative one.
+func TestCLIBenchFindsTheServerByItsConfiguration(t *testing.T) {
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	tcpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	wsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := startServeProcessIn(t, dir, fmt.Sprintf(`node: {name: bench}
+log: {format: json, level: warn}
+http: {address: %q}
+nats: {embedded: {port: -1}}
+listeners:
+  - {name: tcp, address: %q}
+  - {name: ws, protocol: websocket, address: %q}
+`, httpAddr, tcpAddr, wsAddr), tcpAddr)
+	conf := filepath.Join(dir, "tether.yaml")
+	check.For(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if out, stderr, code := tether(t, elsewhere, "status", "-c", conf); code != 0 || !strings.Contains(out, "node bench-") {
+			return fmt.Errorf("status: code %d, %q %q", code, out, stderr)
+		}
+		return nil
+	})
+	server := fmt.Sprintf("server              pid %d (from %s)\n", p.cmd.Process.Pid, filepath.Join(dir, "tether.pid"))
+
+	out, stderr, code := tether(t, elsewhere, "bench", "idle", "-c", conf, "--addr", tcpAddr, "--conns", "200", "--procs", "1", "--baseline", "1s", "--settle", "2s")
+	if code != 0 || !strings.Contains(out, server) || !strings.Contains(out, "connections         200 ") {
+		t.Fatalf("bench idle: code %d, %q %q", code, out, stderr)
+	}
+	var perConn float64
+	if _, err := fmt.Sscanf(out[strings.Index(out, "RSS per connection"):], "RSS per connection  %f bytes", &perConn); err == nil {
+		if perConn <= 0 {
+			t.Errorf("bench idle: %v bytes per connection:\n%s", perConn, out)
+		}
+	} else if !strings.Contains(out, "RSS per connection  not measurable with 200 connections") {
+		t.Errorf("bench idle: no figure per connection, and no word why:\n%s", out)
+	}
+
+	out, stderr, code = tether(t, elsewhere, "bench", "connect", "-c", conf, "--url", "ws://"+wsAddr+"/ws", "--conns", "20", "--procs", "1", "--rounds", "1")
+	if code != 0 || !strings.Contains(out, server) || !strings.Contains(out, "server CPU") {
+		t.Errorf("bench connect: code %d, %q %q", code, out, stderr)
+	}
+
+	// Neither --pid nor a running node: bench idle says so.
+	_, stderr, code = tether(t, elsewhere, "bench", "idle", "--set", "http.address=", "--addr", tcpAddr, "--conns", "1")
+	if code != 1 || !strings.Contains(stderr, "the server's RSS cannot be measured: --pid not given, and the configuration names no running node: no pid file tether.pid") {
+		t.Errorf("bench idle without a server: code %d, %q", code, stderr)
+	}
+	p.stop(t)
+}

@@ -20,12 +20,13 @@ func runBenchConnect(c *call) error {
 	var (
 		plainURL, authURL, secret = c.String("url"), c.String("auth-url"), c.String("secret")
 		conns, procs, parallel    = c.Int("conns"), c.Int("procs"), c.Int("parallel")
-		rounds, pid               = c.Int("rounds"), c.Int("pid")
+		rounds                    = c.Int("rounds")
 	)
 	out := c.out
 	if secret == "" && authURL != "" {
 		return errors.New("--secret: the token listener's auth.jwt.hmac_secret")
 	}
+	pid := benchServer(c)
 	per := (conns + procs - 1) / procs
 	// run measures one batch: connects a second, and the server's
 	// CPU time per connect (with --pid), which a shared machine's

@@ -31,7 +31,7 @@ import (
 func runBenchRoom(c *call) error {
 	o := roomBench{
 		url: c.String("url"), sendURL: c.String("send-url"), room: c.String("room"),
-		historyRoom: c.String("history-room"), pid: c.Int("pid"), floor: c.Bool("floor"),
+		historyRoom: c.String("history-room"), pid: benchServer(c), floor: c.Bool("floor"),
 		members: c.Int("members"), procs: c.Int("procs"),
 		messages: c.Int("messages"), rate: c.Int("rate"), size: c.Int("size"),
 	}
@@ -95,8 +95,12 @@ func (o *roomBench) run(ctx context.Context, out io.Writer) error {
 	o.print(out, res)
 	if floor != nil {
 		fmt.Fprintln(out)
-		fmt.Fprintf(out, "tether / floor      CPU per delivery %.2fx, send to last member p50 %.2fx, p99 %.2fx\n",
-			res.cpuPerDelivery()/floor.cpuPerDelivery(), res.latency(0.50)/floor.latency(0.50), res.latency(0.99)/floor.latency(0.99))
+		cpu := "unknown (no server pid)"
+		if res.cpu >= 0 {
+			cpu = fmt.Sprintf("%.2fx", res.cpuPerDelivery()/floor.cpuPerDelivery())
+		}
+		fmt.Fprintf(out, "tether / floor      CPU per delivery %s, send to last member p50 %.2fx, p99 %.2fx\n",
+			cpu, res.latency(0.50)/floor.latency(0.50), res.latency(0.99)/floor.latency(0.99))
 	}
 	if res.delivered != o.members*o.messages {
 		return fmt.Errorf("%d deliveries missing", o.members*o.messages-res.delivered)

@@ -118,7 +118,8 @@ the listener verifies RS256 or ES256 with a public key.`,
 		long: `Generate load against a running node from worker processes (this binary,
 each holding its clients on source addresses of its own, 127.x.y.z) and
 report figures for BENCHMARKS.md. Where a figure is the server's (its RSS,
-its CPU), the server is --pid.`,
+its CPU), the server is --pid, or else the node the configuration names
+(found as stop finds it).`,
 		subs: benchCommands,
 	},
 }
@@ -126,30 +127,40 @@ its CPU), the server is --pid.`,
 // benchCommands are tether bench's.
 var benchCommands = []command{
 	{
-		name: "idle", run: runBenchIdle,
+		name: "idle", config: true, run: runBenchIdle,
 		short: "hold many idle TCP or WebSocket connections (heartbeats on) and report the server's RSS per connection",
 		long: `Hold many idle TCP or WebSocket connections, each pinging every --heartbeat,
-and report the server's resident memory per connection: its RSS before
-connecting, and the lowest over the last half of --settle with the
-connections held.`,
+and report the server's resident memory per connection.
+
+The server's RSS moves by itself (garbage collected, memory returned to the
+system in the background, heaps that grow in steps), so one reading before
+and one after can even give a negative growth. The figure before is the
+lowest RSS over --baseline before connecting, the server at rest; the
+figure after is the lowest over the last half of --settle with the
+connections held, the steady state. When the growth is no more than what
+the RSS moved by itself in either window, the figure per connection is
+reported as not measurable with that many connections (with a bound): use
+more connections.`,
 		flags: []flagDef{
 			fl("addr", "127.0.0.1:9501", "TCP listener (length-prefix framing; tls://host:port over TLS), or a WebSocket listener's ws:// or wss:// URL"),
 			fl("ca", "", "PEM file of the CA to trust over TLS (default: the system's roots)"),
 			fl("conns", 19000, "connections in all"),
 			fl("procs", 4, "worker processes"),
-			fl("pid", 0, "the server's process id, whose RSS is measured"),
+			fl("pid", 0, "the server's process id, whose RSS is measured (default: the node the configuration names)"),
 			fl("heartbeat", 20*time.Second, "each client sends a ping this often"),
+			fl("baseline", 10*time.Second, "how long to watch the server's RSS at rest before connecting"),
 			fl("settle", 30*time.Second, "how long to hold the connections before measuring"),
 		},
 	},
 	{
-		name: "room", run: runBenchRoom,
+		name: "room", config: true, run: runBenchRoom,
 		short: "fan-out latency, throughput and CPU per delivery of one room of many WebSocket members",
 		long: `Measure one room's fan-out: --members WebSocket clients in worker processes
 join one room; the sender sends --messages at --rate, each carrying its send
 time; every worker records, per message, when its last member had it. The
 figure per message is the time from send until the last member of the whole
-room had it. With --pid it also reports the server's CPU time per delivery.
+room had it. It also reports the server's CPU time per delivery, the server
+being --pid or the node the configuration names.
 
 With --floor it first runs the same clients and the same scenario against a
 bare fan-out server in a process of its own, and reports every figure as a
@@ -168,7 +179,7 @@ others delivery across NATS, in the same run.`,
 		flags: []flagDef{
 			fl("url", "ws://127.0.0.1:9502/ws", "WebSocket listener(s), comma separated: the workers are spread over them"),
 			fl("send-url", "", "where the sender connects (default the first --url)"),
-			fl("pid", 0, "the server's process id: report its CPU time per delivery"),
+			fl("pid", 0, "the server's process id: report its CPU time per delivery (default: the node the configuration names)"),
 			fl("floor", false, "also run against a bare fan-out server, and report ratios to it"),
 			fl("members", 10000, "members in the room"),
 			fl("procs", 4, "worker processes holding the members"),
@@ -180,13 +191,14 @@ others delivery across NATS, in the same run.`,
 		},
 	},
 	{
-		name: "connect", run: runBenchConnect,
+		name: "connect", config: true, run: runBenchConnect,
 		short: "WebSocket connects per second: a plain listener against a token listener (HS256 in the URL), in one run",
 		long: `Measure how many WebSocket connections a node takes a second, plain and
 authenticated, in one run: clients in worker processes dial, upgrade, read
 the welcome (and, with a token in the URL, the auth ok) and close, as fast
 as they can. The rounds alternate, so that a noisy machine slows both
-alike. With --pid it also reports the server's CPU time per connect.`,
+alike. It also reports the server's CPU time per connect, the server being
+--pid or the node the configuration names.`,
 		flags: []flagDef{
 			fl("url", "ws://127.0.0.1:9502/ws", "a WebSocket listener without authentication"),
 			fl("auth-url", "", "a WebSocket listener with auth.mode token on the same node"),
@@ -195,7 +207,7 @@ alike. With --pid it also reports the server's CPU time per connect.`,
 			fl("procs", 2, "worker processes"),
 			fl("parallel", 32, "connects in flight per worker"),
 			fl("rounds", 3, "rounds of plain then token"),
-			fl("pid", 0, "the server's process id: report its CPU time per connect too"),
+			fl("pid", 0, "the server's process id: report its CPU time per connect too (default: the node the configuration names)"),
 		},
 	},
 	{
