@@ -18,11 +18,8 @@ import (
 )
 
 func runStop(c *call) error {
-	n, err := findNode(c)
+	n, err := signalNode(c, syscall.SIGTERM)
 	if err != nil {
-		return err
-	}
-	if err := n.signal(syscall.SIGTERM); err != nil {
 		return err
 	}
 	wait := n.cfg.ShutdownTimeout.D() + 5*time.Second
@@ -38,11 +35,8 @@ func runStop(c *call) error {
 }
 
 func runReload(c *call) error {
-	n, err := findNode(c)
+	n, err := signalNode(c, syscall.SIGHUP)
 	if err != nil {
-		return err
-	}
-	if err := n.signal(syscall.SIGHUP); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.out, "reload requested (pid %d)\n", n.pid)
@@ -145,18 +139,23 @@ func pidFileProblem(path string, pid *int) string {
 	return ""
 }
 
-// signal sends sig to the node. A node found by its admin API, not by its
-// pid file, is signalled only if its pid is a `tether serve` here: the
-// pid is the node's word, and another process namespace's pid, or a
-// program that runs a node inside itself, must not get the signal.
-func (n *runningNode) signal(sig syscall.Signal) error {
+// signalNode finds the node and sends it sig. A node found by its admin
+// API, not by its pid file, is signalled only if its pid is a `tether
+// serve` here: the pid is the node's word, and another process
+// namespace's pid, or a program that runs a node inside itself, must not
+// get the signal.
+func signalNode(c *call, sig syscall.Signal) (*runningNode, error) {
+	n, err := findNode(c)
+	if err != nil {
+		return nil, err
+	}
 	if n.status != nil && !isServe(n.pid) {
-		return fmt.Errorf("%s; the admin API at %s answers for pid %d, which is not a tether serve process: signal it yourself", n.missing, n.cfg.HTTP.Address, n.pid)
+		return nil, fmt.Errorf("%s; the admin API at %s answers for pid %d, which is not a tether serve process: signal it yourself", n.missing, n.cfg.HTTP.Address, n.pid)
 	}
 	if err := syscall.Kill(n.pid, sig); err != nil {
-		return fmt.Errorf("signal pid %d: %w", n.pid, err)
+		return nil, fmt.Errorf("signal pid %d: %w", n.pid, err)
 	}
-	return nil
+	return n, nil
 }
 
 // isServe reports whether pid's command line has the argument serve.
