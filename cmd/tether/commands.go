@@ -49,8 +49,9 @@ Exit status:
   0  running (and the admin API answered, or is not answering yet, or is off)
   1  the configuration cannot be read
   3  not running
-  4  running, but the admin API refused the CLI: the node's http.token is not
-     the one of the configuration the CLI reads (-c, TETHER_HTTP_TOKEN)
+  4  the admin API refused the CLI, so what runs is unknown: the node's
+     http.token is not the one of the configuration the CLI reads (-c, or
+     TETHER_HTTP_TOKEN)
 
 ` + findingTheNode,
 	},
