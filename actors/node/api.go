@@ -30,7 +30,7 @@ import (
 // not hold a connection asks the one that does.
 //
 //	op       HTTP                              request body (NATS, and HTTP POST)
-//	push     POST /api/push                    {"conn"|"user"|"room"|"all":true, "data": any}
+//	push     POST /api/push                    {"conn"|"user"|"room"|"all":true, "data": any, "count": bool}
 //	kick     POST /api/kick                    {"conn"}
 //	bind     POST /api/bind                    {"conn", "user"}
 //	info     GET  /api/conns/{conn}            {"conn"}
@@ -51,6 +51,22 @@ type APIRequest struct {
 	Room string          `json:"room,omitempty"`
 	All  bool            `json:"all,omitempty"`
 	Data json.RawMessage `json:"data,omitempty"`
+	// Count asks push to answer how many connections it was addressed to
+	// (PushReply): a question to every node, which pushes that do not
+	// need the figure do not pay for.
+	Count bool `json:"count,omitempty"`
+}
+
+// PushReply answers a push with count.
+type PushReply struct {
+	OK bool `json:"ok"`
+	// Connections is how many connections of the cluster the push was
+	// addressed to, counted as it was made: the connection, the user's
+	// connections, the room's members or every connection, on every node
+	// that answered within a second. Absent when it could not be
+	// counted: Uncounted says why (the push was made).
+	Connections *int   `json:"connections,omitempty"`
+	Uncounted   string `json:"uncounted,omitempty"`
 }
 
 // APIError is a failed operation.
@@ -168,7 +184,17 @@ func (n *Node) Call(ctx context.Context, op string, req *APIRequest) (any, error
 	defer cancel()
 	switch op {
 	case "push":
-		return n.push(ctx, req)
+		res, err := n.push(ctx, req)
+		if err != nil || !req.Count {
+			return res, err
+		}
+		reply := &PushReply{OK: true}
+		if count, err := n.addressed(ctx, req); err != nil {
+			reply.Uncounted = err.Error()
+		} else {
+			reply.Connections = &count
+		}
+		return reply, nil
 	case "kick":
 		return n.onConn(ctx, req, cluster.KindKick, func(e *conn.Entry) {
 			n.system.Root.Send(e.PID, &conn.Close{Reason: conn.ReasonKicked})
@@ -234,7 +260,10 @@ func (n *Node) push(ctx context.Context, req *APIRequest) (any, error) {
 			n.system.Root.Send(e.PID, d)
 			return ok, nil
 		}
-		return ok, n.remote(n.bus.Deliver(ctx, cluster.Admin, req.Conn, payload))
+		if protocol.NodeOf(req.Conn) == n.id {
+			return nil, connNotFound(req.Conn)
+		}
+		return ok, n.remoteConn(req.Conn, n.bus.Deliver(ctx, cluster.Admin, req.Conn, payload))
 	case req.User != "":
 		if err := protocol.CheckUser(req.User); err != nil {
 			return nil, badRequest("%v", err)
@@ -267,6 +296,44 @@ func (n *Node) push(ctx context.Context, req *APIRequest) (any, error) {
 	return nil, badRequest("push needs conn, user, room or all")
 }
 
+// addressed counts the connections of the cluster a push was addressed
+// to.
+func (n *Node) addressed(ctx context.Context, req *APIRequest) (int, error) {
+	switch {
+	case req.Conn != "":
+		return 1, nil // its node took it
+	case req.Room != "":
+		replies, err := n.bus.Gather(ctx, "rooms", n.alivePeers(), gatherWindow)
+		count := n.localRooms()[req.Room]
+		for _, body := range replies {
+			var nr nodeRooms
+			if json.Unmarshal(body, &nr) == nil {
+				count += nr.Rooms[req.Room]
+			}
+		}
+		return count, err
+	case req.User != "":
+		replies, err := n.bus.Gather(ctx, userGather+req.User, n.alivePeers(), gatherWindow)
+		count := len(n.registry.User(req.User))
+		for _, body := range replies {
+			var c int
+			if json.Unmarshal(body, &c) == nil {
+				count += c
+			}
+		}
+		return count, err
+	}
+	replies, err := n.bus.Gather(ctx, "stats", n.alivePeers(), gatherWindow)
+	count := n.registry.Len()
+	for _, body := range replies {
+		var s Stats
+		if json.Unmarshal(body, &s) == nil {
+			count += s.Connections
+		}
+	}
+	return count, err
+}
+
 // published reports a failed publication: this node's connections got
 // the push, the other nodes' did not.
 func (n *Node) published(err error) error {
@@ -287,11 +354,35 @@ func (n *Node) onConn(ctx context.Context, req *APIRequest, kind string, local f
 		local(e)
 		return ok, nil
 	}
+	if protocol.NodeOf(req.Conn) == n.id {
+		// Not asked over NATS: the bus does not hear its own requests,
+		// and NATS would answer that no node holds the subject.
+		return nil, connNotFound(req.Conn)
+	}
 	m := n.bus.Msg(n.bus.Subjects.Node(protocol.NodeOf(req.Conn)), kind, nil)
 	m.Header.Set(cluster.HeaderConn, req.Conn)
 	m.Header.Set(cluster.HeaderUser, req.User)
 	_, err := n.bus.Request(ctx, cluster.Admin, m)
-	return ok, n.remote(err)
+	return ok, n.remoteConn(req.Conn, err)
+}
+
+// connNotFound answers for a connection its node, alive, does not hold.
+func connNotFound(id string) *APIError {
+	return &APIError{Code: protocol.CodeNotFound, Message: "connection " + id + " not found: closed, or never opened (its node " + protocol.NodeOf(id) + " is alive)"}
+}
+
+// remoteConn is remote for an operation on connection id of another
+// node: a refusal or silence says which of the connection and its node
+// is not there.
+func (n *Node) remoteConn(id string, err error) error {
+	var refused *cluster.ReplyError
+	switch {
+	case errors.As(err, &refused) && refused.Code == protocol.CodeNotFound:
+		return connNotFound(id)
+	case errors.Is(err, cluster.ErrNoNode):
+		return &APIError{Code: protocol.CodeNotFound, Message: "connection " + id + ": its node " + protocol.NodeOf(id) + " is not in the cluster"}
+	}
+	return n.remote(err)
 }
 
 func (n *Node) info(ctx context.Context, id string) (any, error) {
@@ -302,13 +393,13 @@ func (n *Node) info(ctx context.Context, id string) (any, error) {
 		if info, found := n.ConnInfo(id); found {
 			return info, nil
 		}
-		return nil, &APIError{Code: protocol.CodeNotFound, Message: "no connection " + id}
+		return nil, connNotFound(id)
 	}
 	m := n.bus.Msg(n.bus.Subjects.Node(protocol.NodeOf(id)), cluster.KindInfo, nil)
 	m.Header.Set(cluster.HeaderConn, id)
 	body, err := n.bus.Request(ctx, cluster.Admin, m)
 	if err != nil {
-		return nil, n.remote(err)
+		return nil, n.remoteConn(id, err)
 	}
 	var info conn.Info
 	if err := json.Unmarshal(body, &info); err != nil {
@@ -354,8 +445,15 @@ func (n *Node) gather(what string) any {
 	if user, found := strings.CutPrefix(what, gatherConns); found {
 		return n.userConns(user)
 	}
+	if user, found := strings.CutPrefix(what, userGather); found {
+		return len(n.registry.User(user))
+	}
 	return nil
 }
+
+// userGather asks each node for its count of a user's connections (the
+// user id follows).
+const userGather = "user:"
 
 func (n *Node) localRooms() map[string]int {
 	out := map[string]int{}

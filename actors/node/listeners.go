@@ -141,7 +141,7 @@ func (n *Node) reloadCertificates(cfg *config.Config) {
 			}
 		}
 	}
-	if n.admin != nil {
+	if n.admin.Load() != nil {
 		reload("http.tls", n.adminCert, cfg.HTTP.TLS)
 	}
 }
