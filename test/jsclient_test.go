@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"tether/actors/conn"
 	"tether/actors/node"
 	"tether/actors/protocol"
@@ -242,4 +244,48 @@ func nodeWithWebSocket(t *testing.T) []string {
 	}
 	t.Fatal("node with a WebSocket (Node.js 22, or 20.10 and later) is needed for the JavaScript client's tests")
 	return nil
+}
+
+// TestJSClientInBrowser loads /tether.js into a page of headless
+// Chromium and uses it directly: two clients of one page join a room,
+// one sends, the other gets it and whispers back.
+func TestJSClientInBrowser(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("install chromium (.ci/run does): %v", err)
+	}
+	n := startNode(t, wsListener("127.0.0.1:0"))
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	page := openTab(t, startChromium(t, ctx), "page")
+	defer page.close()
+	// Any page of the listener's origin will do; the client's own has no
+	// markup of its own to get in the way.
+	page.do(chromedp.Navigate("http://" + n.addr("ws") + "/tether.js"))
+	awaitJS := func(expr string) {
+		t.Helper()
+		if ok, err := chromedp.Run(page.ctx, chromedp.Evaluate[bool](expr, chromedp.EvalAwaitPromise)); err != nil || !ok {
+			t.Fatalf("%s: %v %v", expr, ok, err)
+		}
+	}
+	awaitJS(`import('/tether.js').then(({ TetherClient }) => {
+		const url = 'ws://' + location.host + '/ws';
+		window.got = { ann: [], bob: [] };
+		for (const who of ['ann', 'bob']) {
+			const c = window[who] = new TetherClient(url);
+			c.on('message', (m) => got[who].push(m));
+			c.connect();
+		}
+		return true;
+	})`)
+	page.waitJS("both clients to connect", `ann.state === 'connected' && bob.state === 'connected'`)
+	awaitJS(`Promise.all([ann.join('browser', { name: 'ann' }), bob.join('browser', { name: 'bob' })])
+		.then(() => ann.send('browser', { hello: 'bob' })).then(() => true)`)
+	page.waitJS("bob to get ann's message", `got.bob.length === 1`)
+	if ok := evalIn[bool](page, `got.bob[0].room === 'browser' && got.bob[0].from === ann.conn && got.bob[0].name === 'ann' && got.bob[0].data.hello === 'bob'`); !ok {
+		t.Errorf("bob got %s", evalIn[string](page, `JSON.stringify(got.bob)`))
+	}
+	awaitJS(`bob.whisper(ann.conn, 'hi ann').then(() => true)`)
+	page.waitJS("ann to get bob's whisper", `got.ann.length === 1 && got.ann[0].data === 'hi ann' && got.ann[0].from === bob.conn && !('room' in got.ann[0])`)
+	awaitJS(`ann.members('browser').then((ms) => ms.map((m) => m.name).sort().join() === 'ann,bob')`)
+	page.checkNoErrors()
 }
