@@ -225,18 +225,18 @@ export class TetherClient {
     ws.onclose = (ev) => { if (ws === this._ws) this._dropped(ev.code, ev.reason); };
     // Browsers follow an error with a close (1006), but Node 20's
     // WebSocket leaves a failed connect at that: the error is the end.
-    ws.onerror = () => { if (ws === this._ws) this._abandon(CLOSE_REASONS[1006]); };
-    this._welcomeTimer = setTimeout(() => this._abandon('no welcome from the server'), this._o.requestTimeout);
+    ws.onerror = () => { if (ws === this._ws) this._abandon(1006, ''); };
+    this._welcomeTimer = setTimeout(() => this._abandon(0, 'no welcome from the server'), this._o.requestTimeout);
     this._setState('connecting', { attempt: this._attempt });
   }
 
-  // _abandon closes a connection the server stopped talking on, and
-  // treats it as lost.
-  _abandon(why) {
+  // _abandon closes a connection that failed or that the server stopped
+  // talking on, and treats it as lost.
+  _abandon(code, reason) {
     const ws = this._ws;
     this._ws = null; // its close event, whenever it comes, is not news
     ws.close();
-    this._dropped(0, why);
+    this._dropped(code, reason);
   }
 
   // _detach forgets the connection: its timers, its requests (rejected
@@ -317,7 +317,7 @@ export class TetherClient {
     const now = Date.now();
     const deadAfter = this._pingEvery * 2 + 5000;
     if (now - this._lastRecv >= deadAfter) {
-      this._abandon('no answer from the server');
+      this._abandon(0, 'no answer from the server');
       return;
     }
     if (now - this._lastSent >= this._pingEvery) this._send({ op: 'ping' });
@@ -416,7 +416,7 @@ export class TetherClient {
       if (this._rooms.get(room) !== r) return; // left, or joined anew, meanwhile
       r.joining = false;
       r.joined = true;
-      if (ok.epoch) r.position = { offset: ok.offset || 0, epoch: ok.epoch };
+      r.position = ok.epoch ? { offset: ok.offset || 0, epoch: ok.epoch } : null; // no epoch: no history
       const res = {
         room, offset: ok.offset, epoch: ok.epoch,
         recovered: ok.recovered === true, reason: ok.reason, replayed: r.replayed,
