@@ -139,12 +139,12 @@ client.on('state', (s) => {
       if (s.code === 4004) {
         setState('kicked', 'kicked', s.reason);
         if (st.session) system('You were kicked from the server. Press Reconnect to come back.', 'error');
+      } else if (s.error) {
+        setState('unauthorized', 'token refused', s.error.message);
+        endSession(`Token refused: ${s.error.message}`);
       } else {
-        setState('unauthorized', s.error ? 'token refused' : s.reason, s.error ? s.error.message : s.reason);
-        if (st.session) {
-          endSession(s.error ? `Token refused: ${s.error.message}` :
-            s.code === 4007 ? 'Your token expired: paste a new one to come back.' : 'The server refused the token: paste another.');
-        }
+        setState('unauthorized', s.reason, s.reason);
+        if (st.session) endSession(s.code === 4007 ? 'Your token expired: paste a new one to come back.' : 'The server refused the token: paste another.');
       }
       break;
   }
