@@ -2,9 +2,12 @@
 // (test/jsclient_test.go) starts and describes in TETHER_* variables:
 //   go test ./test -run TestJSClientWithNode -v
 // Tests run one after the other: some stop and start the node.
-import { test } from 'node:test';
+import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { TetherClient, TetherError } from '../tether.js';
+
+// test is node's, with a deadline: a promise that never settles fails.
+const test = (name, fn) => nodeTest(name, { timeout: 20000 }, fn);
 
 function env(name) {
   const v = process.env[name];
