@@ -131,8 +131,11 @@ export class TetherClient {
 
   // auth sets the token and authenticates with it: at once when the
   // listener is waiting for one, otherwise on the next connection, which
-  // it opens now if there is none (stopped, or waiting to retry). It resolves with the server's ok
-  // (user, name, avatar, expires). Every later connection uses the token.
+  // it opens now if there is none (stopped, or waiting to retry). It
+  // resolves with the server's ok (user, name, avatar, expires). Every
+  // later connection uses the token. On a connected client it is the
+  // auth request as it is, which an authenticated connection refuses
+  // (bad_request: refresh is for that).
   auth(token) {
     this._token = String(token);
     if (this._tokenInURL) this._url.searchParams.set('token', this._token);
