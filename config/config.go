@@ -359,7 +359,8 @@ type Listener struct {
 	Path string `yaml:"path"`
 	// StaticDir is a directory served over HTTP on the WebSocket listener
 	// (Swoole's document_root). Empty (the default) serves the chat page
-	// embedded in the binary. WebSocket only.
+	// embedded in the binary. Either way /tether.js is the JavaScript
+	// client embedded in the binary. WebSocket only.
 	StaticDir string `yaml:"static_dir"`
 	// AllowedOrigins lists the Origin header values allowed to upgrade; "*"
 	// (the default) allows any. WebSocket only.
