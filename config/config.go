@@ -41,9 +41,40 @@ type Config struct {
 	// WebSocket listener "ws" on 0.0.0.0:9502 serving the chat page.
 	// A file that lists listeners replaces both defaults.
 	Listeners []Listener `yaml:"listeners"`
-	// ShutdownTimeout bounds how long a SIGTERM waits for clients to be
-	// told and outbound queues to drain before the node exits. Default 30s.
-	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// Shutdown is how a node stops serving: how long a stop may take, and
+	// how the node drains its connections (in batches, each client told
+	// when and where to come back), for `tether stop` (SIGTERM) and
+	// `tether drain`.
+	Shutdown Shutdown `yaml:"shutdown"`
+}
+
+// Shutdown configures draining and stopping. The top-level key
+// shutdown_timeout, from before this section, is read as
+// shutdown.timeout (its environment variable, TETHER_SHUTDOWN_TIMEOUT,
+// is the same).
+type Shutdown struct {
+	// Timeout bounds a stop (SIGTERM, tether stop): draining the
+	// connections, telling every client, and letting their last bytes
+	// leave; what is left then is closed and the node exits. Default 30s.
+	Timeout Duration `yaml:"timeout"`
+	// DrainBatch is how many connections a draining node closes (reason
+	// server_shutdown, with a reconnect hint) every DrainInterval, so that
+	// its clients do not all come back to the other nodes in the same
+	// second. 0 closes them all at once. A stop whose batches would not
+	// reach the last connection within three quarters of Timeout makes
+	// them larger, so that every client is told before Timeout. Default
+	// 1000.
+	DrainBatch int `yaml:"drain_batch"`
+	// DrainInterval is the time between two batches. Default 1s.
+	DrainInterval Duration `yaml:"drain_interval"`
+	// RetryDelay is the least time the reconnect hint asks a client to
+	// wait before it comes back. Default 0s.
+	RetryDelay Duration `yaml:"retry_delay"`
+	// RetryJitter spreads the hint's delays: each client is told
+	// RetryDelay plus a random part of RetryJitter, so that a batch does
+	// not come back in one instant. Default 1s; 0 tells every client
+	// RetryDelay.
+	RetryJitter Duration `yaml:"retry_jitter"`
 }
 
 // Node identifies this process.
@@ -68,6 +99,17 @@ type Node struct {
 	// framing.max_frame). Past it, the connections holding the most are
 	// closed with reason memory_limit until the rest fits. Default 64MiB.
 	MaxPartialBytes Size `yaml:"max_partial_bytes"`
+	// AcceptsPerSecond bounds the new connections the node takes per
+	// second, all listeners together (in steps of a tenth of it at most),
+	// so that a reconnect storm costs the connections already open
+	// little: sockets past the rate wait in a queue for their turn. 0 (the
+	// default): no limit.
+	AcceptsPerSecond int `yaml:"accepts_per_second"`
+	// AcceptQueue is how many sockets may wait for their turn under
+	// AcceptsPerSecond; one more is closed at accept (counted as a
+	// reject, accept_queue). A socket waits at most about
+	// AcceptQueue/AcceptsPerSecond seconds. Default 1000.
+	AcceptQueue int `yaml:"accept_queue"`
 }
 
 // Log configures zerolog.
@@ -388,6 +430,13 @@ type Listener struct {
 	TLS TLS `yaml:"tls"`
 	// Auth is how the listener's clients prove who they are.
 	Auth Auth `yaml:"auth"`
+	// PublicURL is where clients reach this listener from outside:
+	// ws://host:port/path or wss://... on a websocket listener, host:port
+	// on a tcp one. The node announces it to the cluster in its
+	// heartbeats, and a draining node's reconnect hint lists the public
+	// URLs of the other nodes' listeners of the same name. Empty (the
+	// default): not announced.
+	PublicURL string `yaml:"public_url"`
 }
 
 // Auth modes.
@@ -549,7 +598,7 @@ type Limits struct {
 // Default returns the configuration a node runs with when no file is given.
 func Default() *Config {
 	return &Config{
-		Node:    Node{Name: defaultNodeName(), DescriptorReserve: 256, MaxPartialBytes: 64 << 20},
+		Node:    Node{Name: defaultNodeName(), DescriptorReserve: 256, MaxPartialBytes: 64 << 20, AcceptQueue: 1000},
 		PIDFile: "tether.pid",
 		Log:     Log{Level: "info", Format: "auto"},
 		HTTP:    HTTP{Address: "127.0.0.1:9600"},
@@ -566,7 +615,10 @@ func Default() *Config {
 			withNameAddress(DefaultListener(ProtocolTCP), "tcp", "0.0.0.0:9501"),
 			withNameAddress(DefaultListener(ProtocolWebSocket), "ws", "0.0.0.0:9502"),
 		},
-		ShutdownTimeout: Duration(30 * time.Second),
+		Shutdown: Shutdown{
+			Timeout: Duration(30 * time.Second), DrainBatch: 1000, DrainInterval: Duration(time.Second),
+			RetryJitter: Duration(time.Second),
+		},
 	}
 }
 

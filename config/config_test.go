@@ -150,7 +150,7 @@ func TestPrecedenceFileEnvSet(t *testing.T) {
 	}{
 		{"set beats env beats file", cfg.Log.Level, "debug"},
 		{"env beats file", cfg.HTTP.Address, "127.0.0.1:9800"},
-		{"file beats default", cfg.ShutdownTimeout.D(), 3 * time.Second},
+		{"file beats default, under the key's old name", cfg.Shutdown.Timeout.D(), 3 * time.Second},
 		{"env duration", cfg.Listener("tcp").Heartbeat.IdleTimeout.D(), 7 * time.Second},
 		{"env list", cfg.Listener("ws").AllowedOrigins, []string{"https://a.example", "https://b.example"}},
 		{"set size", cfg.Listener("tcp").Framing.MaxFrame, Size(64 << 10)},
@@ -263,7 +263,14 @@ func TestValidateEveryRule(t *testing.T) {
 		{"rooms.max_per_connection", func(c *Config) { c.Rooms.MaxPerConnection = 0 }, "at least 1"},
 		{"rooms.announce_limit", func(c *Config) { c.Rooms.AnnounceLimit = 0 }, "at least 1"},
 		{"rooms.presence_interval", func(c *Config) { c.Rooms.PresenceInterval = 0 }, "must be positive"},
-		{"shutdown_timeout", func(c *Config) { c.ShutdownTimeout = -1 }, "must not be negative"},
+		{"shutdown.timeout", func(c *Config) { c.Shutdown.Timeout = -1 }, "must not be negative"},
+		{"shutdown.drain_batch", func(c *Config) { c.Shutdown.DrainBatch = -1 }, "at least 0"},
+		{"shutdown.drain_interval", func(c *Config) { c.Shutdown.DrainInterval = 0 }, "must be positive"},
+		{"shutdown.retry_jitter", func(c *Config) { c.Shutdown.RetryJitter = -1 }, "must not be negative"},
+		{"node.accepts_per_second", func(c *Config) { c.Node.AcceptsPerSecond = -1 }, "at least 0"},
+		{"node.accept_queue", func(c *Config) { c.Node.AcceptQueue = -1 }, "at least 0"},
+		{"listeners.ws.public_url", func(c *Config) { c.Listener("ws").PublicURL = "http://x:1/ws" }, "not a WebSocket URL"},
+		{"listeners.tcp.public_url", func(c *Config) { c.Listener("tcp").PublicURL = "ws://x:1" }, "not host:port"},
 		{"listeners[1].name", func(c *Config) { c.Listeners[1].Name = "" }, "required"},
 		{"listeners.ws.name", func(c *Config) { c.Listeners[1].Name = "tcp"; c.Listeners[1].Name = "ws"; c.Listeners[0].Name = "ws" }, "two listeners are named"},
 		{"listeners.ws.address", func(c *Config) { c.Listeners[1].Address = c.Listeners[0].Address }, "also the address of listener tcp"},
@@ -563,6 +570,37 @@ func TestValidateTLS(t *testing.T) {
 				if err == nil || !strings.HasPrefix(err.Error(), prefix+c.key+": ") || !strings.Contains(err.Error(), c.want) {
 					t.Fatalf("got %v, want %s%s: ...%s", err, prefix, c.key, c.want)
 				}
+			}
+		})
+	}
+}
+
+// TestShutdownTimeoutOldName: shutdown_timeout, the key before the
+// shutdown section, still sets shutdown.timeout in a file, with --set and
+// in the environment (whose variable is the same for both names).
+func TestShutdownTimeoutOldName(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		file      string
+		env, sets []string
+		want      time.Duration
+	}{
+		{name: "file", file: "shutdown_timeout: 3s\n", want: 3 * time.Second},
+		{name: "file, new name", file: "shutdown: {timeout: 4s}\n", want: 4 * time.Second},
+		{name: "set", sets: []string{"shutdown_timeout=5s"}, want: 5 * time.Second},
+		{name: "env", env: []string{"TETHER_SHUTDOWN_TIMEOUT=6s"}, want: 6 * time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := ""
+			if c.file != "" {
+				path = writeFile(t, c.file)
+			}
+			cfg, err := Load(path, c.env, c.sets)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Shutdown.Timeout.D(); got != c.want {
+				t.Errorf("shutdown.timeout %s, want %s", got, c.want)
 			}
 		})
 	}

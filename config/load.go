@@ -130,6 +130,9 @@ func decode(node *yaml.Node, v reflect.Value, key string) error {
 			seen[k] = true
 			f, ok := fieldByTag(v, k)
 			if !ok {
+				f, ok = renamedField(v, key, k)
+			}
+			if !ok {
 				return fmt.Errorf("line %d: %w", node.Content[i].Line, keyErr(sub, "unknown key%s", suggest(k, tags(v.Type()))))
 			}
 			if err := decode(val, f, sub); err != nil {
@@ -178,6 +181,28 @@ func decode(node *yaml.Node, v reflect.Value, key string) error {
 		return nil
 	}
 	return fail("unsupported field type %s", v.Type()) // a programming error in Config
+}
+
+// renamed maps keys that moved to where they are now; the old names are
+// still read, in files, --set and the environment.
+var renamed = map[string]string{"shutdown_timeout": "shutdown.timeout"}
+
+// renamedField is the field that the old key k under parent (a struct
+// value v) now names.
+func renamedField(v reflect.Value, parent, k string) (reflect.Value, bool) {
+	now, ok := renamed[joinKey(parent, k)]
+	if !ok {
+		return reflect.Value{}, false
+	}
+	if parent != "" {
+		now = strings.TrimPrefix(now, parent+".")
+	}
+	for _, part := range strings.Split(now, ".") {
+		if v, ok = fieldByTag(v, part); !ok {
+			return reflect.Value{}, false
+		}
+	}
+	return v, true
 }
 
 // scalarField returns the value of key in a mapping node, or "".
@@ -343,6 +368,9 @@ func (c *Config) Keys() []string {
 // Set sets one key from its string form: a duration as 10s, a size as
 // 2MiB, a list as comma separated values. Listeners are addressed by name.
 func (c *Config) Set(key, value string) error {
+	if now, ok := renamed[key]; ok {
+		key = now
+	}
 	v := reflect.ValueOf(c).Elem()
 	parts := strings.Split(key, ".")
 	for i := 0; i < len(parts); i++ {

@@ -28,6 +28,8 @@ func (c *Config) Validate() error {
 	v.name("node.name", c.Node.Name)
 	v.atLeast("node.max_connections", c.Node.MaxConnections, 0)
 	v.atLeast("node.descriptor_reserve", c.Node.DescriptorReserve, 16)
+	v.atLeast("node.accepts_per_second", c.Node.AcceptsPerSecond, 0)
+	v.atLeast("node.accept_queue", c.Node.AcceptQueue, 0)
 	if c.Node.MaxPartialBytes < 64<<10 {
 		v.add("node.max_partial_bytes", "must be at least 64KiB, got %s", c.Node.MaxPartialBytes)
 	}
@@ -65,7 +67,7 @@ func (c *Config) Validate() error {
 		}
 		ns.validate(v, key)
 	}
-	v.nonNegative("shutdown_timeout", c.ShutdownTimeout)
+	c.Shutdown.validate(v)
 
 	names := map[string]bool{}
 	addrs := map[string]string{}
@@ -90,6 +92,31 @@ func (c *Config) Validate() error {
 		l.validate(v, key)
 	}
 	return v.err()
+}
+
+func (s *Shutdown) validate(v *validator) {
+	v.nonNegative("shutdown.timeout", s.Timeout)
+	v.atLeast("shutdown.drain_batch", s.DrainBatch, 0)
+	v.positive("shutdown.drain_interval", s.DrainInterval)
+	v.nonNegative("shutdown.retry_delay", s.RetryDelay)
+	v.nonNegative("shutdown.retry_jitter", s.RetryJitter)
+}
+
+// validatePublicURL checks what a listener announces: a ws:// or wss://
+// URL on a websocket listener, host:port on a tcp one.
+func (l *Listener) validatePublicURL(v *validator, key string) {
+	switch {
+	case l.PublicURL == "":
+	case l.Protocol == ProtocolWebSocket:
+		pu, err := url.Parse(l.PublicURL)
+		if err != nil || (pu.Scheme != "ws" && pu.Scheme != "wss") || pu.Host == "" {
+			v.add(key, "%q is not a WebSocket URL (want ws://host:port/path or wss://...)", l.PublicURL)
+		}
+	default:
+		if host, port, err := net.SplitHostPort(l.PublicURL); err != nil || host == "" || port == "" {
+			v.add(key, "%q is not host:port", l.PublicURL)
+		}
+	}
 }
 
 func (c *Config) validateNATS(v *validator) {
@@ -270,6 +297,7 @@ func (l *Listener) validate(v *validator, key string) {
 		}
 	}
 	v.tls(key+".tls", l.TLS)
+	l.validatePublicURL(v, key+".public_url")
 	if v.nonNegative(key+".tcp_user_timeout", l.TCPUserTimeout) && l.TCPUserTimeout%Duration(time.Millisecond) != 0 {
 		v.add(key+".tcp_user_timeout", "must be a whole number of milliseconds, got %s", l.TCPUserTimeout)
 	}

@@ -327,7 +327,7 @@ func (n *Node) stop(ctx context.Context) error {
 	if n.root != nil && n.listeners != nil {
 		// Tell every client and let queues drain, within the deadline;
 		// whatever is left is closed hard when the tree stops.
-		wait := time.Until(deadline(ctx, n.Config().ShutdownTimeout.D()))
+		wait := time.Until(deadline(ctx, n.Config().Shutdown.Timeout.D()))
 		if err := n.system.Root.RequestFuture(n.root, &drain{}, max(wait, time.Millisecond)).Wait(); err != nil {
 			n.log.Warn().Err(err).Msg("drain did not finish in time; closing the rest")
 		}

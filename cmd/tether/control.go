@@ -22,7 +22,7 @@ func runStop(c *call) error {
 	if err != nil {
 		return err
 	}
-	wait := n.cfg.ShutdownTimeout.D() + 5*time.Second
+	wait := n.cfg.Shutdown.Timeout.D() + 5*time.Second
 	deadline := time.Now().Add(wait)
 	for processAlive(n.pid) {
 		if time.Now().After(deadline) {

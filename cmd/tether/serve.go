@@ -57,7 +57,7 @@ func runServe(c *call) error {
 		log.Info().Str("signal", sig.String()).Msg("stopping")
 		break
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), n.Config().ShutdownTimeout.D())
+	ctx, cancel := context.WithTimeout(context.Background(), n.Config().Shutdown.Timeout.D())
 	defer cancel()
 	return n.Shutdown(ctx)
 }
