@@ -395,9 +395,12 @@ func (a *App) Receive(c *conn.Actor, msg any) {
 }
 
 // Closing tells a TCP client why the server closes it, as the last frame:
-// {"op":"close","reason":"idle"}.
-func (a *App) Closing(c *conn.Actor, reason conn.Reason) {
-	c.Send(protocol.Encode(&protocol.Close{Op: "close", Reason: reason.String()}))
+// {"op":"close","reason":"idle"}, with the reconnect hint of a draining
+// node ({"op":"close","reason":"server_shutdown","retry_ms":800,"urls":[...]}).
+// A WebSocket client gets it as its last text message when the hint does
+// not fit in the close frame.
+func (a *App) Closing(c *conn.Actor, _ conn.Reason) {
+	c.Send(c.CloseMessage())
 }
 
 // Closed stops the authentication deadline; the rooms need nothing:

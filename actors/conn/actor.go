@@ -28,6 +28,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
+	"tether/actors/protocol"
 	"tether/framing"
 	"tether/transport"
 )
@@ -38,9 +39,20 @@ type Deliver struct {
 	Payload []byte
 }
 
-// Close asks a connection to close with Reason.
+// Close asks a connection to close with Reason. A draining node gives a
+// Hint with server_shutdown: the client is told when and where to come
+// back.
 type Close struct {
 	Reason Reason
+	Hint   *Hint
+}
+
+// Hint is a reconnect hint: how long the client should wait before it
+// comes back, and where (the other nodes' public URLs of its listener, to
+// try first; none: where it was).
+type Hint struct {
+	Retry time.Duration
+	URLs  []string
 }
 
 // Reload gives a connection its listener's new settings (heartbeat and
@@ -124,6 +136,7 @@ type Actor struct {
 	sentBefore        uint64 // written before the actor (the 101 response)
 
 	reason Reason // set once closing
+	hint   *Hint  // with the closing reason, when the node drains
 	done   bool   // socket closed and actor stopping
 }
 
@@ -212,6 +225,9 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *readEnd:
 		a.readFailed(m.err)
 	case *Close:
+		if !a.closing() {
+			a.hint = m.Hint
+		}
 		a.Close(m.Reason)
 	case *InfoRequest:
 		ctx.Respond(a.info())
@@ -636,7 +652,19 @@ func (a *Actor) closeWS(reason Reason, code uint16) {
 	a.batching = false // the close frame goes out now, with what is queued
 	switch {
 	case a.settings.WebSocket:
-		a.control(framing.OpClose, closeBody(code, reason.String()))
+		text := reason.String()
+		if a.hint != nil {
+			// The hint as the close reason; when its URLs do not fit, the
+			// App sends the whole hint first (chat: its close message) and
+			// the reason keeps the delay.
+			if text = a.closeMessage(true); len(text) > maxCloseReason {
+				if a.app != nil {
+					a.app.Closing(a, reason)
+				}
+				text = a.closeMessage(false)
+			}
+		}
+		a.control(framing.OpClose, closeBody(code, text))
 	case reason != ReasonClientClosed && a.app != nil:
 		a.app.Closing(a, reason)
 	}
@@ -656,6 +684,30 @@ const defaultLinger = 5 * time.Second
 // drainLinger bounds how long a closed connection's input is read and
 // thrown away after our side is shut down (transport.CloseLingering).
 const drainLinger = 2 * time.Second
+
+// maxCloseReason is the most a close frame's reason may hold: a control
+// frame's 125 bytes less the code (RFC 6455 section 5.5).
+const maxCloseReason = 123
+
+// Hint is the reconnect hint the connection is closing with, or nil.
+func (a *Actor) Hint() *Hint { return a.hint }
+
+// CloseMessage is what tells the client why the server closes the
+// connection: {"op":"close","reason":...}, and the reconnect hint when
+// there is one. A TCP App sends it as the last frame (App.Closing).
+func (a *Actor) CloseMessage() []byte { return []byte(a.closeMessage(true)) }
+
+func (a *Actor) closeMessage(urls bool) string {
+	m := &protocol.Close{Op: "close", Reason: a.reason.String()}
+	if h := a.hint; h != nil {
+		ms := h.Retry.Milliseconds()
+		m.RetryMS = &ms
+		if urls {
+			m.URLs = h.URLs
+		}
+	}
+	return string(protocol.Encode(m))
+}
 
 // closeBody is a close frame's payload (RFC 6455 section 5.5.1): the code
 // in two bytes, big endian, then the reason. Reasons are short ASCII names.

@@ -20,7 +20,10 @@ type App interface {
 	// Closing runs on a TCP connection the server closes while the socket
 	// still works (idle, no_pong, kicked, server_shutdown, bad input...),
 	// before the last queued bytes leave: the App may Send a final frame
-	// saying why. WebSocket clients get a close frame instead.
+	// saying why (Actor.CloseMessage). WebSocket clients get a close frame
+	// instead, whose reason holds the reconnect hint of a draining node;
+	// when the hint's URLs do not fit there, Closing runs on WebSocket
+	// too, and its message is the last text message before the frame.
 	Closing(c *Actor, reason Reason)
 	// Closed runs once, after the socket is closed, with the reason.
 	Closed(c *Actor, reason Reason)

@@ -68,6 +68,11 @@ func (r Reason) String() string {
 // MarshalText writes the reason's name, so JSON carries "idle", not 3.
 func (r Reason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
+// CloseServiceRestart is the WebSocket close code of server_shutdown:
+// 1012, "service restart" (the IANA registry of RFC 6455's codes). Its
+// reason is the reconnect hint as JSON (actor.go, closeWS).
+const CloseServiceRestart = 1012
+
 // WebSocketCode is the close code a WebSocket client receives. Reasons
 // the RFC has a code for use it; tether's own use 4000-4099 (the range
 // RFC 6455 leaves to applications), so a client can tell them apart.
@@ -76,7 +81,7 @@ func (r Reason) WebSocketCode() uint16 {
 	case ReasonClientClosed, ReasonServerClosed:
 		return framing.CloseNormal
 	case ReasonServerShutdown:
-		return framing.CloseGoingAway
+		return CloseServiceRestart
 	case ReasonFrameTooLarge:
 		return framing.CloseMessageTooBig
 	case ReasonBadFrame:

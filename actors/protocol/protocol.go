@@ -190,9 +190,17 @@ const PresenceMaxEntries = 100
 
 // Close is the last message a TCP client gets when the server closes its
 // connection, saying why (WebSocket clients get the close frame instead).
+// A node that drains (server_shutdown) adds its reconnect hint: RetryMS,
+// how long to wait before coming back, and URLs, the other nodes' public
+// addresses of the same listener, to try first. On WebSocket the same
+// JSON is the close frame's reason (1012), without URLs when they would
+// not fit in its 123 bytes: then this message comes first, as the last
+// text message.
 type Close struct {
-	Op     string `json:"op"` // "close"
-	Reason string `json:"reason"`
+	Op      string   `json:"op"` // "close"
+	Reason  string   `json:"reason"`
+	RetryMS *int64   `json:"retry_ms,omitempty"`
+	URLs    []string `json:"urls,omitempty"`
 }
 
 // Encode marshals a server message. The types above cannot fail to
