@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,6 +72,26 @@ type Event struct {
 	Epoch     string            `json:"epoch,omitempty"`
 	Recovered *bool             `json:"recovered,omitempty"`
 	Messages  []json.RawMessage `json:"messages,omitempty"`
+	// The reconnect hint of a draining node's close (op "close", reason
+	// server_shutdown): how long to wait, and where to go first.
+	RetryMS *int64   `json:"retry_ms,omitempty"`
+	URLs    []string `json:"urls,omitempty"`
+}
+
+// Hint is a draining node's reconnect hint: come back after Retry,
+// trying URLs first (the other nodes' public URLs of the listener; none:
+// where the client was).
+type Hint struct {
+	Retry time.Duration
+	URLs  []string
+}
+
+// hintOf is the hint of a close message, or nil.
+func hintOf(ev *Event) *Hint {
+	if ev.Op != "close" || ev.RetryMS == nil {
+		return nil
+	}
+	return &Hint{Retry: time.Duration(*ev.RetryMS) * time.Millisecond, URLs: ev.URLs}
 }
 
 // Position is a place in a room's history.
@@ -97,10 +118,14 @@ type Request struct {
 // WebSocket close code and reason are in CloseError.
 var ErrClosed = errors.New("client: connection closed by server")
 
-// CloseError is the server's WebSocket close frame.
+// CloseError is the server's WebSocket close frame. Reason is the close
+// reason's name: a reason that is a close message, as a draining node
+// sends with code 1012 ({"op":"close","reason":"server_shutdown",
+// "retry_ms":...}), gives its name, and its reconnect hint in Hint.
 type CloseError struct {
 	Code   uint16
 	Reason string
+	Hint   *Hint
 }
 
 func (e *CloseError) Error() string { return fmt.Sprintf("closed by server: %d %s", e.Code, e.Reason) }
@@ -117,6 +142,7 @@ type Client struct {
 	backlog []*Event
 	// The last position received of each room with history.
 	positions map[string]Position
+	hint      *Hint // the server's reconnect hint, once it closed with one
 	// Welcome is the server's first message.
 	Welcome *Event
 }
@@ -329,14 +355,25 @@ func (c *Client) Pending() []*Event { return c.backlog }
 func (c *Client) readEvent() (*Event, error) {
 	b, err := c.wire.read()
 	if err != nil {
+		var ce *CloseError
+		if errors.As(err, &ce) && ce.Hint != nil && c.hint == nil {
+			c.hint = ce.Hint // a hint sent before the frame has the URLs too
+		}
 		return nil, err
 	}
 	var ev Event
 	if err := json.Unmarshal(b, &ev); err != nil {
 		return nil, fmt.Errorf("client: bad message %q: %w", b, err)
 	}
+	if h := hintOf(&ev); h != nil {
+		c.hint = h
+	}
 	return &ev, nil
 }
+
+// Hint is the reconnect hint the server closed the connection with (a
+// draining node's), once Recv has read the close; nil otherwise.
+func (c *Client) Hint() *Hint { return c.hint }
 
 func (c *Client) setPosition(room string, p Position) {
 	if c.positions == nil {
@@ -521,7 +558,12 @@ func (w *wsWire) read() ([]byte, error) {
 			w.writeMu.Lock()
 			_ = wsutil.WriteClientMessage(w.conn, ws.OpClose, ws.NewCloseFrameBody(ws.StatusCode(code), ""))
 			w.writeMu.Unlock()
-			return nil, &CloseError{Code: code, Reason: reason}
+			ce := &CloseError{Code: code, Reason: reason}
+			var m Event
+			if strings.HasPrefix(reason, "{") && json.Unmarshal([]byte(reason), &m) == nil && m.Op == "close" {
+				ce.Reason, ce.Hint = m.Reason, hintOf(&m)
+			}
+			return nil, ce
 		}
 	}
 }

@@ -26,9 +26,9 @@ type Admission struct {
 	log     zerolog.Logger
 
 	mu       sync.Mutex
-	max      int // 0: no limit of the listener's own
-	maxPerIP int // 0: none
-	closed   bool
+	max      int    // 0: no limit of the listener's own
+	maxPerIP int    // 0: none
+	refusing string // why every socket is refused ("": none are)
 	count    int
 	perIP    map[netip.Addr]int
 	accepts  acceptRate
@@ -70,7 +70,8 @@ type Ticket struct {
 }
 
 // Admit takes c or refuses it. A refused socket is closed here, counted
-// by why (max_connections, max_per_ip, accept_rate, shutting_down) and
+// by why (max_connections, max_per_ip, accept_rate, draining,
+// shutting_down) and
 // logged at most once a second.
 func (a *Admission) Admit(c net.Conn) (Ticket, bool) {
 	a.metrics.Accepts.Inc()
@@ -81,8 +82,8 @@ func (a *Admission) Admit(c net.Conn) (Ticket, bool) {
 	a.mu.Lock()
 	why := ""
 	switch {
-	case a.closed:
-		why = "shutting_down"
+	case a.refusing != "":
+		why = a.refusing
 	case a.max > 0 && a.count >= a.max:
 		why = "max_connections"
 	case a.maxPerIP > 0 && a.perIP[ip] >= a.maxPerIP:
@@ -157,10 +158,21 @@ func (a *Admission) SetLimits(l config.Limits) {
 }
 
 // Close refuses every socket from now on (shutting_down).
-func (a *Admission) Close() {
+func (a *Admission) Close() { a.Refuse("shutting_down") }
+
+// Refuse refuses every socket from now on, counted as why: draining (the
+// node drains and stays up) or shutting_down (it stops).
+func (a *Admission) Refuse(why string) {
 	a.mu.Lock()
-	a.closed = true
+	a.refusing = why
 	a.mu.Unlock()
+}
+
+// Refusing is why every socket is refused now, or "".
+func (a *Admission) Refusing() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.refusing
 }
 
 // acceptRate limits how often each remote address may open a connection:

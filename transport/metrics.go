@@ -41,6 +41,7 @@ type Metrics struct {
 	RoomDropped     prometheus.Counter     // other nodes' room messages from members not (or no longer) known here
 	RelayUnbound    *prometheus.CounterVec // relay connects no worker took, by listener
 	RelayDropped    *prometheus.CounterVec // relay message events lost without a worker, by listener
+	Draining        prometheus.Gauge       // 1 from the moment the node drains (tether drain, or a stop)
 }
 
 // NewMetrics registers a node's metrics, and Go runtime and process
@@ -96,6 +97,9 @@ func NewMetrics() *Metrics {
 		Help: "Times a room found it had missed messages of other nodes (its members were told: gap)."})
 	m.RoomDropped = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tether", Name: "room_dropped_total",
 		Help: "Other nodes' room messages dropped: their senders were not members here (their node was thought dead)."})
+	m.Draining = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tether", Name: "draining",
+		Help: "1 from the moment the node drains (tether drain, or a stop): not ready, refusing new connections, closing its own in batches."})
+	f(m.Draining)
 	f(m.RoomGaps)
 	f(m.RoomDropped)
 	f(m.Rooms)

@@ -24,6 +24,11 @@ type NodeInfo struct {
 	Connections int       `json:"connections"`
 	LastSeen    time.Time `json:"last_seen"`
 	Alive       bool      `json:"alive"`
+	// URLs are the node's listeners' public URLs (public_url), by
+	// listener name: where a draining node sends its clients.
+	URLs map[string]string `json:"urls,omitempty"`
+	// Draining: the node refuses new connections and is closing its own.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // Gatherer answers a gather (the rooms, stats and a user's connections
@@ -38,7 +43,10 @@ type BridgeOptions struct {
 	HeartbeatInterval time.Duration
 	DeadAfter         time.Duration
 	Gather            Gatherer
-	Log               zerolog.Logger
+	// Describe adds what the node says of itself in its heartbeats beside
+	// its id, start and connections: its public URLs, whether it drains.
+	Describe func(*NodeInfo)
+	Log      zerolog.Logger
 }
 
 // Messages to the bridge.
@@ -49,6 +57,9 @@ type (
 	UnwatchUser struct{ User string }
 	// Nodes asks for the cluster view (the reply is []NodeInfo).
 	Nodes struct{}
+	// Announce sends a heartbeat now: what the node says of itself
+	// changed (it started draining).
+	Announce struct{}
 	// Reconnected is posted by the NATS reconnect handler.
 	Reconnected struct{}
 	// Replaced says that NATS closed the connection for good and the bus
@@ -142,6 +153,8 @@ func (b *Bridge) Receive(ctx actor.Context) {
 		}
 	case *Nodes:
 		ctx.Respond(b.view())
+	case *Announce:
+		b.heartbeat()
 	case *actor.Stopping:
 		b.stopped()
 	}
@@ -354,8 +367,17 @@ func (b *Bridge) nodeRequest(m *nats.Msg) {
 
 // heartbeat tells the cluster this node is alive.
 func (b *Bridge) heartbeat() {
-	body, _ := json.Marshal(&NodeInfo{Node: b.o.Bus.Node, Started: b.start, Connections: b.o.Registry.Len()})
+	body, _ := json.Marshal(b.selfInfo())
 	b.o.Bus.Publish(b.o.Bus.Msg(b.o.Bus.Subjects.Cluster(), KindHeartbeat, body))
+}
+
+// selfInfo is what this node says of itself.
+func (b *Bridge) selfInfo() *NodeInfo {
+	info := &NodeInfo{Node: b.o.Bus.Node, Started: b.start, Connections: b.o.Registry.Len()}
+	if b.o.Describe != nil {
+		b.o.Describe(info)
+	}
+	return info
 }
 
 func (b *Bridge) clusterEvent(ctx actor.Context, m *nats.Msg) {
@@ -448,7 +470,9 @@ func (b *Bridge) countAlive() {
 
 // view lists this node and the others it knows of.
 func (b *Bridge) view() []NodeInfo {
-	out := []NodeInfo{{Node: b.o.Bus.Node, Started: b.start, Connections: b.o.Registry.Len(), LastSeen: time.Now(), Alive: true}}
+	me := b.selfInfo()
+	me.LastSeen, me.Alive = time.Now(), true
+	out := []NodeInfo{*me}
 	for _, id := range slices.Sorted(maps.Keys(b.nodes)) {
 		out = append(out, *b.nodes[id])
 	}

@@ -27,9 +27,21 @@ import (
 type accepted struct{ *transport.Accepted }
 
 // Drain asks the listener to stop accepting and to close every connection
-// with server_shutdown. It answers the sender with Drained once the last
-// one is gone.
-type Drain struct{}
+// with server_shutdown (and the reconnect hint Hint makes for each, when
+// set). It answers the sender with Drained once the last one is gone.
+type Drain struct{ Hint func() *conn.Hint }
+
+// CloseBatch asks the listener to close up to Max of its connections not
+// told yet (all of them when Max < 0) with server_shutdown and a hint
+// each from Hint (nil: none). It answers Batched.
+type CloseBatch struct {
+	Max  int
+	Hint func() *conn.Hint
+}
+
+// Batched answers CloseBatch: how many connections it told to go, and
+// how many are left untold.
+type Batched struct{ Closed, Left int }
 
 // Drained answers Drain.
 type Drained struct{ Listener string }
@@ -87,7 +99,8 @@ type Actor struct {
 
 	admission *transport.Admission
 	inbox     *inbox
-	count     int // connection actors alive
+	count     int                 // connection actors alive
+	told      map[string]struct{} // connections told to go by a batch (actor ids), until they stop
 	drainer   *actor.PID
 	stopping  bool
 
@@ -123,6 +136,7 @@ func New(opts Options) (*Actor, error) {
 		},
 		admission: transport.NewAdmission(opts.Sockets, opts.Config.Limits, metrics, log),
 		inbox:     &inbox{pending: map[*accepted]struct{}{}},
+		told:      map[string]struct{}{},
 	}
 	a.handshakes, a.stopHandshakes = context.WithCancel(context.Background())
 	a.connProps = actor.PropsFromProducer(func() actor.Actor { return a.spawning },
@@ -190,15 +204,17 @@ func (a *Actor) Receive(ctx actor.Context) {
 		go a.acceptLoop(ctx.ActorSystem(), ctx.Self())
 	case *actor.Terminated:
 		a.count--
+		delete(a.told, m.Who.Id)
 		a.drained(ctx)
+	case *CloseBatch:
+		closed := a.closeUntold(ctx, m.Max, m.Hint)
+		ctx.Respond(&Batched{Closed: closed, Left: a.count - len(a.told)})
 	case *Drain:
 		a.drainer = ctx.Sender()
 		a.admission.Close()
 		a.closeListener()
 		a.stopHandshakes()
-		for _, child := range ctx.Children() {
-			ctx.Send(child, &conn.Close{Reason: conn.ReasonServerShutdown})
-		}
+		a.closeUntold(ctx, -1, m.Hint)
 		a.drained(ctx)
 	case *Reload:
 		// Heartbeat and limits change live; framing, socket options and
@@ -223,6 +239,29 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *actor.Stopped:
 		a.inbox.close()
 	}
+}
+
+// closeUntold closes up to most connections (all when most < 0) that no
+// batch told to go yet, each with server_shutdown and a hint from hint,
+// and returns how many it told.
+func (a *Actor) closeUntold(ctx actor.Context, most int, hint func() *conn.Hint) int {
+	closed := 0
+	for _, child := range ctx.Children() {
+		if most >= 0 && closed >= most {
+			break
+		}
+		if _, done := a.told[child.Id]; done {
+			continue
+		}
+		a.told[child.Id] = struct{}{}
+		m := &conn.Close{Reason: conn.ReasonServerShutdown}
+		if hint != nil {
+			m.Hint = hint()
+		}
+		ctx.Send(child, m)
+		closed++
+	}
+	return closed
 }
 
 func (a *Actor) drained(ctx actor.Context) {
@@ -294,9 +333,12 @@ func (a *Actor) handshake(system *actor.ActorSystem, self *actor.PID, s *transpo
 
 // adopt spawns the connection actor of an admitted socket.
 func (a *Actor) adopt(ctx actor.Context, s *transport.Accepted) {
-	if a.drainer != nil || a.stopping {
+	if why := a.admission.Refusing(); why != "" || a.drainer != nil || a.stopping {
 		s.Close() // admitted just before the drain began
-		a.deps.Metrics.Rejected("shutting_down")
+		if why == "" {
+			why = "shutting_down"
+		}
+		a.deps.Metrics.Rejected(why)
 		return
 	}
 	if tcp := s.TCP(); tcp != nil {

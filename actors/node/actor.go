@@ -5,6 +5,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"tether/actors/conn"
 	"tether/actors/listener"
 	"tether/config"
 )
@@ -23,9 +24,11 @@ type spawnChild struct {
 	name  string
 }
 
-// drain asks the node actor to drain every listener; it answers drained
-// once they all have.
-type drain struct{}
+// drain asks the node actor to drain every listener, with the reconnect
+// hints of their clients; it answers drained once they all have.
+type drain struct {
+	hints map[string]func() *conn.Hint
+}
 
 type drained struct{}
 
@@ -67,8 +70,8 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		}
 	case *drain:
 		a.drainer, a.pending = ctx.Sender(), len(a.listeners)
-		for _, pid := range a.listeners {
-			ctx.Request(pid, &listener.Drain{})
+		for name, pid := range a.listeners {
+			ctx.Request(pid, &listener.Drain{Hint: msg.hints[name]})
 		}
 		a.maybeDrained(ctx)
 	case *listener.Drained:

@@ -41,6 +41,9 @@ import (
 //	stats    GET  /api/stats                   {}
 //	status   GET  /api/status                  {}
 //
+// and, over HTTP only since it is this node's, drain: POST /api/drain
+// starts draining the node (drain.go), GET /api/drain says how far it is.
+//
 // Answers are JSON; failures are {"error": code, "message": text} with an
 // HTTP status (400 bad_request, 404 not_found, 503 unavailable).
 
@@ -155,19 +158,20 @@ type Readiness struct {
 	NATS      string `json:"nats"`      // the NATS connection's state; ready needs connected
 	Listeners int    `json:"listeners"` // listeners accepting; ready needs all of them
 	Stopping  bool   `json:"stopping,omitempty"`
+	Draining  bool   `json:"draining,omitempty"` // tether drain, or a stop: not ready from its first moment
 }
 
 // Readiness says whether the node serves: every listener accepts, NATS is
 // connected (without it the node is cut off from the cluster), and it is
-// not shutting down. /healthz only says the process answers.
+// not draining or shutting down. /healthz only says the process answers.
 func (n *Node) Readiness() Readiness {
-	r := Readiness{Node: n.id, NATS: n.NATSState(), Stopping: n.stopping.Load()}
+	r := Readiness{Node: n.id, NATS: n.NATSState(), Stopping: n.stopping.Load(), Draining: n.drain.Load() != nil}
 	for _, b := range n.listeners {
 		if b.addr != nil && b.pid != nil {
 			r.Listeners++
 		}
 	}
-	r.Ready = !r.Stopping && r.NATS == "connected" && r.Listeners == len(n.listeners)
+	r.Ready = !r.Stopping && !r.Draining && r.NATS == "connected" && r.Listeners == len(n.listeners)
 	return r
 }
 
@@ -657,6 +661,10 @@ func (n *Node) adminHandler() http.Handler {
 	handle("GET /api/nodes", "nodes", nil)
 	handle("GET /api/stats", "stats", nil)
 	handle("GET /api/status", "status", nil)
+	// Draining is this node's, not the cluster's: HTTP only (over NATS
+	// any node of the queue group would answer).
+	api.HandleFunc("POST /api/drain", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, n.Drain()) })
+	api.HandleFunc("GET /api/drain", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, n.DrainStatus()) })
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

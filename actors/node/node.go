@@ -75,9 +75,11 @@ type Node struct {
 	bridge    atomic.Pointer[actor.PID] // read by the NATS reconnect handler
 	rooms     *actor.PID
 
-	stopping atomic.Bool // set once Shutdown starts: NATS closing is ours then
-	stopOnce sync.Once
-	stopErr  error
+	stopping  atomic.Bool // set once Shutdown starts: NATS closing is ours then
+	drain     atomic.Pointer[drainState]
+	drainOnce sync.Once
+	stopOnce  sync.Once
+	stopErr   error
 }
 
 // Start builds a node and starts it: NATS first (everything between nodes
@@ -139,7 +141,7 @@ func Start(opts Options) (_ *Node, err error) {
 	}
 	n.registry = conn.NewRegistry()
 	bridge, err := n.spawn(cluster.NewBridge(cluster.BridgeOptions{
-		Bus: n.bus, Registry: n.registry, Log: n.log, Gather: n.gather,
+		Bus: n.bus, Registry: n.registry, Log: n.log, Gather: n.gather, Describe: n.describe,
 		HeartbeatInterval: cfg.Cluster.HeartbeatInterval.D(), DeadAfter: cfg.Cluster.DeadAfter.D(),
 	}), "cluster")
 	if err != nil {
@@ -312,7 +314,11 @@ func (n *Node) Shutdown(ctx context.Context) error {
 
 func (n *Node) stop(ctx context.Context) error {
 	var errs []error
-	// Stop taking new work at once: the admin API and WebSocket upgrades.
+	// Drain first (drain.go): /readyz false and new sockets refused at
+	// once, the connections told to go in batches; the admin server
+	// answers meanwhile.
+	n.stopDrain(ctx, deadline(ctx, n.Config().Shutdown.Timeout.D()))
+	// Then stop taking new work: the admin API and WebSocket upgrades.
 	// Requests in flight get a second, not the whole deadline.
 	httpCtx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
@@ -328,7 +334,7 @@ func (n *Node) stop(ctx context.Context) error {
 		// Tell every client and let queues drain, within the deadline;
 		// whatever is left is closed hard when the tree stops.
 		wait := time.Until(deadline(ctx, n.Config().Shutdown.Timeout.D()))
-		if err := n.system.Root.RequestFuture(n.root, &drain{}, max(wait, time.Millisecond)).Wait(); err != nil {
+		if err := n.system.Root.RequestFuture(n.root, &drain{hints: n.hints(n.Config().Shutdown)}, max(wait, time.Millisecond)).Wait(); err != nil {
 			n.log.Warn().Err(err).Msg("drain did not finish in time; closing the rest")
 		}
 	}
@@ -353,6 +359,7 @@ func (n *Node) stop(ctx context.Context) error {
 			}
 		}
 	}
+	n.drainStopped()
 	if n.system != nil {
 		n.system.Shutdown()
 	}

@@ -28,6 +28,21 @@ which stop, reload and status read. SIGTERM or SIGINT stops it cleanly,
 SIGHUP reloads the configuration file.`,
 	},
 	{
+		name: "drain", group: groupNode, config: true, run: runDrain,
+		short: "drain the node: /readyz false, new connections refused, its own closed in batches, each told when and where to come back",
+		long: `Drain the node the configuration names, through its admin API (POST
+/api/drain, with http.token): /readyz turns false at once, new connections
+are refused, and the node closes its connections in batches of
+shutdown.drain_batch every shutdown.drain_interval (reason server_shutdown,
+WebSocket close 1012), telling each client when to come back and where (the
+public_url of the other nodes' listener of the same name). The process
+stays up, drained, until tether stop; a stop drains the same way first.
+
+With --wait it waits until every connection has closed, saying how many are
+left once per drain interval.`,
+		flags: []flagDef{fl("wait", false, "wait until every connection has closed, saying how many are left")},
+	},
+	{
 		name: "stop", group: groupNode, config: true, run: runStop,
 		short: "stop the node named by the pid file (SIGTERM) and wait until it exits",
 		long:  "Stop the node (SIGTERM) and wait until it has exited.\n\n" + findingTheNode,

@@ -34,6 +34,33 @@ func runStop(c *call) error {
 	return nil
 }
 
+func runDrain(c *call) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
+	var st node.DrainStatus
+	if err := adminCall(cfg, http.MethodPost, "/api/drain", nil, &st); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.out, "draining since %s: %d connections open, %d not yet told to go\n", st.Started.Format(time.RFC3339), st.Connections, st.Untold)
+	for c.Bool("wait") && !st.Done {
+		select {
+		case <-c.ctx().Done():
+			return c.ctx().Err()
+		case <-time.After(max(cfg.Shutdown.DrainInterval.D(), 100*time.Millisecond)):
+		}
+		if err := adminCall(cfg, http.MethodGet, "/api/drain", nil, &st); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "%d connections open, %d not yet told to go\n", st.Connections, st.Untold)
+	}
+	if st.Done {
+		fmt.Fprintln(c.out, "drained: no connection left")
+	}
+	return nil
+}
+
 func runReload(c *call) error {
 	n, err := signalNode(c, syscall.SIGHUP)
 	if err != nil {
