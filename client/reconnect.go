@@ -293,6 +293,8 @@ func (r *Reconnecting) rejoin(old, c *Client, rc *Reconnect) error {
 	r.mu.Lock()
 	rooms := slices.Clone(r.rooms)
 	r.mu.Unlock()
+	_ = c.Conn().SetReadDeadline(time.Now().Add(r.o.DialTimeout))
+	defer c.Conn().SetReadDeadline(time.Time{})
 	for _, j := range rooms {
 		c.SetPosition(j.Room, old.Position(j.Room))
 		j.Since = old.Position(j.Room)

@@ -46,6 +46,8 @@ type drainState struct {
 	mu       sync.Mutex
 	untold   int
 	deadline time.Time // the last batch by then; zero: no stop yet
+
+	urls map[string][]string // the last hints' URLs, per listener
 }
 
 // Drain starts draining the node, once; later calls report how far it
@@ -124,15 +126,17 @@ func (n *Node) drainStopped() {
 }
 
 // drainBatches tells the connections to go, a batch every interval,
-// until none is left untold.
+// until none is left untold. Batches keep to their schedule (the k-th
+// at k intervals from the start) however long one takes to send.
 func (n *Node) drainBatches(d *drainState) {
 	defer close(d.told)
+	next := d.started
 	for {
 		cfg := n.Config().Shutdown
 		d.mu.Lock()
 		batch := batchSize(cfg, d.untold, d.deadline, time.Now())
 		d.mu.Unlock()
-		untold, err := n.closeBatch(batch, n.hints(cfg))
+		untold, err := n.closeBatch(batch, n.hints(cfg, d))
 		if err != nil {
 			n.log.Warn().Err(err).Msg("drain batch not answered; trying again")
 		}
@@ -143,8 +147,9 @@ func (n *Node) drainBatches(d *drainState) {
 			n.log.Info().Str("took", time.Since(d.started).Round(time.Millisecond).String()).Msg("drained: every connection told to go")
 			return
 		}
+		next = next.Add(cfg.DrainInterval.D())
 		select {
-		case <-time.After(cfg.DrainInterval.D()):
+		case <-time.After(time.Until(next)):
 		case <-d.quit:
 			return
 		}
@@ -193,8 +198,10 @@ func (n *Node) closeBatch(most int, hints map[string]func() *conn.Hint) (int, er
 // hints makes, per listener, the reconnect hint of each of its clients:
 // the delay with its jitter, and the public URLs of the other nodes'
 // listener of the same name, alive and not draining, in an order of the
-// client's own.
-func (n *Node) hints(cfg config.Shutdown) map[string]func() *conn.Hint {
+// client's own. Where a drain (d, when not nil) finds none, it keeps the
+// URLs of its batch before: a node that missed a heartbeat or two while
+// this one was busy draining is still where its clients should go.
+func (n *Node) hints(cfg config.Shutdown, d *drainState) map[string]func() *conn.Hint {
 	urls := map[string][]string{}
 	if pid := n.bridge.Load(); pid != nil {
 		res, err := n.system.Root.RequestFuture(pid, &cluster.Nodes{}, apiTimeout).Result()
@@ -209,10 +216,19 @@ func (n *Node) hints(cfg config.Shutdown) map[string]func() *conn.Hint {
 			}
 		}
 	}
+	if d != nil {
+		d.mu.Lock()
+		for name, last := range d.urls {
+			if len(urls[name]) == 0 {
+				urls[name] = last
+			}
+		}
+		d.urls = urls
+		d.mu.Unlock()
+	}
 	out := map[string]func() *conn.Hint{}
 	for _, b := range n.listeners {
-		others := urls[b.cfg.Name]
-		slices.Sort(others)
+		others := slices.Sorted(slices.Values(urls[b.cfg.Name]))
 		out[b.cfg.Name] = func() *conn.Hint {
 			h := &conn.Hint{Retry: cfg.RetryDelay.D(), URLs: others}
 			if j := cfg.RetryJitter.D(); j > 0 {

@@ -334,7 +334,7 @@ func (n *Node) stop(ctx context.Context) error {
 		// Tell every client and let queues drain, within the deadline;
 		// whatever is left is closed hard when the tree stops.
 		wait := time.Until(deadline(ctx, n.Config().Shutdown.Timeout.D()))
-		if err := n.system.Root.RequestFuture(n.root, &drain{hints: n.hints(n.Config().Shutdown)}, max(wait, time.Millisecond)).Wait(); err != nil {
+		if err := n.system.Root.RequestFuture(n.root, &drain{hints: n.hints(n.Config().Shutdown, n.drain.Load())}, max(wait, time.Millisecond)).Wait(); err != nil {
 			n.log.Warn().Err(err).Msg("drain did not finish in time; closing the rest")
 		}
 	}
