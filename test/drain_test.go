@@ -316,3 +316,74 @@ func TestStopDrainsFirst(t *testing.T) {
 	}
 	checkNotReadyFrom(t, readyz.ended(), began)
 }
+
+// TestDrainHintNamesOtherNodes: a draining node's hint lists the public
+// URL that another node announced for the listener of the same name.
+// On WebSocket it is the close frame's reason (1012) when it fits in
+// 123 bytes; a longer one comes first as the last text message, and the
+// close reason keeps the delay. TCP's final frame carries it whole.
+func TestDrainHintNamesOtherNodes(t *testing.T) {
+	short := "ws://b.example:9502/ws"
+	long := "wss://" + strings.Repeat("b", 60) + ".example.com:443/ws"
+	ns := startNATS(t, -1)
+	listeners := func(c *config.Config, urls ...string) {
+		c.NATS.URL = ns.ClientURL()
+		clusterTiming(c)
+		c.Listeners[0].PublicURL = urls[0]
+		for i, name := range []string{"ws", "ws2"} {
+			wsListener("127.0.0.1:0")(c)
+			l := &c.Listeners[len(c.Listeners)-1]
+			l.Name, l.PublicURL = name, urls[i+1]
+		}
+	}
+	b := startNode(t, func(c *config.Config) { c.Node.Name = "b"; listeners(c, "b.example:9501", short, long) })
+	a := startNode(t, func(c *config.Config) { c.Node.Name = "a"; listeners(c, "", "", "") })
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		var nodes []struct {
+			Node string
+			URLs map[string]string
+		}
+		api(t, a, http.MethodGet, "/api/nodes", nil, &nodes)
+		for _, nd := range nodes {
+			if nd.Node == b.ID() && nd.URLs["ws2"] == long {
+				return nil
+			}
+		}
+		return fmt.Errorf("a does not know b's public URLs: %+v", nodes)
+	})
+
+	dial := func(listener string) *client.Client {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := client.DialWebSocket(ctx, "ws://"+a.addr(listener)+"/ws")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	tcp, ws, ws2 := a.dial(t, "tcp"), dial("ws"), dial("ws2")
+	a.Drain()
+
+	ev, err := tcp.Expect("close", 5*time.Second)
+	if err != nil || ev.Reason != "server_shutdown" || ev.RetryMS == nil || !slices.Equal(ev.URLs, []string{"b.example:9501"}) {
+		t.Errorf("tcp: final frame %+v %v, want server_shutdown with retry_ms and b's tcp URL", ev, err)
+	}
+	// The short URL fits in the close frame: no text message first.
+	var ce *client.CloseError
+	if ev, err := ws.Recv(); !errors.As(err, &ce) || ce.Code != 1012 || ce.Reason != "server_shutdown" || ce.Hint == nil || !slices.Equal(ce.Hint.URLs, []string{short}) {
+		t.Errorf("ws: %+v %v, want close 1012 with the hint and b's ws URL in its reason", ev, err)
+	}
+	// The long one does not: the whole hint as the last text message,
+	// then the close frame with the delay alone.
+	ev, err = ws2.Recv()
+	if err != nil || ev.Op != "close" || ev.RetryMS == nil || !slices.Equal(ev.URLs, []string{long}) {
+		t.Fatalf("ws2: %+v %v, want the close message with b's long URL first", ev, err)
+	}
+	if _, err := ws2.Recv(); !errors.As(err, &ce) || ce.Code != 1012 || ce.Hint == nil || len(ce.Hint.URLs) != 0 || ce.Hint.Retry != time.Duration(*ev.RetryMS)*time.Millisecond {
+		t.Errorf("ws2: %v (hint %+v), want close 1012 with the same delay and no URLs", err, ce)
+	}
+	if h := ws2.Hint(); h == nil || !slices.Equal(h.URLs, []string{long}) {
+		t.Errorf("ws2: the client's hint %+v, want the message's, with the URL", h)
+	}
+}
