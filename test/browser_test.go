@@ -187,6 +187,60 @@ func TestChatPageRecoversWhatItMissed(t *testing.T) {
 	alice.checkNoErrors()
 }
 
+// TestChatPageFollowsTheHint: the page's node stops; its reconnect hint
+// names the other node (its public_url), so the page says it moves to
+// another node, connects there, joins its room again with since and
+// shows the message it missed.
+func TestChatPageFollowsTheHint(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("install chromium (.ci/run does): %v", err)
+	}
+	ns := startJetStreamNATS(t, -1, "")
+	onNATS := func(addr, public string) func(*config.Config) {
+		return func(c *config.Config) {
+			wsListener(addr)(c)
+			c.Listeners[len(c.Listeners)-1].PublicURL = public
+			c.NATS.URL = ns.ClientURL()
+			c.Cluster.HeartbeatInterval = config.Duration(200 * time.Millisecond)
+			withHistory(100)(c)
+		}
+	}
+	bAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	b := startNode(t, onNATS(bAddr, "ws://"+bAddr+"/ws"))
+	first := startNode(t, func(c *config.Config) {
+		onNATS("127.0.0.1:0", "")(c)
+		// Time for bob's message to come while the page is away.
+		c.Shutdown.RetryDelay, c.Shutdown.RetryJitter = config.Duration(2*time.Second), 0
+	})
+	bob := b.dialWS(t)
+	join(t, bob, "news:lobby", "bob")
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if got := gaugeValue(t, first, "tether_cluster_nodes_alive"); got != 1 {
+			return fmt.Errorf("the page's node sees %v other nodes", got)
+		}
+		return nil
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	alice := openTab(t, startChromium(t, ctx), "alice")
+	defer alice.close()
+	alice.join("http://"+first.addr("ws")+"/?room=news:lobby&name=alice", "avatar-owl", "")
+	alice.waitMembers("alice", "bob")
+
+	stop, cancelStop := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelStop()
+	if err := first.Shutdown(stop); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitSystem("Disconnected (server_shutdown), reconnecting to another node…")
+	say(t, bob, "news:lobby", "while moving")
+	alice.waitSystem("Reconnected, back in #news:lobby: recovered 1 missed message")
+	alice.waitMessage(chatLine{Name: "bob", Text: "while moving", Timed: true})
+	alice.waitJS("the page to say it is on node b", fmt.Sprintf(`document.getElementById('state').title.endsWith(%q)`, "on node "+b.ID()))
+	alice.checkNoErrors()
+}
+
 // startChromium starts headless Chromium with a fresh profile and the flags
 // that keep it off the network, and returns a chromedp context for it.
 // Canceling ctx stops it.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -105,9 +106,10 @@ func (o *testOps) Frame(c *conn.Actor, data []byte) {
 // TestJSClientWithNode runs the JavaScript client's tests
 // (clients/js/test, Node's test runner) against real nodes on one
 // JetStream NATS: "main" with a WebSocket listener "ws" (idle timeout 2s:
-// only a client that keeps its heartbeat stays) and a token listener
-// "wstoken", and "other" with a "ws" listener, which stays up while the
-// tests stop and start main. The tests drive this test through a control
+// only a client that keeps its heartbeat stays), a token listener
+// "wstoken" and a listener "wsroll", and "other" with a "ws" listener and
+// a "wsroll" whose public URL main's reconnect hints name; other stays up
+// while the tests stop and start main. The tests drive this test through a control
 // server: POST /stop and /start (main, on the same addresses), GET
 // /token?user=&name=&rooms=&ttl=&key=other (minted here).
 func TestJSClientWithNode(t *testing.T) {
@@ -117,7 +119,15 @@ func TestJSClientWithNode(t *testing.T) {
 		t.Fatalf("no tests in clients/js/test: %v", err)
 	}
 	ns := startJetStreamNATS(t, -1, "")
-	mainConfig := func(ws, wstoken, admin string) func(*config.Config) {
+	// "wsroll", on both nodes: other announces its public URL, which
+	// main's reconnect hints then name when it stops.
+	roll := func(c *config.Config, address, publicURL string) {
+		l := config.DefaultListener(config.ProtocolWebSocket)
+		l.Name, l.Address, l.PublicURL = "wsroll", address, publicURL
+		c.Listeners = append(c.Listeners, l)
+		c.Cluster.HeartbeatInterval = config.Duration(200 * time.Millisecond)
+	}
+	mainConfig := func(ws, wstoken, wsroll, admin string) func(*config.Config) {
 		return func(c *config.Config) {
 			c.NATS.URL = ns.ClientURL()
 			c.HTTP.Address = admin
@@ -130,6 +140,9 @@ func TestJSClientWithNode(t *testing.T) {
 			tl.Name, tl.Address = "wstoken", wstoken
 			tl.Auth.Mode, tl.Auth.JWT = config.AuthToken, config.JWT{HMACSecret: testSecret}
 			c.Listeners = append(c.Listeners, tl)
+			roll(c, wsroll, "")
+			c.Shutdown.RetryDelay = config.Duration(300 * time.Millisecond)
+			c.Shutdown.RetryJitter = config.Duration(200 * time.Millisecond)
 		}
 	}
 	withTestOps := func(o *node.Options) {
@@ -137,12 +150,14 @@ func TestJSClientWithNode(t *testing.T) {
 			return func(c *conn.Actor) conn.App { return &testOps{App: next(c)} }
 		}
 	}
-	mainNode := startNode(t, mainConfig("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"), withTestOps)
-	ws, wstoken, admin := mainNode.addr("ws"), mainNode.addr("wstoken"), mainNode.HTTPAddr().String()
+	mainNode := startNode(t, mainConfig("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"), withTestOps)
+	ws, wstoken, wsroll, admin := mainNode.addr("ws"), mainNode.addr("wstoken"), mainNode.addr("wsroll"), mainNode.HTTPAddr().String()
+	otherRoll := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	other := startNode(t, func(c *config.Config) {
 		c.NATS.URL = ns.ClientURL()
 		withHistory(100)(c)
 		wsListener("127.0.0.1:0")(c)
+		roll(c, otherRoll, "ws://"+otherRoll+"/ws")
 	})
 
 	// The control server's handlers hand their work to this goroutine,
@@ -162,7 +177,7 @@ func TestJSClientWithNode(t *testing.T) {
 			}
 		case "POST /start":
 			job = func() string {
-				mainNode = startNode(t, mainConfig(ws, wstoken, admin), withTestOps)
+				mainNode = startNode(t, mainConfig(ws, wstoken, wsroll, admin), withTestOps)
 				return "started"
 			}
 		case "GET /token":
@@ -208,6 +223,8 @@ func TestJSClientWithNode(t *testing.T) {
 		"TETHER_WS=ws://"+ws+"/ws",
 		"TETHER_WS_TOKEN=ws://"+wstoken+"/ws",
 		"TETHER_WS_OTHER=ws://"+other.addr("ws")+"/ws",
+		"TETHER_WS_ROLL=ws://"+wsroll+"/ws",
+		"TETHER_WS_ROLL_OTHER=ws://"+otherRoll+"/ws",
 		"TETHER_ADMIN=http://"+admin,
 		"TETHER_CONTROL="+control.URL,
 	)

@@ -7,14 +7,16 @@
 // A TetherClient keeps one connection alive: it sends its own heartbeat
 // and notices a server gone silent, reconnects with exponential backoff
 // and jitter, authenticates again and joins its rooms again, resuming the
-// rooms with history from the last message it saw. Requests are promises;
-// what the server says unasked comes as events.
+// rooms with history from the last message it saw. A draining node's close
+// (1012) carries a reconnect hint: the client waits its delay and tries
+// the other nodes it names first. Requests are promises; what the server
+// says unasked comes as events.
 
 // Close codes of the server (README, "Close reasons") and of WebSocket.
 const CLOSE_REASONS = {
   1000: 'closed', 1001: 'server_shutdown', 1002: 'bad_frame', 1005: 'closed',
   1006: 'connection lost', 1007: 'bad_frame', 1009: 'frame_too_large',
-  1011: 'server error', 1015: 'TLS error',
+  1011: 'server error', 1012: 'server_shutdown', 1015: 'TLS error',
   4000: 'idle', 4001: 'no_pong', 4002: 'slow_consumer', 4003: 'write_timeout', 4004: 'kicked',
   4005: 'memory_limit', 4006: 'unauthorized', 4007: 'token_expired', 4008: 'rate_limited',
 };
@@ -56,7 +58,10 @@ export class TetherClient {
     if (typeof o.WebSocket !== 'function') {
       throw new TypeError('no WebSocket: pass options.WebSocket (Node.js before 22 needs --experimental-websocket)');
     }
-    this._url = new URL(url);
+    this._url = new URL(url); // where it connects: url, or where a hint sent it
+    this._home = this._url.href; // url, the one the application gave
+    this._targets = []; // URLs still to try before backing off (a hint's, then its own)
+    this._hint = null; // this connection's reconnect hint: {retryMs, urls}
     this._tokenInURL = this._url.searchParams.has('token');
     this._token = this._tokenInURL ? this._url.searchParams.get('token') : o.token;
     this._o = o;
@@ -88,6 +93,9 @@ export class TetherClient {
   // reconnect: false).
   get state() { return this._state; }
   get conn() { return this._welcome ? String(this._welcome.conn) : ''; }
+  // url is where the client connects now: the URL it was made with, or
+  // the node a reconnect hint sent it to.
+  get url() { return this._url.href; }
   get node() { return this._welcome ? String(this._welcome.node) : ''; }
   // welcome is this connection's welcome: conn, node, heartbeat, auth.
   get welcome() { return this._welcome; }
@@ -116,6 +124,7 @@ export class TetherClient {
   connect() {
     if (this._ws) return;
     this._attempt = 0;
+    this._targets = [];
     this._open();
   }
 
@@ -217,9 +226,11 @@ export class TetherClient {
 
   _open() {
     clearTimeout(this._retryTimer);
+    if (this._targets.length) this._url = this._withToken(this._targets.shift());
     const ws = new this._o.WebSocket(this._url.href);
     this._ws = ws;
     this._refusal = null;
+    this._hint = null;
     ws.onopen = () => {
       if (ws !== this._ws) return;
       this._openedAt = this._lastSent = this._lastRecv = Date.now();
@@ -261,11 +272,32 @@ export class TetherClient {
 
   _dropped(code, reason) {
     const lived = this._openedAt ? Date.now() - this._openedAt : 0;
+    const welcomed = this._welcome !== null;
     this._openedAt = 0;
     this._detach();
-    const why = reason || CLOSE_REASONS[code] || (code ? `code ${code}` : 'connection lost');
+    // A draining node's close reason is its close message, as JSON: the
+    // reason's name and the hint (whose URLs may have come first, in the
+    // last text message).
+    const msg = parseClose(reason);
+    const hint = msg ? mergeHint(this._hint, msg) : this._hint;
+    const why = (msg && msg.reason) || reason || CLOSE_REASONS[code] || (code ? `code ${code}` : 'connection lost');
     if (FINAL_CODES.has(code) || !this._o.reconnect) {
       this._stop(code, why, this._refusal);
+      return;
+    }
+    if (hint) {
+      // Its delay, and up to a tenth more of the client's own; then the
+      // nodes it names, then the URL the application gave, then here.
+      this._attempt = 0;
+      this._targets = [...new Set([...hint.urls, this._home, this._url.href])];
+      const delay = Math.round(hint.retryMs * (1 + Math.random() * 0.1));
+      this._retryTimer = setTimeout(() => this._open(), delay);
+      this._setState('reconnecting', { code, reason: why, delay, attempt: this._attempt, hint: { retry_ms: hint.retryMs, urls: hint.urls } });
+      return;
+    }
+    if (!welcomed && this._targets.length) {
+      // That one did not answer: the next one of the hint's, at once.
+      this._open();
       return;
     }
     if (lived >= this._o.stableAfter) this._attempt = 0;
@@ -274,6 +306,13 @@ export class TetherClient {
     this._attempt++;
     this._retryTimer = setTimeout(() => this._open(), delay);
     this._setState('reconnecting', { code, reason: why, delay, attempt: this._attempt });
+  }
+
+  // _withToken is url with this client's token when it sends it in URLs.
+  _withToken(url) {
+    const u = new URL(url);
+    if (this._tokenInURL) u.searchParams.set('token', this._token);
+    return u;
   }
 
   // _stop ends the client's attempts; what waits for a connection fails
@@ -343,6 +382,7 @@ export class TetherClient {
     }
     switch (msg.op) {
       case 'welcome': this._welcomed(msg); break;
+      case 'close': this._hint = mergeHint(this._hint, msg); break; // the close frame follows
       case 'ping': this._send(msg.id != null ? { op: 'pong', id: msg.id } : { op: 'pong' }); break;
       case 'ok':
       case 'error':
@@ -364,6 +404,7 @@ export class TetherClient {
   _welcomed(msg) {
     clearTimeout(this._welcomeTimer);
     this._welcome = msg;
+    this._targets = []; // here it stays
     const idle = Number(msg.heartbeat && msg.heartbeat.idle_timeout_ms) || 0;
     this._pingEvery = idle > 0 ? Math.max(1000, Math.floor(idle / 3)) : 20000;
     this._heartbeat();
@@ -480,6 +521,27 @@ export class TetherClient {
       }
     }
   }
+}
+
+// parseClose is the close message a close reason holds
+// ({"op":"close","reason":...,"retry_ms":...,"urls":[...]}), or null.
+function parseClose(reason) {
+  if (typeof reason !== 'string' || !reason.startsWith('{')) return null;
+  try {
+    const m = JSON.parse(reason);
+    return m && m.op === 'close' ? m : null;
+  } catch {
+    return null;
+  }
+}
+
+// mergeHint adds what the close message msg says of the hint to hint:
+// the delay, and the URLs where it has them. Without a delay there is no
+// hint.
+function mergeHint(hint, msg) {
+  if (!msg || typeof msg.retry_ms !== 'number') return hint;
+  const urls = Array.isArray(msg.urls) && msg.urls.length ? msg.urls.filter((u) => typeof u === 'string') : (hint ? hint.urls : []);
+  return { retryMs: Math.max(0, msg.retry_ms), urls };
 }
 
 function identity(ok) {

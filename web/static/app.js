@@ -1,7 +1,8 @@
 // tether chat: the page of the chat application (DESIGN.md section 5).
 // The connection is the client's (/tether.js): its heartbeat, reconnects
-// with backoff, authentication, and joining the room again, resumed with
-// since where the room keeps history. This page is the UI around it. No
+// with backoff (or, when its node drains, after the node's hint and to
+// the node it names), authentication, and joining the room again, resumed
+// with since where the room keeps history. This page is the UI around it. No
 // dependencies. Every piece of user text reaches the DOM through
 // textContent or attributes, never through innerHTML.
 import { TetherClient } from '/tether.js';
@@ -132,7 +133,11 @@ client.on('state', (s) => {
       renderMe();
       break;
     case 'reconnecting':
-      if (s.previous === 'connected' && st.session) system(`Disconnected (${s.reason}), reconnecting…`, 'warn');
+      // A draining node's hint may name other nodes: the client goes
+      // there, after the hint's delay, which the countdown shows.
+      if (s.previous === 'connected' && st.session) {
+        system(`Disconnected (${s.reason}), reconnecting${s.hint && s.hint.urls.length ? ' to another node' : ''}…`, 'warn');
+      }
       countDown(Date.now() + s.delay, s.reason);
       break;
     case 'closed': // the server meant it: kicked, or the token refused or expired

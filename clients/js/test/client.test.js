@@ -17,6 +17,8 @@ function env(name) {
 const WS = env('TETHER_WS'); // main node, idle timeout 2s
 const WS_TOKEN = env('TETHER_WS_TOKEN'); // main node, auth.mode token
 const WS_OTHER = env('TETHER_WS_OTHER'); // another node, up while main restarts
+const WS_ROLL = env('TETHER_WS_ROLL'); // main's listener whose hints name...
+const WS_ROLL_OTHER = env('TETHER_WS_ROLL_OTHER'); // ...this one, the other node's (its public_url)
 const ADMIN = env('TETHER_ADMIN'); // main node's admin API
 const CONTROL = env('TETHER_CONTROL'); // the Go test: /stop, /start, /token
 
@@ -253,7 +255,7 @@ test('a gap makes it join again with since', async (t) => {
   assert.equal(rejoin.recovered, true, 'since was sent: nothing was missed');
 });
 
-test('reconnects with growing, jittered delays while the node is down, then resumes', async (t) => {
+test("reconnects after the hint's delay, then with growing, jittered delays while the node is down, then resumes", async (t) => {
   const min = 100;
   const ann = await connected(t, WS, { backoffMin: min, backoffMax: 5000 });
   const bob = await connected(t, WS_OTHER);
@@ -265,14 +267,22 @@ test('reconnects with growing, jittered delays while the node is down, then resu
 
   await control('POST', '/stop');
   for (let i = 1; i <= 3; i++) await bob.send('news:restart', `missed ${i}`);
-  const retries = await until('four failed attempts', () => {
+  const retries = await until('the hint, then four failed attempts', () => {
     const r = of(ann, 'state').filter((s) => s.state === 'reconnecting');
-    return r.length >= 4 && r;
+    return r.length >= 5 && r;
   }, 10000);
-  assert.equal(retries[0].reason, 'server_shutdown');
-  retries.slice(0, 4).forEach((r, i) => {
+  // The node drained: close 1012, and its hint (main's retry_delay 300ms,
+  // retry_jitter 200ms; no other node's ws listener has a public URL).
+  const [hinted, ...backoff] = retries;
+  assert.equal(hinted.code, 1012);
+  assert.equal(hinted.reason, 'server_shutdown');
+  assert.ok(hinted.hint && hinted.hint.retry_ms >= 300 && hinted.hint.retry_ms < 500, `hint ${JSON.stringify(hinted.hint)}`);
+  assert.deepEqual(hinted.hint.urls, []);
+  assert.ok(hinted.delay >= hinted.hint.retry_ms && hinted.delay <= hinted.hint.retry_ms * 1.1 + 1, `waits ${hinted.delay}ms for a hint of ${hinted.hint.retry_ms}ms`);
+  backoff.slice(0, 4).forEach((r, i) => {
     const base = min * 2 ** i;
     assert.equal(r.attempt, i + 1);
+    assert.equal(r.hint, undefined);
     assert.ok(r.delay >= base * 0.8 - 1 && r.delay <= base * 1.2 + 1, `retry ${i + 1} after ${r.delay}ms, want ${base}ms ±20%`);
   });
 
@@ -282,4 +292,28 @@ test('reconnects with growing, jittered delays while the node is down, then resu
   assert.equal(rejoin.recovered, true);
   assert.equal(rejoin.replayed, 3);
   assert.deepEqual(texts(ann, 'news:restart'), ['before', 'missed 1', 'missed 2', 'missed 3']);
+});
+
+test("a draining node's hint sends the client to the node it names, where it resumes with since", async (t) => {
+  const ann = await connected(t, WS_ROLL);
+  const bob = await connected(t, WS_ROLL_OTHER);
+  await ann.join('news:roll', { name: 'ann' });
+  await bob.join('news:roll', { name: 'bob' });
+  await bob.send('news:roll', 'before');
+  await until('ann to get before', () => texts(ann, 'news:roll').length === 1);
+  const home = ann.node;
+  assert.notEqual(home, bob.node);
+
+  await control('POST', '/stop');
+  const hinted = await until('the hint', () => of(ann, 'state').find((s) => s.state === 'reconnecting'));
+  await bob.send('news:roll', 'missed');
+  assert.equal(hinted.code, 1012);
+  assert.deepEqual(hinted.hint.urls, [WS_ROLL_OTHER], 'the other node, by its public URL');
+  const rejoin = await until('the rejoin', () => of(ann, 'rejoin')[0], 10000);
+  assert.equal(ann.node, bob.node, 'moved to the node the hint named');
+  assert.equal(ann.url, WS_ROLL_OTHER);
+  assert.equal(rejoin.recovered, true);
+  assert.deepEqual(texts(ann, 'news:roll'), ['before', 'missed']);
+  assert.deepEqual(states(ann).filter((s) => s === 'reconnecting'), ['reconnecting'], 'no failed attempt');
+  await control('POST', '/start');
 });
