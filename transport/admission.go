@@ -43,6 +43,9 @@ type Admission struct {
 type NodeSockets struct {
 	max   int64
 	count atomic.Int64
+	// Gate, when set, paces the admitted sockets of every listener
+	// (node.accepts_per_second): see Admission.Pace.
+	Gate *AcceptGate
 }
 
 // NewNodeSockets returns the node's count, capped at max.
@@ -71,7 +74,7 @@ type Ticket struct {
 
 // Admit takes c or refuses it. A refused socket is closed here, counted
 // by why (max_connections, max_per_ip, accept_rate, draining,
-// shutting_down) and
+// shutting_down; Pace adds accept_queue) and
 // logged at most once a second.
 func (a *Admission) Admit(c net.Conn) (Ticket, bool) {
 	a.metrics.Accepts.Inc()
@@ -107,6 +110,16 @@ func (a *Admission) Admit(c net.Conn) (Ticket, bool) {
 		a.mu.Unlock()
 		return Ticket{a: a, ip: ip}, true
 	}
+	a.mu.Unlock()
+	_ = c.Close()
+	a.rejected(why, c.RemoteAddr())
+	return Ticket{}, false
+}
+
+// rejected counts a socket closed at accept, and logs it at most once a
+// second.
+func (a *Admission) rejected(why string, remote net.Addr) {
+	a.mu.Lock()
 	a.rejectsUnlogged++
 	logNow := time.Since(a.lastRejectLog) >= time.Second
 	rejected, count := a.rejectsUnlogged, a.count
@@ -114,13 +127,27 @@ func (a *Admission) Admit(c net.Conn) (Ticket, bool) {
 		a.rejectsUnlogged, a.lastRejectLog = 0, time.Now()
 	}
 	a.mu.Unlock()
-	_ = c.Close()
 	a.metrics.Rejected(why)
 	if logNow {
-		a.log.Warn().Str("why", why).Str("remote", c.RemoteAddr().String()).Int("rejected", rejected).
+		a.log.Warn().Str("why", why).Str("remote", remote.String()).Int("rejected", rejected).
 			Int("connections", count).Int("node_connections", int(a.node.count.Load())).Msg("connection rejected")
 	}
-	return Ticket{}, false
+}
+
+// Pace lets an admitted socket go on at the node's accept rate
+// (node.accepts_per_second, NodeSockets.Gate): true now; otherwise
+// release runs when its turn comes, on the gate's goroutine, or, when the
+// node's queue is full (accept_queue) or the node stops meanwhile
+// (shutting_down), the socket is closed with close and counted.
+func (a *Admission) Pace(remote net.Addr, close, release func()) bool {
+	g := a.node.Gate
+	if g == nil {
+		return true
+	}
+	return g.pass(release, func(why string) {
+		close()
+		a.rejected(why, remote)
+	})
 }
 
 // Release gives the ticket's place back; the ticket holds none afterwards.

@@ -42,6 +42,9 @@ type Metrics struct {
 	RelayUnbound    *prometheus.CounterVec // relay connects no worker took, by listener
 	RelayDropped    *prometheus.CounterVec // relay message events lost without a worker, by listener
 	Draining        prometheus.Gauge       // 1 from the moment the node drains (tether drain, or a stop)
+	AcceptQueue     prometheus.Gauge       // sockets waiting for their turn under node.accepts_per_second
+	AcceptQueued    prometheus.Counter     // sockets that waited
+	AcceptWait      prometheus.Histogram   // how long they waited
 }
 
 // NewMetrics registers a node's metrics, and Go runtime and process
@@ -100,6 +103,15 @@ func NewMetrics() *Metrics {
 	m.Draining = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tether", Name: "draining",
 		Help: "1 from the moment the node drains (tether drain, or a stop): not ready, refusing new connections, closing its own in batches."})
 	f(m.Draining)
+	m.AcceptQueue = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tether", Name: "accept_queue",
+		Help: "Accepted sockets waiting for their turn under node.accepts_per_second (at most node.accept_queue)."})
+	m.AcceptQueued = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tether", Name: "accept_queued_total",
+		Help: "Accepted sockets that waited in the accept queue (node.accepts_per_second) before their connection started."})
+	m.AcceptWait = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "tether", Name: "accept_queue_wait_seconds",
+		Help: "How long sockets waited in the accept queue.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)})
+	f(m.AcceptQueue)
+	f(m.AcceptQueued)
+	f(m.AcceptWait)
 	f(m.RoomGaps)
 	f(m.RoomDropped)
 	f(m.Rooms)

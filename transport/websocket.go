@@ -121,7 +121,7 @@ func ListenWebSocket(addr string, o WebSocketOptions) (*HTTPServer, error) {
 		IdleTimeout:       o.HandshakeTimeout,
 		MaxHeaderBytes:    16 << 10,
 	}
-	return serveHTTP(guardedListener{Listener: ln, admission: o.Admission}, srv, log), nil
+	return serveHTTP(newGuardedListener(ln, o.Admission, log), srv, log), nil
 }
 
 func upgradeHandler(o WebSocketOptions, log zerolog.Logger) http.Handler {
@@ -184,22 +184,68 @@ func originAllowed(origin string, allowed []string) bool {
 }
 
 // guardedListener admits accepted sockets (closing those past a limit at
-// once) and wraps them in handshakeConn. With TLS, the sockets it
-// accepts are *tls.Conn, their handshake still to come.
+// once), paces them at the node's accept rate, and hands them to
+// net/http wrapped in handshakeConn. It accepts on a goroutine of its
+// own, so that it goes on accepting (and refusing, counted) while
+// admitted sockets wait for their turn. With TLS, the sockets it accepts
+// are *tls.Conn, their handshake still to come.
 type guardedListener struct {
 	net.Listener
 	admission *Admission
+	log       zerolog.Logger
+	ready     chan net.Conn // admitted and paced, for Accept
+	done      chan struct{} // closed once the listener is: err says why
+	err       error
 }
 
-func (l guardedListener) Accept() (net.Conn, error) {
+func newGuardedListener(ln net.Listener, admission *Admission, log zerolog.Logger) *guardedListener {
+	l := &guardedListener{Listener: ln, admission: admission, log: log, ready: make(chan net.Conn), done: make(chan struct{})}
+	go l.accept()
+	return l
+}
+
+func (l *guardedListener) accept() {
+	backoff := 5 * time.Millisecond
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			return nil, err
+			if errors.Is(err, net.ErrClosed) {
+				l.err = err
+				close(l.done)
+				return
+			}
+			// Out of descriptors, say: as net/http does, try again.
+			l.log.Error().Err(err).Dur("retry_in", backoff).Msg("accept failed")
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
 		}
-		if t, ok := l.admission.Admit(c); ok {
-			return &handshakeConn{Conn: c, ticket: t}, nil
+		backoff = 5 * time.Millisecond
+		t, ok := l.admission.Admit(c)
+		if !ok {
+			continue
 		}
+		hc := &handshakeConn{Conn: c, ticket: t}
+		deliver := func() {
+			select {
+			case l.ready <- hc:
+			case <-l.done:
+				_ = hc.Close()
+			}
+		}
+		if l.admission.Pace(c.RemoteAddr(), func() { _ = hc.Close() }, deliver) {
+			deliver()
+		}
+	}
+}
+
+// Accept returns the next socket admitted and paced.
+func (l *guardedListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.done:
+		return nil, l.err
 	}
 }
 

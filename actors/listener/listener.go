@@ -300,12 +300,21 @@ func (a *Actor) acceptLoop(system *actor.ActorSystem, self *actor.PID) {
 		}
 		backoff = 5 * time.Millisecond
 		t, ok := a.admission.Admit(c)
-		switch {
-		case !ok:
-		case a.opts.TLS != nil:
-			go a.handshake(system, self, &transport.Accepted{Conn: c, Ticket: t})
-		default:
-			a.Hand(system, self, &transport.Accepted{Conn: c, Ticket: t})
+		if !ok {
+			continue
+		}
+		s := &transport.Accepted{Conn: c, Ticket: t}
+		goOn := func() {
+			if a.opts.TLS != nil {
+				go a.handshake(system, self, s)
+			} else {
+				a.Hand(system, self, s)
+			}
+		}
+		// At the node's accept rate: now, or from the gate once the
+		// socket's turn comes.
+		if a.admission.Pace(c.RemoteAddr(), s.Close, goOn) {
+			goOn()
 		}
 	}
 }

@@ -176,7 +176,10 @@ func (n *Node) nodeSockets(cfg *config.Config) (*transport.NodeSockets, error) {
 			Msg("node.max_connections leaves fewer descriptors than node.descriptor_reserve: at the cap the admin server and NATS may fail to accept")
 	}
 	n.log.Info().Int("max_connections", max).Int("descriptor_limit", limit).Msg("connections capped")
-	return transport.NewNodeSockets(max), nil
+	sockets := transport.NewNodeSockets(max)
+	n.gate = transport.NewAcceptGate(cfg.Node.AcceptsPerSecond, cfg.Node.AcceptQueue, n.metrics)
+	sockets.Gate = n.gate
+	return sockets, nil
 }
 
 // newApp returns the application a listener runs on its connections.

@@ -69,6 +69,7 @@ type Node struct {
 	metrics   *transport.Metrics
 	registry  *conn.Registry
 	listeners []*boundListener
+	gate      *transport.AcceptGate // node.accepts_per_second
 	chat      *chat.Deps
 	bus       *cluster.Bus
 	history   *history.Store
@@ -295,6 +296,9 @@ func (n *Node) Reload(cfg *config.Config) {
 	n.mu.Unlock()
 	setLogLevel(cfg.Log.Level)
 	n.reloadCertificates(cfg)
+	if n.gate != nil {
+		n.gate.SetLimits(cfg.Node.AcceptsPerSecond, cfg.Node.AcceptQueue)
+	}
 	n.system.Root.Send(n.root, &reload{cfg: cfg})
 	n.log.Info().Str("log_level", cfg.Log.Level).Msg("configuration reloaded")
 }
@@ -360,6 +364,9 @@ func (n *Node) stop(ctx context.Context) error {
 		}
 	}
 	n.drainStopped()
+	if n.gate != nil {
+		n.gate.Close() // what still waits for its turn
+	}
 	if n.system != nil {
 		n.system.Shutdown()
 	}
