@@ -32,6 +32,8 @@ type workerReport struct {
 	LastRecv  int64     `json:"last_recv,omitempty"` // unix nanoseconds of the last delivery
 	URL       string    `json:"url,omitempty"`       // the node the worker's members are on
 	Started   int64     `json:"started,omitempty"`   // unix nanoseconds the worker's first connect began (connect bench)
+	Back      []int64   `json:"back,omitempty"`      // unix nanoseconds each client was back on the other node (storm bench)
+	Hinted    int       `json:"hinted,omitempty"`    // clients that came back with a reconnect hint (storm bench)
 
 }
 

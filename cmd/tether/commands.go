@@ -227,6 +227,38 @@ alike. It also reports the server's CPU time per connect, the server being
 		},
 	},
 	{
+		name: "storm", config: true, run: runBenchStorm,
+		short: "clients coming back to a node all at once against the same clients drained, in one run",
+		long: `Measure what a node's clients coming back cost the node they come to: the node
+the configuration names, B. For each of two arms the bench runs a node A of
+its own (this binary's serve, with B's configuration and one listener,
+--listener, on a port of its own, on B's NATS: B's nats.user and password,
+or token, must be set), connects --conns WebSocket clients to A from worker
+processes, and stops A: in the first arm all at once (shutdown.drain_batch
+0, no jitter: the storm), in the second drained at --drain-rate a second
+(batches every second, hints spread over a second). The clients are the Go
+client's Reconnecting, knowing A's and B's URLs (--url); they honour A's
+hints and come back to B.
+
+Per arm it reports the time from A's stop until all are back on B (and
+p50, p99), the peak of B's accept queue (tether_accept_queue, with
+node.accepts_per_second) and of its listen socket's backlog (the kernel's
+accept queue), B's CPU time meanwhile (B being --pid or the node the
+configuration names), and the delivery latency of a probe room on B
+(--probe-members members, a message every 1/--probe-rate s) meanwhile.`,
+		flags: []flagDef{
+			fl("url", "ws://127.0.0.1:9502/ws", "B's WebSocket listener, where the clients come back"),
+			fl("listener", "ws", "the name of that listener in the configuration (A runs one like it)"),
+			fl("pid", 0, "B's process id: report its CPU time (default: the node the configuration names)"),
+			fl("conns", 19000, "clients in all"),
+			fl("procs", 4, "worker processes"),
+			fl("drain-rate", 1000, "the second arm's drain: connections a second"),
+			fl("room", "", "a room every client joins (and joins again when back); empty: none"),
+			fl("probe-members", 20, "members of the probe room on B"),
+			fl("probe-rate", 50, "messages a second in the probe room"),
+		},
+	},
+	{
 		name: "floor", hidden: true, run: runBenchFloor,
 		short: "the bare fan-out server the room bench compares tether with",
 		flags: []flagDef{fl("addr", "127.0.0.1:0", "where to listen")},
@@ -244,6 +276,10 @@ alike. It also reports the server's CPU time per connect, the server being
 			{
 				name: "room", run: runRoomWorker, short: "hold members of the room bench",
 				flags: []flagDef{fl("url", "", ""), fl("room", "", ""), fl("members", 0, ""), fl("messages", 0, ""), fl("worker", 0, "")},
+			},
+			{
+				name: "storm", run: runStormWorker, short: "hold clients of the storm bench",
+				flags: []flagDef{fl("urls", "", ""), fl("conns", 0, ""), fl("room", "", ""), fl("worker", 0, "")},
 			},
 			{
 				name: "connect", run: runConnectWorker, short: "connect and close clients",
