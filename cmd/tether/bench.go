@@ -26,7 +26,8 @@ func benchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "generate load against a running node and report figures for BENCHMARKS.md",
 	}
-	cmd.AddCommand(benchIdleCmd(), benchRoomCmd(), benchConnectCmd(), benchFloorCmd(), benchWorkerCmd())
+	cmd.AddCommand(benchIdleCmd(), benchRoomCmd(), benchConnectCmd(), benchFloorCmd(), benchWorkerCmd(),
+		benchPeerCmd())
 	return cmd
 }
 
@@ -50,6 +51,7 @@ type workers struct {
 	cmds    []*exec.Cmd
 	reports chan workerReport
 	wg      sync.WaitGroup
+	prog    []workerProgress // the latest progress report of each worker
 }
 
 func startWorkers(n int, args ...string) (*workers, error) {
@@ -57,7 +59,7 @@ func startWorkers(n int, args ...string) (*workers, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &workers{reports: make(chan workerReport, 64)}
+	w := &workers{reports: make(chan workerReport, 64), prog: make([]workerProgress, n)}
 	for i := range n {
 		cmd := exec.Command(self, append([]string{"bench", "worker"}, append(args, "--worker", strconv.Itoa(i))...)...)
 		cmd.Stderr = os.Stderr
@@ -79,6 +81,12 @@ func startWorkers(n int, args ...string) (*workers, error) {
 				var r workerReport
 				if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 					r = workerReport{Worker: i, Event: "error", Error: "bad report: " + sc.Text()}
+				}
+				if r.Event == "progress" || r.Event == "connected" {
+					w.prog[i].note(r)
+				}
+				if r.Event == "progress" {
+					continue
 				}
 				w.reports <- r
 			}
@@ -154,43 +162,11 @@ func benchIdleCmd() *cobra.Command {
 			if pid == 0 {
 				return fmt.Errorf("--pid: the server's process id (from `tether status`)")
 			}
-			before, err := rssBytes(pid)
+			h, err := holdIdle(cmd.Context(), "idle", pid, procs, conns, settle, "idle", "--addr", addr, "--ca", ca, "--heartbeat", heartbeat.String())
 			if err != nil {
 				return err
 			}
-			start := time.Now()
-			per := (conns + procs - 1) / procs
-			w, err := startWorkers(procs, "idle", "--addr", addr, "--ca", ca, "--conns", strconv.Itoa(per), "--heartbeat", heartbeat.String())
-			if err != nil {
-				return err
-			}
-			defer w.stop()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)
-			defer cancel()
-			reports, err := w.waitAll(ctx, "connected")
-			if err != nil {
-				return err
-			}
-			total := 0
-			for _, r := range reports {
-				total += r.Conns
-			}
-			connectTime := time.Since(start)
-			// Let the server settle with heartbeats flowing, then take the
-			// lowest RSS seen over the last part: the steady state, not a
-			// moment of garbage before a collection.
-			deadline := time.Now().Add(settle)
-			var after int64 = -1
-			for time.Now().Before(deadline) {
-				time.Sleep(time.Second)
-				rss, err := rssBytes(pid)
-				if err != nil {
-					return err
-				}
-				if time.Until(deadline) < settle/2 && (after < 0 || rss < after) {
-					after = rss
-				}
-			}
+			total, connectTime, before, after := h.conns, h.connectTime, h.before, h.after
 			fmt.Fprintf(out, "connections         %d (in %s, %d worker processes)\n", total, connectTime.Round(time.Millisecond), procs)
 			fmt.Fprintf(out, "server RSS before   %.1f MiB\n", float64(before)/(1<<20))
 			fmt.Fprintf(out, "server RSS after    %.1f MiB (lowest over the last %s of %s)\n", float64(after)/(1<<20), settle/2, settle)
@@ -206,4 +182,68 @@ func benchIdleCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&heartbeat, "heartbeat", 20*time.Second, "each client sends a ping this often")
 	cmd.Flags().DurationVar(&settle, "settle", 30*time.Second, "how long to hold the connections before measuring")
 	return cmd
+}
+
+// idleHold is one hold of idle connections.
+type idleHold struct {
+	conns         int
+	connectTime   time.Duration
+	before, after int64        // the server's RSS before the first connect; the lowest over the last half of the settle
+	samples       [][2]float64 // once a second while connecting and settling: connections, RSS bytes
+}
+
+// holdIdle starts procs workers with args and --conns (a worker command
+// holding idle connections until killed: conns in all), lets the server
+// settle once they are all connected, and reads the server's RSS
+// meanwhile. label names it in the progress line.
+func holdIdle(ctx context.Context, label string, pid, procs, conns int, settle time.Duration, args ...string) (*idleHold, error) {
+	h := &idleHold{}
+	var err error
+	if h.before, err = rssBytes(pid); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	w, err := startWorkers(procs, append(args, "--conns", strconv.Itoa((conns+procs-1)/procs))...)
+	if err != nil {
+		return nil, err
+	}
+	defer w.stop()
+	defer showProgress(label, conns, w, nil)()
+	sample := func() error {
+		rss, err := rssBytes(pid)
+		h.samples = append(h.samples, [2]float64{float64(w.connected()), float64(rss)})
+		return err
+	}
+	stopSampling := everySecond(func() { _ = sample() })
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	reports, err := w.waitAll(wctx, "connected")
+	stopSampling()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range reports {
+		h.conns += r.Conns
+	}
+	h.connectTime = time.Since(start)
+	// Let the server settle with heartbeats flowing, then take the
+	// lowest RSS seen over the last part: the steady state, not a
+	// moment of garbage before a collection.
+	deadline := time.Now().Add(settle)
+	h.after = -1
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Second)
+		if err := sample(); err != nil {
+			return nil, err
+		}
+		h.samples[len(h.samples)-1][0] = float64(h.conns)
+		rss := int64(h.samples[len(h.samples)-1][1])
+		if time.Until(deadline) < settle/2 && (h.after < 0 || rss < h.after) {
+			h.after = rss
+		}
+	}
+	if h.after < 0 {
+		return nil, fmt.Errorf("settle %s: no reading", settle)
+	}
+	return h, nil
 }

@@ -79,6 +79,9 @@ type roomBench struct {
 	floor                bool
 	members, procs       int
 	messages, rate, size int
+
+	sent         *atomic.Int64               // messages sent so far (progress); nil: not counted
+	afterMeasure func(res *roomResult) error // run at the end of a measure, the members still joined
 }
 
 // roomResult is one run's figures.
@@ -240,6 +243,7 @@ func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (
 		return nil, err
 	}
 	defer w.stop()
+	defer showProgress("room "+url, o.members, w, o.sent)()
 	joinStart := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
@@ -275,19 +279,11 @@ func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (
 			return nil, err
 		}
 	}
-	pad := strings.Repeat("x", max(0, o.size-len(`{"seq":0000,"t":0000000000000000000,"pad":""}`)))
-	// Pace in steps of a millisecond: at 10,000/s a sleep per message
-	// would overshoot; each step sends what the rate owes by then.
-	first := time.Now()
-	for seq := 0; seq < o.messages; {
-		owed := min(o.messages, int(time.Since(first).Seconds()*float64(o.rate))+1)
-		for ; seq < owed; seq++ {
-			data := fmt.Sprintf(`{"seq":%d,"t":%d,"pad":"%s"}`, seq, time.Now().UnixNano(), pad)
-			if err := sender.SendRaw([]byte(`{"op":"send","room":"` + o.room + `","data":` + data + `}`)); err != nil {
-				return nil, err
-			}
-		}
-		time.Sleep(time.Millisecond)
+	first, err := o.pace(func(data string) error {
+		return sender.SendRaw([]byte(`{"op":"send","room":"` + o.room + `","data":` + data + `}`))
+	})
+	if err != nil {
+		return nil, err
 	}
 	res.sendTime = time.Since(first)
 	results, err := w.waitAll(wctx, "result")
@@ -301,9 +297,40 @@ func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (
 		}
 		res.cpu = after - cpuBefore
 	}
+	o.collect(res, results, first)
+	if o.afterMeasure != nil { // with the members still there
+		if err := o.afterMeasure(res); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
 
-	// Per node and for the whole room: per message, when its last member
-	// had it.
+// pace sends the run's messages at the rate, each a JSON object with its
+// sequence number and send time (data), and returns when it started.
+func (o *roomBench) pace(send func(data string) error) (time.Time, error) {
+	pad := strings.Repeat("x", max(0, o.size-len(`{"seq":0000,"t":0000000000000000000,"pad":""}`)))
+	// Pace in steps of a millisecond: at 10,000/s a sleep per message
+	// would overshoot; each step sends what the rate owes by then.
+	first := time.Now()
+	for seq := 0; seq < o.messages; {
+		owed := min(o.messages, int(time.Since(first).Seconds()*float64(o.rate))+1)
+		for ; seq < owed; seq++ {
+			if err := send(fmt.Sprintf(`{"seq":%d,"t":%d,"pad":"%s"}`, seq, time.Now().UnixNano(), pad)); err != nil {
+				return first, err
+			}
+			if o.sent != nil {
+				o.sent.Add(1)
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return first, nil
+}
+
+// collect adds the workers' results to res: per node and for the whole
+// room, per message, when its last member had it.
+func (o *roomBench) collect(res *roomResult, results []workerReport, first time.Time) {
 	res.lastMember = map[string][]float64{"": make([]float64, o.messages)}
 	lastRecv := int64(0)
 	for _, r := range results {
@@ -318,7 +345,6 @@ func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (
 		}
 	}
 	res.elapsed = time.Duration(lastRecv - first.UnixNano())
-	return res, nil
 }
 
 func (o *roomBench) print(out io.Writer, res *roomResult) {
@@ -365,11 +391,14 @@ func roomWorkerCmd() *cobra.Command {
 			url := urls[worker%len(urls)] // the workers are spread over the nodes
 			rec := newRecorder(messages)
 			var done sync.WaitGroup
+			var joined atomic.Int64
+			reportProgress(worker, &joined, &rec.received)
 			for i := range members {
 				c, r, err := joinMember(url, room, worker, i)
 				if err != nil {
 					return fail(worker, fmt.Errorf("member %d: %w", i, err))
 				}
+				joined.Add(1)
 				done.Add(1)
 				go func() { defer done.Done(); rec.member(c, r) }()
 			}
@@ -467,21 +496,26 @@ func (r *recorder) member(c net.Conn, in io.Reader) {
 		if !okS || !okT || seq < 0 || seq >= int64(len(r.maxNanos)) {
 			continue
 		}
-		lat := now - sent
-		for {
-			old := r.maxNanos[seq].Load()
-			if lat <= old || r.maxNanos[seq].CompareAndSwap(old, lat) {
-				break
-			}
-		}
-		r.received.Add(1)
-		for {
-			old := r.lastRecv.Load()
-			if now <= old || r.lastRecv.CompareAndSwap(old, now) {
-				break
-			}
-		}
+		r.record(seq, now-sent, now)
 		got++
+	}
+}
+
+// record notes one delivery of message seq, lat nanoseconds after its
+// send, at now.
+func (r *recorder) record(seq, lat, now int64) {
+	for {
+		old := r.maxNanos[seq].Load()
+		if lat <= old || r.maxNanos[seq].CompareAndSwap(old, lat) {
+			break
+		}
+	}
+	r.received.Add(1)
+	for {
+		old := r.lastRecv.Load()
+		if now <= old || r.lastRecv.CompareAndSwap(old, now) {
+			break
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,7 +23,8 @@ import (
 // process.
 func benchWorkerCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "worker", Hidden: true}
-	cmd.AddCommand(idleWorkerCmd(), roomWorkerCmd(), connectWorkerCmd())
+	cmd.AddCommand(idleWorkerCmd(), roomWorkerCmd(), connectWorkerCmd(),
+		sioIdleWorkerCmd(), sioRoomWorkerCmd())
 	return cmd
 }
 
@@ -102,12 +104,15 @@ func idleWorkerCmd() *cobra.Command {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			clients := make([]*client.Client, conns)
+			var n atomic.Int64
+			reportProgress(worker, &n, nil)
 			for i := range clients {
 				c, err := dialClient(ctx, addr, tlsConfig, worker, i)
 				if err != nil {
 					return fail(worker, fmt.Errorf("connection %d: %w", i, err))
 				}
 				clients[i] = c
+				n.Add(1)
 			}
 			for _, c := range clients {
 				go idleClient(c, heartbeat)

@@ -1,0 +1,418 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tether/bench/sio"
+)
+
+// benchPeerCmd measures tether against a Socket.IO 4 server
+// (bench/peer/server.js) in one run, with the same worker processes, the
+// same clients' work and the same figures: idle memory per connection
+// (the server process's RSS), connects per second (and the server's CPU
+// per connect), and one room's fan-out (the server's CPU per delivery,
+// send to last member p50/p99, deliveries per second). Every figure
+// comes with its ratio tether / Socket.IO: these machines are shared,
+// and only what is measured in the same run compares.
+func benchPeerCmd() *cobra.Command {
+	var o peerBench
+	cmd := &cobra.Command{
+		Use:   "peer",
+		Short: "tether against a Socket.IO 4 server in one run: idle RSS per connection, connects/s, room fan-out",
+		Long: `tether against a Socket.IO 4 server in one run.
+
+Start tether (a WebSocket listener, its pid), and either start the peer
+(node bench/peer/server.js; its pid) and give --peer and --peer-pid, or
+give neither and the bench starts it (installing it with bench/peer/install
+when needed). bench/run-peer does all of it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd.Context(), cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.scenarios, "scenario", "idle,connect,room", "scenarios to run, comma separated: idle, connect, room")
+	f.StringVar(&o.tetherURL, "tether", "ws://127.0.0.1:9502/ws", "tether's WebSocket listener (chat app)")
+	f.IntVar(&o.tetherPID, "tether-pid", 0, "tether's process id (required)")
+	f.StringVar(&o.peerURL, "peer", "", "the Socket.IO server, http://host:port (default: start node bench/peer/server.js)")
+	f.IntVar(&o.peerPID, "peer-pid", 0, "the Socket.IO server's process id (required with --peer)")
+	f.StringVar(&peerDir, "peer-dir", peerDir, "where bench/peer is (server.js, install, node_modules)")
+	f.IntVar(&o.procs, "procs", 2, "worker processes")
+	f.IntVar(&o.conns, "conns", 2000, "idle: connections held")
+	f.DurationVar(&o.settle, "settle", 20*time.Second, "idle: how long to hold them before measuring (the lowest RSS of its last half counts)")
+	f.IntVar(&o.connects, "connects", 4000, "connect: connections per round, in all")
+	f.IntVar(&o.parallel, "parallel", 32, "connect: connects in flight per worker")
+	f.IntVar(&o.rounds, "rounds", 2, "connect: rounds of tether then the peer")
+	f.IntVar(&o.room.members, "members", 1000, "room: members")
+	f.IntVar(&o.room.messages, "messages", 200, "room: messages sent")
+	f.IntVar(&o.room.rate, "rate", 20, "room: messages per second")
+	f.IntVar(&o.room.size, "size", 128, "room: bytes of data per message")
+	f.StringVar(&o.out, "out", "", "append the results to this file: JSON (a list of results, with the raw series) or, ending in .csv, CSV rows")
+	return cmd
+}
+
+type peerBench struct {
+	scenarios          string
+	tetherURL, peerURL string
+	tetherPID, peerPID int
+	procs, conns       int
+	settle             time.Duration
+	connects, parallel int
+	rounds             int
+	room               roomBench
+	out                string
+}
+
+// peerSide is the name of the peer in reports.
+const peerSide = "socket.io"
+
+func (o *peerBench) run(ctx context.Context, out io.Writer) error {
+	if o.tetherPID == 0 {
+		return errors.New("--tether-pid: tether's process id (from `tether status`)")
+	}
+	if o.peerURL == "" {
+		s, err := sio.StartServer(peerDir)
+		if err != nil {
+			return err
+		}
+		defer s.Stop()
+		o.peerURL, o.peerPID = s.URL, s.PID
+		fmt.Fprintf(progressOut, "started the Socket.IO server: %s, pid %d\n", s.URL, s.PID)
+	} else if o.peerPID == 0 {
+		return errors.New("--peer-pid: the Socket.IO server's process id")
+	}
+	fmt.Fprintf(out, "tether %s (pid %d) against Socket.IO %s (pid %d)\n", o.tetherURL, o.tetherPID, o.peerURL, o.peerPID)
+	fmt.Fprintf(out, "machine: %s\n", machine().describe())
+	for _, sc := range strings.Split(o.scenarios, ",") {
+		var res *benchResult
+		var err error
+		switch strings.TrimSpace(sc) {
+		case "idle":
+			res, err = o.idle(ctx)
+		case "connect":
+			res, err = o.connect(ctx)
+		case "room":
+			res, err = o.fanOut(ctx)
+		default:
+			return fmt.Errorf("--scenario: unknown %q (idle, connect, room)", sc)
+		}
+		if res != nil {
+			fmt.Fprintln(out)
+			res.writeTable(out)
+			if serr := res.save(o.out); serr != nil && err == nil {
+				err = serr
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", sc, err)
+		}
+	}
+	return nil
+}
+
+func (o *peerBench) params(more map[string]any) map[string]any {
+	p := map[string]any{"tether": o.tetherURL, "peer": o.peerURL, "procs": o.procs}
+	for k, v := range more {
+		p[k] = v
+	}
+	return p
+}
+
+// idle holds the same idle WebSocket connections on each server in turn
+// (tether's: a chat ping every 20 s from the client and the server's
+// WebSocket ping every 25 s; Socket.IO's: its ping every 25 s, answered)
+// and compares the growth of the servers' RSS.
+func (o *peerBench) idle(ctx context.Context) (*benchResult, error) {
+	res := newResult("peer", "idle", peerSide, o.params(map[string]any{"conns": o.conns, "settle": o.settle.String()}))
+	t, err := holdIdle(ctx, "tether idle", o.tetherPID, o.procs, o.conns, o.settle, "idle", "--addr", o.tetherURL, "--heartbeat", "20s")
+	if err != nil {
+		return nil, fmt.Errorf("tether: %w", err)
+	}
+	p, err := holdIdle(ctx, "socket.io idle", o.peerPID, o.procs, o.conns, o.settle, "sio-idle", "--url", o.peerURL)
+	if err != nil {
+		return nil, fmt.Errorf("socket.io: %w", err)
+	}
+	per := func(h *idleHold) float64 { return float64(h.after-h.before) / float64(h.conns) }
+	res.add("RSS per connection", "bytes", per(t), per(p), "lower")
+	res.add("RSS before", "MiB", float64(t.before)/(1<<20), float64(p.before)/(1<<20), "")
+	res.add("RSS held", "MiB", float64(t.after)/(1<<20), float64(p.after)/(1<<20), "")
+	res.add("connections", "", float64(t.conns), float64(p.conns), "")
+	res.add("connect time", "s", t.connectTime.Seconds(), p.connectTime.Seconds(), "lower")
+	res.Series["tether"].RSS, res.Series[peerSide].RSS = t.samples, p.samples
+	return res, nil
+}
+
+// connect: rounds of connects, tether's then the peer's, each client
+// dialing, upgrading, waiting until the connection is usable (tether's
+// welcome; Socket.IO's open packet and namespace connect) and closing.
+func (o *peerBench) connect(ctx context.Context) (*benchResult, error) {
+	res := newResult("peer", "connect", peerSide, o.params(map[string]any{"connects": o.connects, "parallel": o.parallel, "rounds": o.rounds}))
+	per := strconv.Itoa((o.connects + o.procs - 1) / o.procs)
+	var tRate, tCPU, pRate, pCPU []float64
+	for i := range o.rounds {
+		r, c, err := connectRound(ctx, fmt.Sprintf("tether connect %d/%d", i+1, o.rounds), o.procs, o.tetherPID,
+			[]string{"connect", "--url", o.tetherURL, "--conns", per, "--parallel", strconv.Itoa(o.parallel)})
+		if err != nil {
+			return nil, fmt.Errorf("tether: %w", err)
+		}
+		tRate, tCPU = append(tRate, r), append(tCPU, c)
+		r, c, err = connectRound(ctx, fmt.Sprintf("socket.io connect %d/%d", i+1, o.rounds), o.procs, o.peerPID,
+			[]string{"connect", "--url", o.peerURL, "--conns", per, "--parallel", strconv.Itoa(o.parallel)})
+		if err != nil {
+			return nil, fmt.Errorf("socket.io: %w", err)
+		}
+		pRate, pCPU = append(pRate, r), append(pCPU, c)
+	}
+	res.add("connects/s (median of rounds)", "1/s", median(tRate), median(pRate), "higher")
+	res.add("server CPU per connect", "µs", median(tCPU), median(pCPU), "lower")
+	res.Params["tether_rates"], res.Params["peer_rates"] = tRate, pRate
+	res.Params["tether_cpu_us"], res.Params["peer_cpu_us"] = tCPU, pCPU
+	return res, nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// fanOut runs the room bench's scenario on tether (the room bench's own
+// measure) and on the peer (measurePeer): the same members in the same
+// worker processes, the same messages at the same rate.
+func (o *peerBench) fanOut(ctx context.Context) (*benchResult, error) {
+	rb := &o.room
+	rb.procs, rb.room, rb.url = o.procs, "bench", o.tetherURL
+	rb.sent = new(atomic.Int64)
+	res := newResult("peer", "room", peerSide, o.params(map[string]any{"members": rb.members, "messages": rb.messages, "rate": rb.rate, "size": rb.size}))
+	t, err := rb.measure(ctx, o.tetherURL, o.tetherURL, o.tetherPID)
+	if err != nil {
+		return nil, fmt.Errorf("tether: %w", err)
+	}
+	rb.sent.Store(0)
+	p, err := measurePeer(ctx, rb, o.peerURL, o.peerPID)
+	if err != nil {
+		return nil, fmt.Errorf("socket.io: %w", err)
+	}
+	addRoomRows(res, t, p)
+	res.Series["tether"].LatencyMs, res.Series[peerSide].LatencyMs = t.lastMember[""], p.lastMember[""]
+	want := rb.members * rb.messages
+	if t.delivered != want || p.delivered != want {
+		return res, fmt.Errorf("deliveries missing: tether %d, socket.io %d of %d", want-t.delivered, want-p.delivered, want)
+	}
+	return res, nil
+}
+
+// addRoomRows adds the figures of two room runs.
+func addRoomRows(res *benchResult, t, p *roomResult) {
+	lat := func(r *roomResult, q float64) float64 { return r.latency(q) }
+	res.add("server CPU per delivery", "µs", t.cpuPerDelivery()*1e6, p.cpuPerDelivery()*1e6, "lower")
+	res.add("send to last member p50", "ms", lat(t, 0.50), lat(p, 0.50), "lower")
+	res.add("send to last member p99", "ms", lat(t, 0.99), lat(p, 0.99), "lower")
+	res.add("send to last member max", "ms", lat(t, 1), lat(p, 1), "lower")
+	rate := func(r *roomResult) float64 { return float64(r.delivered) / r.elapsed.Seconds() }
+	res.add("deliveries/s", "1/s", rate(t), rate(p), "higher")
+	res.add("deliveries", "", float64(t.delivered), float64(p.delivered), "")
+}
+
+// measurePeer runs o's room scenario against a Socket.IO server: members
+// in worker processes join room o.room; a sender joins too and emits
+// "send" events at the rate, each carrying its send time; the server's
+// CPU is read from /proc like tether's.
+func measurePeer(ctx context.Context, o *roomBench, url string, pid int) (*roomResult, error) {
+	res := &roomResult{cpu: -1, sendURL: url}
+	per := (o.members + o.procs - 1) / o.procs
+	w, err := startWorkers(o.procs, "sio-room", "--url", url, "--members", strconv.Itoa(per), "--room", o.room,
+		"--messages", strconv.Itoa(o.messages))
+	if err != nil {
+		return nil, err
+	}
+	defer w.stop()
+	defer showProgress("socket.io room", o.members, w, o.sent)()
+	joinStart := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	if _, err := w.waitAll(wctx, "connected"); err != nil {
+		return nil, err
+	}
+	res.joinTime = time.Since(joinStart)
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+	sender, err := sio.Dial(dctx, url, sio.Options{})
+	dcancel()
+	if err != nil {
+		return nil, err
+	}
+	defer sender.Close()
+	if _, err := sender.Call("join", o.room, 10*time.Second); err != nil {
+		return nil, err
+	}
+	go func() { // answers the server's pings
+		for {
+			if _, err := sender.Read(); err != nil {
+				return
+			}
+		}
+	}()
+	cpuBefore := 0.0
+	if pid != 0 {
+		if cpuBefore, err = cpuSeconds(pid); err != nil {
+			return nil, err
+		}
+	}
+	first, err := o.pace(func(data string) error {
+		return sender.WriteRaw([]byte(`42["send",{"room":"` + o.room + `","data":` + data + `}]`))
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.sendTime = time.Since(first)
+	results, err := w.waitAll(wctx, "result")
+	if err != nil {
+		return nil, err
+	}
+	if pid != 0 {
+		after, err := cpuSeconds(pid)
+		if err != nil {
+			return nil, err
+		}
+		res.cpu = after - cpuBefore
+	}
+	o.collect(res, results, first)
+	return res, nil
+}
+
+// connectPeer is one connect of the connect bench to a Socket.IO server:
+// the WebSocket upgrade, the open packet, the namespace connect, close.
+func connectPeer(ctx context.Context, url string, local net.IP) error {
+	c, err := sio.Dial(ctx, url, sio.Options{Local: local})
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// sioIdleWorkerCmd holds idle Socket.IO connections, answering the
+// server's pings, until killed.
+func sioIdleWorkerCmd() *cobra.Command {
+	var (
+		url           string
+		conns, worker int
+	)
+	cmd := &cobra.Command{
+		Use: "sio-idle",
+		RunE: func(*cobra.Command, []string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			var n atomic.Int64
+			reportProgress(worker, &n, nil)
+			for i := range conns {
+				c, err := sio.Dial(ctx, url, sio.Options{Local: sourceIP(worker, i), Timeout: 30 * time.Second})
+				if err != nil {
+					return fail(worker, fmt.Errorf("connection %d: %w", i, err))
+				}
+				go func() {
+					for {
+						if _, err := c.Read(); err != nil {
+							return
+						}
+					}
+				}()
+				n.Add(1)
+			}
+			report(workerReport{Worker: worker, Event: "connected", Conns: conns})
+			select {} // until the parent kills us
+		},
+	}
+	cmd.Flags().StringVar(&url, "url", "", "")
+	cmd.Flags().IntVar(&conns, "conns", 0, "")
+	cmd.Flags().IntVar(&worker, "worker", 0, "")
+	return cmd
+}
+
+// sioRoomWorkerCmd holds members of the room bench on a Socket.IO server.
+func sioRoomWorkerCmd() *cobra.Command {
+	var (
+		url, room         string
+		members, messages int
+		worker            int
+	)
+	cmd := &cobra.Command{
+		Use: "sio-room",
+		RunE: func(*cobra.Command, []string) error {
+			rec := newRecorder(messages)
+			var done sync.WaitGroup
+			var joined atomic.Int64
+			reportProgress(worker, &joined, &rec.received)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			for i := range members {
+				c, err := sio.Dial(ctx, url, sio.Options{Local: sourceIP(worker, i), Timeout: 30 * time.Second})
+				if err != nil {
+					return fail(worker, fmt.Errorf("member %d: %w", i, err))
+				}
+				// The join's ack: the member is in the room before the
+				// parent's sender joins and sends.
+				if _, err := c.Call("join", room, 30*time.Second); err != nil {
+					return fail(worker, fmt.Errorf("member %d: join: %w", i, err))
+				}
+				joined.Add(1)
+				done.Add(1)
+				go func() { defer done.Done(); rec.peerMember(c) }()
+			}
+			report(workerReport{Worker: worker, Event: "connected", Conns: members})
+			done.Wait()
+			report(workerReport{Worker: worker, Event: "result", URL: url, Latencies: rec.latencies(), Received: int(rec.received.Load()), LastRecv: rec.lastRecv.Load()})
+			select {} // until the parent kills us
+		},
+	}
+	cmd.Flags().StringVar(&url, "url", "", "")
+	cmd.Flags().StringVar(&room, "room", "", "")
+	cmd.Flags().IntVar(&members, "members", 0, "")
+	cmd.Flags().IntVar(&messages, "messages", 0, "")
+	cmd.Flags().IntVar(&worker, "worker", 0, "")
+	return cmd
+}
+
+var peerMessage = []byte(`42["message",`)
+
+// peerMember reads one Socket.IO member's packets until it has every
+// message (pings answered by Read), recording each one's latency; like
+// recorder.member, it parses only the two numbers it needs.
+func (r *recorder) peerMember(c *sio.Conn) {
+	_ = c.Conn().SetReadDeadline(time.Now().Add(5 * time.Minute))
+	for got := 0; got < len(r.maxNanos); {
+		p, err := c.Read()
+		if err != nil {
+			return
+		}
+		now := time.Now().UnixNano()
+		if !bytes.HasPrefix(p, peerMessage) {
+			continue
+		}
+		seq, okS := number(p, seqKey)
+		sent, okT := number(p, tKey)
+		if !okS || !okT || seq < 0 || seq >= int64(len(r.maxNanos)) {
+			continue
+		}
+		r.record(seq, now-sent, now)
+		got++
+	}
+}
