@@ -27,7 +27,7 @@ func benchCmd() *cobra.Command {
 		Short: "generate load against a running node and report figures for BENCHMARKS.md",
 	}
 	cmd.AddCommand(benchIdleCmd(), benchRoomCmd(), benchConnectCmd(), benchFloorCmd(), benchWorkerCmd(),
-		benchPeerCmd())
+		benchPeerCmd(), benchEchoCmd(), benchEchoServerCmd())
 	return cmd
 }
 

@@ -173,7 +173,11 @@ func (r *benchResult) writeTable(w io.Writer) {
 		if s.Better != "" {
 			note = s.Better + " is better"
 		}
-		rows = append(rows, []string{s.Metric, s.Unit, figure(s.Tether), figure(s.Other), fmt.Sprintf("%.2fx", s.Ratio), note})
+		ratio := "-"
+		if s.Other != 0 {
+			ratio = fmt.Sprintf("%.2fx", s.Ratio)
+		}
+		rows = append(rows, []string{s.Metric, s.Unit, figure(s.Tether), figure(s.Other), ratio, note})
 	}
 	widths := make([]int, len(header))
 	for _, row := range rows {

@@ -9,8 +9,6 @@ import (
 	"maps"
 	"math"
 	"net"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -211,26 +209,7 @@ func replay(ctx context.Context, url, room string, since *client.Position) (time
 // startFloor runs the floor server in a process of its own and returns
 // its URL and pid.
 func startFloor() (url string, pid int, stop func(), err error) {
-	self, err := os.Executable()
-	if err != nil {
-		return "", 0, nil, err
-	}
-	cmd := exec.Command(self, "bench", "floor")
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return "", 0, nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", 0, nil, err
-	}
-	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		stop()
-		return "", 0, nil, fmt.Errorf("floor server: %w", err)
-	}
-	return strings.TrimSpace(line), cmd.Process.Pid, stop, nil
+	return startHelper("bench", "floor")
 }
 
 // measure runs the scenario once against url.

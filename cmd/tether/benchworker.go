@@ -24,7 +24,7 @@ import (
 func benchWorkerCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "worker", Hidden: true}
 	cmd.AddCommand(idleWorkerCmd(), roomWorkerCmd(), connectWorkerCmd(),
-		sioIdleWorkerCmd(), sioRoomWorkerCmd())
+		sioIdleWorkerCmd(), sioRoomWorkerCmd(), echoWorkerCmd())
 	return cmd
 }
 
