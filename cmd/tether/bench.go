@@ -189,7 +189,7 @@ type idleHold struct {
 	conns         int
 	connectTime   time.Duration
 	before, after int64        // the server's RSS before the first connect; the lowest over the last half of the settle
-	samples       [][2]float64 // once a second while connecting and settling: connections, RSS bytes
+	samples       [][2]float64 // connections, RSS bytes: before, as the workers report connecting, every second settling
 }
 
 // holdIdle starts procs workers with args and --conns (a worker command
@@ -214,7 +214,13 @@ func holdIdle(ctx context.Context, label string, pid, procs, conns int, settle t
 		h.samples = append(h.samples, [2]float64{float64(w.connected()), float64(rss)})
 		return err
 	}
-	stopSampling := everySecond(func() { _ = sample() })
+	// While connecting, a reading whenever the workers' count moved.
+	h.samples = append(h.samples, [2]float64{0, float64(h.before)})
+	stopSampling := every(100*time.Millisecond, func() {
+		if n := w.connected(); n > int(h.samples[len(h.samples)-1][0]) {
+			_ = sample()
+		}
+	})
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	reports, err := w.waitAll(wctx, "connected")

@@ -63,7 +63,7 @@ func benchEchoCmd() *cobra.Command {
 	f.DurationVar(&o.duration, "duration", 5*time.Second, "how long each side is measured")
 	f.DurationVar(&o.ramp, "ramp", 3*time.Second, "time the workers have to connect before the clock starts")
 	f.IntVar(&o.rounds, "rounds", 1, "rounds of tether then the bare server")
-	f.StringVar(&o.out, "out", "", "append the results to this file (JSON, or CSV ending in .csv)")
+	f.StringVar(&o.out, "out", "", "append the results to these files, comma separated: JSON (a list of results, with the raw series) or, ending in .csv, CSV rows")
 	return cmd
 }
 

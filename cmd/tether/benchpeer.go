@@ -60,7 +60,7 @@ when needed). bench/run-peer does all of it.`,
 	f.IntVar(&o.room.messages, "messages", 200, "room: messages sent")
 	f.IntVar(&o.room.rate, "rate", 20, "room: messages per second")
 	f.IntVar(&o.room.size, "size", 128, "room: bytes of data per message")
-	f.StringVar(&o.out, "out", "", "append the results to this file: JSON (a list of results, with the raw series) or, ending in .csv, CSV rows")
+	f.StringVar(&o.out, "out", "", "append the results to these files, comma separated: JSON (a list of results, with the raw series) or, ending in .csv, CSV rows")
 	return cmd
 }
 

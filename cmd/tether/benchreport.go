@@ -58,13 +58,17 @@ var progressOut io.Writer = os.Stderr
 
 // everySecond calls f once a second until the returned stop is called;
 // stop returns once f is no longer running.
-func everySecond(f func()) (stop func()) {
+func everySecond(f func()) (stop func()) { return every(time.Second, f) }
+
+// every calls f every d until the returned stop is called; stop returns
+// once f is no longer running.
+func every(d time.Duration, f func()) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(d)
 		defer t.Stop()
 		for {
 			select {
@@ -104,11 +108,12 @@ func progressLine(label string, elapsed time.Duration, conns, total int, receive
 }
 
 // reportProgress, in a worker, reports its connections and messages to
-// the parent once a second until the process ends.
+// the parent four times a second until the process ends (the idle bench
+// reads the server's RSS against them).
 func reportProgress(worker int, conns, received *atomic.Int64) {
 	go func() {
 		for {
-			time.Sleep(time.Second)
+			time.Sleep(250 * time.Millisecond)
 			r := workerReport{Worker: worker, Event: "progress", Conns: int(conns.Load())}
 			if received != nil {
 				r.Received = int(received.Load())
@@ -238,14 +243,24 @@ func figure(x float64) string {
 	return b.String()
 }
 
-// save writes the result to path: JSON (the whole of it), or CSV (the
-// summary rows, one line per figure) when path ends in .csv. An
-// existing JSON file holding a list gets the result appended, so that
-// a script's runs gather in one file.
-func (r *benchResult) save(path string) error {
-	if path == "" {
-		return nil
+// save writes the result to each of paths (comma separated): JSON (the
+// whole of it), or CSV (the summary rows, one line per figure) for a
+// path ending in .csv. An existing JSON file holding a list gets the
+// result appended, and an existing CSV file its rows, so that a
+// script's runs gather in one file.
+func (r *benchResult) save(paths string) error {
+	for _, path := range strings.Split(paths, ",") {
+		if path == "" {
+			continue
+		}
+		if err := r.saveTo(path); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+func (r *benchResult) saveTo(path string) error {
 	if strings.HasSuffix(path, ".csv") {
 		return r.saveCSV(path)
 	}
