@@ -201,7 +201,7 @@ func median(xs []float64) float64 {
 func (o *peerBench) fanOut(ctx context.Context) (*benchResult, error) {
 	rb := &o.room
 	rb.procs, rb.room, rb.url = o.procs, "bench", o.tetherURL
-	rb.sent = new(atomic.Int64)
+	rb.sent, rb.label = new(atomic.Int64), "tether room"
 	res := newResult("peer", "room", peerSide, o.params(map[string]any{"members": rb.members, "messages": rb.messages, "rate": rb.rate, "size": rb.size}))
 	t, err := rb.measure(ctx, o.tetherURL, o.tetherURL, o.tetherPID)
 	if err != nil {

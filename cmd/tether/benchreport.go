@@ -264,15 +264,20 @@ func (r *benchResult) saveTo(path string) error {
 	if strings.HasSuffix(path, ".csv") {
 		return r.saveCSV(path)
 	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return appendRawJSON(path, b)
+}
+
+// appendRawJSON appends b to the JSON list in path (none: a new list).
+func appendRawJSON(path string, b []byte) error {
 	var all []json.RawMessage
 	if old, err := os.ReadFile(path); err == nil && len(bytes.TrimSpace(old)) > 0 {
 		if err := json.Unmarshal(old, &all); err != nil {
 			return fmt.Errorf("%s: not a JSON list of results: %w", path, err)
 		}
-	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
 	}
 	all = append(all, b)
 	out, err := json.MarshalIndent(all, "", " ")

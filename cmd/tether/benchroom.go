@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -47,15 +48,18 @@ import (
 // delivery, the others delivery across NATS, in the same run.
 func benchRoomCmd() *cobra.Command {
 	var o roomBench
+	var c clusterOpts
 	cmd := &cobra.Command{
 		Use:   "room",
 		Short: "fan-out latency, throughput and CPU per delivery of one room of many WebSocket members",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.run(cmd.Context(), cmd.OutOrStdout())
+			o.sent = new(atomic.Int64)
+			return o.runCluster(cmd.Context(), cmd.OutOrStdout(), &c)
 		},
 	}
 	f := cmd.Flags()
+	c.flags(f)
 	f.StringVar(&o.url, "url", "ws://127.0.0.1:9502/ws", "WebSocket listener(s), comma separated: the workers are spread over them")
 	f.StringVar(&o.sendURL, "send-url", "", "where the sender connects (default the first --url)")
 	f.IntVar(&o.pid, "pid", 0, "the server's process id: report its CPU time per delivery")
@@ -78,7 +82,9 @@ type roomBench struct {
 	members, procs       int
 	messages, rate, size int
 
+	label        string                      // of the progress line; default "room"
 	sent         *atomic.Int64               // messages sent so far (progress); nil: not counted
+	beforeSend   func() error                // run just before the first send
 	afterMeasure func(res *roomResult) error // run at the end of a measure, the members still joined
 }
 
@@ -222,7 +228,7 @@ func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (
 		return nil, err
 	}
 	defer w.stop()
-	defer showProgress("room "+url, o.members, w, o.sent)()
+	defer showProgress(cmp.Or(o.label, "room"), o.members, w, o.sent)()
 	joinStart := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
@@ -255,6 +261,11 @@ func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (
 	cpuBefore := 0.0
 	if pid != 0 {
 		if cpuBefore, err = cpuSeconds(pid); err != nil {
+			return nil, err
+		}
+	}
+	if o.beforeSend != nil {
+		if err := o.beforeSend(); err != nil {
 			return nil, err
 		}
 	}
