@@ -10,13 +10,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"tether/bench/sio"
+	"tether/client"
 )
 
 // benchPeerCmd measures tether against a Socket.IO 4 server
@@ -208,6 +208,7 @@ func (o *peerBench) fanOut(ctx context.Context) (*benchResult, error) {
 		return nil, fmt.Errorf("tether: %w", err)
 	}
 	rb.sent.Store(0)
+	rb.label = "socket.io room"
 	p, err := measurePeer(ctx, rb, o.peerURL, o.peerPID)
 	if err != nil {
 		return nil, fmt.Errorf("socket.io: %w", err)
@@ -234,35 +235,28 @@ func addRoomRows(res *benchResult, t, p *roomResult) {
 }
 
 // measurePeer runs o's room scenario against a Socket.IO server: members
-// in worker processes join room o.room; a sender joins too and emits
-// "send" events at the rate, each carrying its send time; the server's
-// CPU is read from /proc like tether's.
+// in worker processes join room o.room (each waiting for its join's ack);
+// a sender joins too and emits "send" events at the rate, each carrying
+// its send time; the server's CPU is read from /proc like tether's.
 func measurePeer(ctx context.Context, o *roomBench, url string, pid int) (*roomResult, error) {
-	res := &roomResult{cpu: -1, sendURL: url}
-	per := (o.members + o.procs - 1) / o.procs
-	w, err := startWorkers(o.procs, "sio-room", "--url", url, "--members", strconv.Itoa(per), "--room", o.room,
-		"--messages", strconv.Itoa(o.messages))
-	if err != nil {
-		return nil, err
-	}
-	defer w.stop()
-	defer showProgress("socket.io room", o.members, w, o.sent)()
-	joinStart := time.Now()
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	if _, err := w.waitAll(wctx, "connected"); err != nil {
-		return nil, err
-	}
-	res.joinTime = time.Since(joinStart)
+	return o.measureOn(ctx, peerRoom{}, url, url, pid)
+}
+
+// peerRoom is the Socket.IO server of bench/peer.
+type peerRoom struct{}
+
+func (peerRoom) worker() string { return "sio-room" }
+
+func (peerRoom) joinSender(ctx context.Context, url, room string) (func(string) error, *client.Position, io.Closer, error) {
 	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
 	sender, err := sio.Dial(dctx, url, sio.Options{})
 	dcancel()
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	defer sender.Close()
-	if _, err := sender.Call("join", o.room, 10*time.Second); err != nil {
-		return nil, err
+	if _, err := sender.Call("join", room, 10*time.Second); err != nil {
+		sender.Close()
+		return nil, nil, nil, err
 	}
 	go func() { // answers the server's pings
 		for {
@@ -271,32 +265,10 @@ func measurePeer(ctx context.Context, o *roomBench, url string, pid int) (*roomR
 			}
 		}
 	}()
-	cpuBefore := 0.0
-	if pid != 0 {
-		if cpuBefore, err = cpuSeconds(pid); err != nil {
-			return nil, err
-		}
+	send := func(data string) error {
+		return sender.WriteRaw([]byte(`42["send",{"room":"` + room + `","data":` + data + `}]`))
 	}
-	first, err := o.pace(func(data string) error {
-		return sender.WriteRaw([]byte(`42["send",{"room":"` + o.room + `","data":` + data + `}]`))
-	})
-	if err != nil {
-		return nil, err
-	}
-	res.sendTime = time.Since(first)
-	results, err := w.waitAll(wctx, "result")
-	if err != nil {
-		return nil, err
-	}
-	if pid != 0 {
-		after, err := cpuSeconds(pid)
-		if err != nil {
-			return nil, err
-		}
-		res.cpu = after - cpuBefore
-	}
-	o.collect(res, results, first)
-	return res, nil
+	return send, nil, sender, nil
 }
 
 // connectPeer is one connect of the connect bench to a Socket.IO server:
@@ -349,46 +321,20 @@ func sioIdleWorkerCmd() *cobra.Command {
 
 // sioRoomWorkerCmd holds members of the room bench on a Socket.IO server.
 func sioRoomWorkerCmd() *cobra.Command {
-	var (
-		url, room         string
-		members, messages int
-		worker            int
-	)
-	cmd := &cobra.Command{
-		Use: "sio-room",
-		RunE: func(*cobra.Command, []string) error {
-			rec := newRecorder(messages)
-			var done sync.WaitGroup
-			var joined atomic.Int64
-			reportProgress(worker, &joined, &rec.received)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			for i := range members {
-				c, err := sio.Dial(ctx, url, sio.Options{Local: sourceIP(worker, i), Timeout: 30 * time.Second})
-				if err != nil {
-					return fail(worker, fmt.Errorf("member %d: %w", i, err))
-				}
-				// The join's ack: the member is in the room before the
-				// parent's sender joins and sends.
-				if _, err := c.Call("join", room, 30*time.Second); err != nil {
-					return fail(worker, fmt.Errorf("member %d: join: %w", i, err))
-				}
-				joined.Add(1)
-				done.Add(1)
-				go func() { defer done.Done(); rec.peerMember(c) }()
-			}
-			report(workerReport{Worker: worker, Event: "connected", Conns: members})
-			done.Wait()
-			report(workerReport{Worker: worker, Event: "result", URL: url, Latencies: rec.latencies(), Received: int(rec.received.Load()), LastRecv: rec.lastRecv.Load()})
-			select {} // until the parent kills us
-		},
-	}
-	cmd.Flags().StringVar(&url, "url", "", "")
-	cmd.Flags().StringVar(&room, "room", "", "")
-	cmd.Flags().IntVar(&members, "members", 0, "")
-	cmd.Flags().IntVar(&messages, "messages", 0, "")
-	cmd.Flags().IntVar(&worker, "worker", 0, "")
-	return cmd
+	return memberWorkerCmd("sio-room", func(url, room string, worker, i int, rec *recorder) (func(), error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := sio.Dial(ctx, url, sio.Options{Local: sourceIP(worker, i), Timeout: 30 * time.Second})
+		if err != nil {
+			return nil, err
+		}
+		// The join's ack: the member is in the room before the parent's
+		// sender joins and sends.
+		if _, err := c.Call("join", room, 30*time.Second); err != nil {
+			return nil, fmt.Errorf("join: %w", err)
+		}
+		return func() { rec.peerMember(c) }, nil
+	})
 }
 
 var peerMessage = []byte(`42["message",`)
@@ -407,12 +353,8 @@ func (r *recorder) peerMember(c *sio.Conn) {
 		if !bytes.HasPrefix(p, peerMessage) {
 			continue
 		}
-		seq, okS := number(p, seqKey)
-		sent, okT := number(p, tKey)
-		if !okS || !okT || seq < 0 || seq >= int64(len(r.maxNanos)) {
-			continue
+		if r.note(p, now) {
+			got++
 		}
-		r.record(seq, now-sent, now)
-		got++
 	}
 }

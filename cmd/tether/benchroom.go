@@ -220,9 +220,58 @@ func startFloor() (url string, pid int, stop func(), err error) {
 
 // measure runs the scenario once against url.
 func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (*roomResult, error) {
+	return o.measureOn(ctx, tetherRoom{}, url, sendURL, pid)
+}
+
+// roomServer is a server the room bench measures: the worker command
+// that holds its members, and how the parent's sender joins and sends.
+type roomServer interface {
+	worker() string
+	// joinSender connects a sender to url and joins room. It returns the
+	// send of one message's data, and the room's history position when
+	// it has one.
+	joinSender(ctx context.Context, url, room string) (send func(data string) error, start *client.Position, closer io.Closer, err error)
+}
+
+// tetherRoom is tether's chat protocol.
+type tetherRoom struct{}
+
+func (tetherRoom) worker() string { return "room" }
+
+func (tetherRoom) joinSender(ctx context.Context, url, room string) (func(string) error, *client.Position, io.Closer, error) {
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+	sender, err := client.DialWebSocket(dctx, url)
+	dcancel()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ok, err := sender.Call(client.Request{Op: "join", Room: room, Name: "sender"})
+	if err != nil {
+		sender.Close()
+		return nil, nil, nil, err
+	}
+	var start *client.Position
+	if ok.Epoch != "" {
+		start = &client.Position{Offset: ok.Offset, Epoch: ok.Epoch}
+	}
+	go func() { // the sender reads nothing of interest; keep its queue empty
+		for {
+			if _, err := sender.RecvRaw(); err != nil {
+				return
+			}
+		}
+	}()
+	send := func(data string) error {
+		return sender.SendRaw([]byte(`{"op":"send","room":"` + room + `","data":` + data + `}`))
+	}
+	return send, start, sender, nil
+}
+
+// measureOn runs the scenario once against srv at url.
+func (o *roomBench) measureOn(ctx context.Context, srv roomServer, url, sendURL string, pid int) (*roomResult, error) {
 	res := &roomResult{cpu: -1, sendURL: sendURL}
 	per := (o.members + o.procs - 1) / o.procs
-	w, err := startWorkers(o.procs, "room", "--url", url, "--members", strconv.Itoa(per), "--room", o.room,
+	w, err := startWorkers(o.procs, srv.worker(), "--url", url, "--members", strconv.Itoa(per), "--room", o.room,
 		"--messages", strconv.Itoa(o.messages))
 	if err != nil {
 		return nil, err
@@ -237,27 +286,12 @@ func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (
 	}
 	res.joinTime = time.Since(joinStart)
 
-	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-	sender, err := client.DialWebSocket(dctx, sendURL)
-	dcancel()
+	send, start, sender, err := srv.joinSender(ctx, sendURL, o.room)
 	if err != nil {
 		return nil, err
 	}
 	defer sender.Close()
-	ok, err := sender.Call(client.Request{Op: "join", Room: o.room, Name: "sender"})
-	if err != nil {
-		return nil, err
-	}
-	if ok.Epoch != "" {
-		res.start = &client.Position{Offset: ok.Offset, Epoch: ok.Epoch}
-	}
-	go func() { // the sender reads nothing of interest; keep its queue empty
-		for {
-			if _, err := sender.RecvRaw(); err != nil {
-				return
-			}
-		}
-	}()
+	res.start = start
 	cpuBefore := 0.0
 	if pid != 0 {
 		if cpuBefore, err = cpuSeconds(pid); err != nil {
@@ -269,9 +303,7 @@ func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (
 			return nil, err
 		}
 	}
-	first, err := o.pace(func(data string) error {
-		return sender.SendRaw([]byte(`{"op":"send","room":"` + o.room + `","data":` + data + `}`))
-	})
+	first, err := o.pace(send)
 	if err != nil {
 		return nil, err
 	}
@@ -369,13 +401,26 @@ func percentile(sorted []float64, p float64) float64 {
 
 // roomWorkerCmd holds members of the room bench.
 func roomWorkerCmd() *cobra.Command {
+	return memberWorkerCmd("room", func(url, room string, worker, i int, rec *recorder) (func(), error) {
+		c, r, err := joinMember(url, room, worker, i)
+		if err != nil {
+			return nil, err
+		}
+		return func() { rec.member(c, r) }, nil
+	})
+}
+
+// memberWorkerCmd is a worker command holding members of the room
+// bench: join connects member i and joins it to the room, and returns
+// what reads its messages into rec until it has them all.
+func memberWorkerCmd(use string, join func(url, room string, worker, i int, rec *recorder) (read func(), err error)) *cobra.Command {
 	var (
 		url, room         string
 		members, messages int
 		worker            int
 	)
 	cmd := &cobra.Command{
-		Use: "room",
+		Use: use,
 		RunE: func(*cobra.Command, []string) error {
 			urls := strings.Split(url, ",")
 			url := urls[worker%len(urls)] // the workers are spread over the nodes
@@ -384,13 +429,13 @@ func roomWorkerCmd() *cobra.Command {
 			var joined atomic.Int64
 			reportProgress(worker, &joined, &rec.received)
 			for i := range members {
-				c, r, err := joinMember(url, room, worker, i)
+				read, err := join(url, room, worker, i, rec)
 				if err != nil {
 					return fail(worker, fmt.Errorf("member %d: %w", i, err))
 				}
 				joined.Add(1)
 				done.Add(1)
-				go func() { defer done.Done(); rec.member(c, r) }()
+				go func() { defer done.Done(); read() }()
 			}
 			report(workerReport{Worker: worker, Event: "connected", Conns: members})
 			done.Wait()
@@ -481,14 +526,22 @@ func (r *recorder) member(c net.Conn, in io.Reader) {
 		if h.OpCode != ws.OpText || !bytes.HasPrefix(p, []byte(`{"op":"message"`)) {
 			continue
 		}
-		seq, okS := number(p, seqKey)
-		sent, okT := number(p, tKey)
-		if !okS || !okT || seq < 0 || seq >= int64(len(r.maxNanos)) {
-			continue
+		if r.note(p, now) {
+			got++
 		}
-		r.record(seq, now-sent, now)
-		got++
 	}
+}
+
+// note records the delivery at now of the message in p, by the seq and
+// t (its send time) of its data; false if p has none.
+func (r *recorder) note(p []byte, now int64) bool {
+	seq, okS := number(p, seqKey)
+	sent, okT := number(p, tKey)
+	if !okS || !okT || seq < 0 || seq >= int64(len(r.maxNanos)) {
+		return false
+	}
+	r.record(seq, now-sent, now)
+	return true
 }
 
 // record notes one delivery of message seq, lat nanoseconds after its
