@@ -44,10 +44,12 @@ func (c *clusterOpts) flags(f *pflag.FlagSet) {
 	f.IntVar(&c.killPID, "kill-pid", 0, "after the sends, SIGKILL this node and time until its members are gone from every other node")
 	f.StringVar(&c.killURL, "kill-url", "", "the WebSocket listener (one of --url) of the node --kill-pid kills")
 	f.DurationVar(&c.deadline, "kill-wait", 2*time.Minute, "how long to wait for the killed node's members to be gone")
-	f.StringVar(&c.out, "out", "", "append the cluster figures to this JSON file (a list)")
+	f.StringVar(&c.out, "out", "", "append the figures (with the cluster's, and the latency per message) to this JSON file (a list)")
 }
 
-func (c *clusterOpts) active() bool { return c.pids != "" || c.metrics != "" || c.killPID != 0 }
+func (c *clusterOpts) active() bool {
+	return c.pids != "" || c.metrics != "" || c.killPID != 0 || c.out != ""
+}
 
 // clusterResult is what the cluster run found, as --out writes it.
 type clusterResult struct {
@@ -80,7 +82,7 @@ func (o *roomBench) runCluster(ctx context.Context, out io.Writer, c *clusterOpt
 		return o.run(ctx, out)
 	}
 	if o.floor || o.historyRoom != "" {
-		return fmt.Errorf("--pids, --metrics and --kill-pid take neither --floor nor --history-room")
+		return fmt.Errorf("--pids, --metrics, --kill-pid and --out take neither --floor nor --history-room")
 	}
 	var pids []int
 	for _, s := range splitList(c.pids) {

@@ -272,13 +272,15 @@ func (peerRoom) joinSender(ctx context.Context, url, room string) (func(string) 
 }
 
 // connectPeer is one connect of the connect bench to a Socket.IO server:
-// the WebSocket upgrade, the open packet, the namespace connect, close.
+// the WebSocket upgrade, the open packet, the namespace connect, and the
+// socket closed with nothing said first, as the bench's tether clients
+// close theirs.
 func connectPeer(ctx context.Context, url string, local net.IP) error {
 	c, err := sio.Dial(ctx, url, sio.Options{Local: local})
 	if err != nil {
 		return err
 	}
-	return c.Close()
+	return c.Conn().Close()
 }
 
 // sioIdleWorkerCmd holds idle Socket.IO connections, answering the
