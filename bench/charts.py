@@ -59,7 +59,7 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 PLAIN = FuncFormatter(lambda x, _: "%g" % x)  # 0.5, 2, 10, 200: no 10^x on log axes
 
@@ -183,7 +183,10 @@ def cpu_chart(results, out):
         pts = sorted((r["params"]["members"], row(r, "server CPU per delivery")["tether" if i == 0 else "other"]) for r in rooms)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color(side), label=side)
     ax.set_xscale("log")
+    sizes = sorted({r["params"]["members"] for r in rooms})
+    ax.set_xticks(sizes)  # the sizes measured, and no other label
     ax.xaxis.set_major_formatter(PLAIN)
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("members in the room")
     ax.set_ylabel("server CPU per delivery (µs)")
     ax.set_ylim(bottom=0)
