@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"tether/client"
 )
 
@@ -29,22 +27,14 @@ import (
 // the bench measures how long until every other node has told its
 // members that they left.
 
+// clusterOpts are bench room's flags for a cluster (commands.go).
 type clusterOpts struct {
-	pids     string
-	metrics  string
-	killPID  int
-	killURL  string
-	out      string
-	deadline time.Duration
-}
-
-func (c *clusterOpts) flags(f *pflag.FlagSet) {
-	f.StringVar(&c.pids, "pids", "", "the nodes' process ids, comma separated: server CPU summed over them, RSS of each")
-	f.StringVar(&c.metrics, "metrics", "", "the nodes' admin servers (http://host:port), comma separated: NATS messages per room message")
-	f.IntVar(&c.killPID, "kill-pid", 0, "after the sends, SIGKILL this node and time until its members are gone from every other node")
-	f.StringVar(&c.killURL, "kill-url", "", "the WebSocket listener (one of --url) of the node --kill-pid kills")
-	f.DurationVar(&c.deadline, "kill-wait", 2*time.Minute, "how long to wait for the killed node's members to be gone")
-	f.StringVar(&c.out, "out", "", "append the figures (with the cluster's, and the latency per message) to this JSON file (a list)")
+	pids     string        // --pids
+	metrics  string        // --metrics
+	killPID  int           // --kill-pid
+	killURL  string        // --kill-url
+	out      string        // --out
+	deadline time.Duration // --kill-wait
 }
 
 func (c *clusterOpts) active() bool {

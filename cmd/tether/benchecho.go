@@ -18,11 +18,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/spf13/cobra"
 )
 
-// benchEchoCmd measures request and answer over TCP with the length
+// runBenchEcho measures request and answer over TCP with the length
 // framing (a 4-byte big-endian length, then the body: tether's `N`,
 // body_offset 4): every client sends a chat `ping` of --size bytes and
 // waits for its `pong`, over and over, for --duration. The same clients
@@ -42,29 +40,13 @@ import (
 // bench. The bare server must then do the same work, a JSON decode and
 // an answer per frame, or the comparison would be tether's protocol
 // against no protocol at all.
-func benchEchoCmd() *cobra.Command {
-	var o echoBench
-	cmd := &cobra.Command{
-		Use:   "echo",
-		Short: "framed ping/pong round trips per second over TCP: tether against a bare Go server, in one run",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.run(cmd.Context(), cmd.OutOrStdout())
-		},
+func runBenchEcho(c *call) error {
+	o := echoBench{
+		addr: c.String("addr"), pid: benchServer(c), bareAddr: c.String("bare"), barePID: c.Int("bare-pid"),
+		conns: c.Int("conns"), procs: c.Int("procs"), size: c.Int("size"),
+		duration: c.Duration("duration"), ramp: c.Duration("ramp"), rounds: c.Int("rounds"), out: c.String("out"),
 	}
-	f := cmd.Flags()
-	f.StringVar(&o.addr, "addr", "127.0.0.1:9501", "tether's TCP listener (chat app, framing length N, body_offset 4)")
-	f.IntVar(&o.pid, "pid", 0, "tether's process id: report its CPU per message")
-	f.StringVar(&o.bareAddr, "bare", "", "a running bare echo server (default: start `tether bench echo-server`)")
-	f.IntVar(&o.barePID, "bare-pid", 0, "its process id")
-	f.IntVar(&o.conns, "conns", 200, "connections, each with one request in flight")
-	f.IntVar(&o.procs, "procs", 2, "worker processes")
-	f.IntVar(&o.size, "size", 128, "bytes of each ping frame's body")
-	f.DurationVar(&o.duration, "duration", 5*time.Second, "how long each side is measured")
-	f.DurationVar(&o.ramp, "ramp", 3*time.Second, "time the workers have to connect before the clock starts")
-	f.IntVar(&o.rounds, "rounds", 1, "rounds of tether then the bare server")
-	f.StringVar(&o.out, "out", "", "append the results to these files, comma separated: JSON (a list of results, with the raw series) or, ending in .csv, CSV rows")
-	return cmd
+	return o.run(c.ctx(), c.out)
 }
 
 type echoBench struct {
@@ -214,73 +196,64 @@ func startHelper(args ...string) (line string, pid int, stop func(), err error) 
 	return strings.TrimSpace(line), cmd.Process.Pid, stop, nil
 }
 
-// echoWorkerCmd holds conns clients that, from the start time and for
+// runEchoWorker holds conns clients that, from the start time and for
 // the duration, send a ping and wait for its pong, over and over. It
 // reports the pongs had in the window and a sample of round trips.
-func echoWorkerCmd() *cobra.Command {
+func runEchoWorker(c *call) error {
 	var (
-		addr                string
-		conns, size, worker int
-		startNanos          int64
-		duration            time.Duration
+		addr                = c.String("addr")
+		conns, size, worker = c.Int("conns"), c.Int("size"), c.Int("worker")
+		duration            = c.Duration("duration")
 	)
-	cmd := &cobra.Command{
-		Use: "echo",
-		RunE: func(*cobra.Command, []string) error {
-			start := time.Unix(0, startNanos)
-			end := start.Add(duration)
-			ping := pingFrame(size)
-			var connected, done atomic.Int64
-			reportProgress(worker, &connected, &done)
-			cs := make([]*echoClient, conns)
-			for i := range cs {
-				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: sourceIP(worker, i)}, Timeout: 10 * time.Second}
-				c, err := d.Dial("tcp", addr)
-				if err != nil {
-					return fail(worker, fmt.Errorf("connection %d: %w", i, err))
-				}
-				cs[i] = &echoClient{c: c, r: bufio.NewReaderSize(c, 4096), sample: newReservoir(20000 / max(1, conns))}
-				if _, err := cs[i].readFrame(); err != nil { // the welcome
-					return fail(worker, fmt.Errorf("connection %d: welcome: %w", i, err))
-				}
-				connected.Add(1)
-			}
-			if time.Now().After(start) {
-				return fail(worker, fmt.Errorf("connected %d clients after the start; give --ramp more", conns))
-			}
-			report(workerReport{Worker: worker, Event: "connected", Conns: conns})
-			time.Sleep(time.Until(start))
-			var wg sync.WaitGroup
-			errs := make(chan error, conns)
-			for _, c := range cs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					if err := c.loop(ping, end, &done); err != nil {
-						errs <- err
-					}
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			if err := <-errs; err != nil {
-				return fail(worker, err)
-			}
-			var lat []float64
-			for _, c := range cs {
-				lat = append(lat, c.sample.values...)
-			}
-			report(workerReport{Worker: worker, Event: "result", Conns: conns, Received: int(done.Load()), Latencies: lat})
-			select {} // until the parent kills us
-		},
+	startNanos, err := strconv.ParseInt(c.String("start"), 10, 64)
+	if err != nil {
+		return fail(worker, fmt.Errorf("--start: %w", err))
 	}
-	cmd.Flags().StringVar(&addr, "addr", "", "")
-	cmd.Flags().IntVar(&conns, "conns", 0, "")
-	cmd.Flags().IntVar(&size, "size", 128, "")
-	cmd.Flags().Int64Var(&startNanos, "start", 0, "")
-	cmd.Flags().DurationVar(&duration, "duration", 5*time.Second, "")
-	cmd.Flags().IntVar(&worker, "worker", 0, "")
-	return cmd
+	start := time.Unix(0, startNanos)
+	end := start.Add(duration)
+	ping := pingFrame(size)
+	var connected, done atomic.Int64
+	reportProgress(worker, &connected, &done)
+	cs := make([]*echoClient, conns)
+	for i := range cs {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: sourceIP(worker, i)}, Timeout: 10 * time.Second}
+		nc, err := d.Dial("tcp", addr)
+		if err != nil {
+			return fail(worker, fmt.Errorf("connection %d: %w", i, err))
+		}
+		cs[i] = &echoClient{c: nc, r: bufio.NewReaderSize(nc, 4096), sample: newReservoir(20000 / max(1, conns))}
+		if _, err := cs[i].readFrame(); err != nil { // the welcome
+			return fail(worker, fmt.Errorf("connection %d: welcome: %w", i, err))
+		}
+		connected.Add(1)
+	}
+	if time.Now().After(start) {
+		return fail(worker, fmt.Errorf("connected %d clients after the start; give --ramp more", conns))
+	}
+	report(workerReport{Worker: worker, Event: "connected", Conns: conns})
+	time.Sleep(time.Until(start))
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for _, ec := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ec.loop(ping, end, &done); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return fail(worker, err)
+	}
+	var lat []float64
+	for _, ec := range cs {
+		lat = append(lat, ec.sample.values...)
+	}
+	report(workerReport{Worker: worker, Event: "result", Conns: conns, Received: int(done.Load()), Latencies: lat})
+	select {} // until the parent kills us
 }
 
 // pingFrame is a length-framed chat ping whose body is size bytes (at
@@ -369,28 +342,17 @@ func (r *reservoir) add(v float64) {
 	}
 }
 
-// benchEchoServerCmd is the bare server of the echo bench: TCP, length
+// runBenchEchoServer is the bare server of the echo bench: TCP, length
 // framing N (body_offset 4), a welcome on connect like tether's, and for
 // every frame a JSON decode of its op and id and, for a ping, the pong
 // in one write(2). One goroutine per connection.
-func benchEchoServerCmd() *cobra.Command {
-	var addr string
-	cmd := &cobra.Command{
-		Use:    "echo-server",
-		Short:  "the bare framed ping/pong server the echo bench compares tether with",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				return err
-			}
-			fmt.Println(ln.Addr().String()) // the parent reads where from the first line
-			return serveEcho(ln)
-		},
+func runBenchEchoServer(c *call) error {
+	ln, err := net.Listen("tcp", c.String("addr"))
+	if err != nil {
+		return err
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:0", "where to listen")
-	return cmd
+	fmt.Fprintln(c.out, ln.Addr().String()) // the parent reads where from the first line
+	return serveEcho(ln)
 }
 
 // serveEcho serves the bare echo protocol on ln until it fails.

@@ -13,55 +13,31 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"tether/bench/sio"
 	"tether/client"
 )
 
-// benchPeerCmd measures tether against a Socket.IO 4 server
-// (bench/peer/server.js) in one run, with the same worker processes, the
-// same clients' work and the same figures: idle memory per connection
-// (the server process's RSS), connects per second (and the server's CPU
-// per connect), and one room's fan-out (the server's CPU per delivery,
-// send to last member p50/p99, deliveries per second). Every figure
-// comes with its ratio tether / Socket.IO: these machines are shared,
-// and only what is measured in the same run compares.
-func benchPeerCmd() *cobra.Command {
-	var o peerBench
-	cmd := &cobra.Command{
-		Use:   "peer",
-		Short: "tether against a Socket.IO 4 server in one run: idle RSS per connection, connects/s, room fan-out",
-		Long: `tether against a Socket.IO 4 server in one run.
-
-Start tether (a WebSocket listener, its pid), and either start the peer
-(node bench/peer/server.js; its pid) and give --peer and --peer-pid, or
-give neither and the bench starts it (installing it with bench/peer/install
-when needed). bench/run-peer does all of it.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.run(cmd.Context(), cmd.OutOrStdout())
-		},
+// runBenchPeer measures tether against a Socket.IO 4 server
+// (bench/peer/server.js) in one run (see its help in commands.go), with
+// the same worker processes, the same clients' work and the same
+// figures: idle memory per connection (the server process's RSS),
+// connects per second (and the server's CPU per connect), and one room's
+// fan-out (the server's CPU per delivery, send to last member p50/p99,
+// deliveries per second). Every figure comes with its ratio tether /
+// Socket.IO: these machines are shared, and only what is measured in the
+// same run compares.
+func runBenchPeer(c *call) error {
+	peerDir = c.String("peer-dir")
+	o := peerBench{
+		scenarios: c.String("scenario"),
+		tetherURL: c.String("tether"), tetherPID: c.Int("tether-pid"),
+		peerURL: c.String("peer"), peerPID: c.Int("peer-pid"),
+		procs: c.Int("procs"), conns: c.Int("conns"), baseline: c.Duration("baseline"), settle: c.Duration("settle"),
+		connects: c.Int("connects"), parallel: c.Int("parallel"), rounds: c.Int("rounds"),
+		room: roomBench{members: c.Int("members"), messages: c.Int("messages"), rate: c.Int("rate"), size: c.Int("size")},
+		out:  c.String("out"),
 	}
-	f := cmd.Flags()
-	f.StringVar(&o.scenarios, "scenario", "idle,connect,room", "scenarios to run, comma separated: idle, connect, room")
-	f.StringVar(&o.tetherURL, "tether", "ws://127.0.0.1:9502/ws", "tether's WebSocket listener (chat app)")
-	f.IntVar(&o.tetherPID, "tether-pid", 0, "tether's process id (required)")
-	f.StringVar(&o.peerURL, "peer", "", "the Socket.IO server, http://host:port (default: start node bench/peer/server.js)")
-	f.IntVar(&o.peerPID, "peer-pid", 0, "the Socket.IO server's process id (required with --peer)")
-	f.StringVar(&peerDir, "peer-dir", peerDir, "where bench/peer is (server.js, install, node_modules)")
-	f.IntVar(&o.procs, "procs", 2, "worker processes")
-	f.IntVar(&o.conns, "conns", 2000, "idle: connections held")
-	f.DurationVar(&o.settle, "settle", 20*time.Second, "idle: how long to hold them before measuring (the lowest RSS of its last half counts)")
-	f.IntVar(&o.connects, "connects", 4000, "connect: connections per round, in all")
-	f.IntVar(&o.parallel, "parallel", 32, "connect: connects in flight per worker")
-	f.IntVar(&o.rounds, "rounds", 2, "connect: rounds of tether then the peer")
-	f.IntVar(&o.room.members, "members", 1000, "room: members")
-	f.IntVar(&o.room.messages, "messages", 200, "room: messages sent")
-	f.IntVar(&o.room.rate, "rate", 20, "room: messages per second")
-	f.IntVar(&o.room.size, "size", 128, "room: bytes of data per message")
-	f.StringVar(&o.out, "out", "", "append the results to these files, comma separated: JSON (a list of results, with the raw series) or, ending in .csv, CSV rows")
-	return cmd
+	return o.run(c.ctx(), c.out)
 }
 
 type peerBench struct {
@@ -69,7 +45,7 @@ type peerBench struct {
 	tetherURL, peerURL string
 	tetherPID, peerPID int
 	procs, conns       int
-	settle             time.Duration
+	baseline, settle   time.Duration
 	connects, parallel int
 	rounds             int
 	room               roomBench
@@ -101,7 +77,7 @@ func (o *peerBench) run(ctx context.Context, out io.Writer) error {
 		var err error
 		switch strings.TrimSpace(sc) {
 		case "idle":
-			res, err = o.idle(ctx)
+			res, err = o.idle(ctx, out)
 		case "connect":
 			res, err = o.connect(ctx)
 		case "room":
@@ -134,21 +110,32 @@ func (o *peerBench) params(more map[string]any) map[string]any {
 // idle holds the same idle WebSocket connections on each server in turn
 // (tether's: a chat ping every 20 s from the client and the server's
 // WebSocket ping every 25 s; Socket.IO's: its ping every 25 s, answered)
-// and compares the growth of the servers' RSS.
-func (o *peerBench) idle(ctx context.Context) (*benchResult, error) {
-	res := newResult("peer", "idle", peerSide, o.params(map[string]any{"conns": o.conns, "settle": o.settle.String()}))
-	t, err := holdIdle(ctx, "tether idle", o.tetherPID, o.procs, o.conns, o.settle, "idle", "--addr", o.tetherURL, "--heartbeat", "20s")
+// and compares the growth of the servers' RSS, made as bench idle makes
+// it: the lowest at rest against the lowest held, with the noise.
+func (o *peerBench) idle(ctx context.Context, out io.Writer) (*benchResult, error) {
+	res := newResult("peer", "idle", peerSide, o.params(map[string]any{"conns": o.conns, "baseline": o.baseline.String(), "settle": o.settle.String()}))
+	t, err := holdIdle(ctx, "tether idle", o.tetherPID, o.procs, o.conns, o.baseline, o.settle, "idle", "--addr", o.tetherURL, "--heartbeat", "20s")
 	if err != nil {
 		return nil, fmt.Errorf("tether: %w", err)
 	}
-	p, err := holdIdle(ctx, "socket.io idle", o.peerPID, o.procs, o.conns, o.settle, "sio-idle", "--url", o.peerURL)
+	p, err := holdIdle(ctx, "socket.io idle", o.peerPID, o.procs, o.conns, o.baseline, o.settle, "sio-idle", "--url", o.peerURL)
 	if err != nil {
 		return nil, fmt.Errorf("socket.io: %w", err)
 	}
-	per := func(h *idleHold) float64 { return float64(h.after-h.before) / float64(h.conns) }
-	res.add("RSS per connection", "bytes", per(t), per(p), "lower")
-	res.add("RSS before", "MiB", float64(t.before)/(1<<20), float64(p.before)/(1<<20), "")
-	res.add("RSS held", "MiB", float64(t.after)/(1<<20), float64(p.after)/(1<<20), "")
+	for _, h := range []struct {
+		side string
+		h    *idleHold
+	}{{"tether", t}, {peerSide, p}} {
+		if f := h.h.fig; !f.measurable() {
+			fmt.Fprintf(out, "%s: RSS per connection not measurable with %d connections: the RSS grew %.2f MiB, and a figure wants %.2f MiB (it moved %.2f MiB by itself): use more connections\n",
+				h.side, f.conns, mib(f.after-f.before), mib(f.threshold()), mib(f.noise))
+		}
+	}
+	tf, pf := t.fig, p.fig
+	res.add("RSS per connection", "bytes", tf.perConn(), pf.perConn(), "lower")
+	res.add("noise per connection (±)", "bytes", float64(tf.noise)/float64(tf.conns), float64(pf.noise)/float64(pf.conns), "")
+	res.add("RSS at rest", "MiB", mib(tf.before), mib(pf.before), "")
+	res.add("RSS held", "MiB", mib(tf.after), mib(pf.after), "")
 	res.add("connections", "", float64(t.conns), float64(p.conns), "")
 	res.add("connect time", "s", t.connectTime.Seconds(), p.connectTime.Seconds(), "lower")
 	res.Series["tether"].RSS, res.Series[peerSide].RSS = t.samples, p.samples
@@ -283,47 +270,35 @@ func connectPeer(ctx context.Context, url string, local net.IP) error {
 	return c.Conn().Close()
 }
 
-// sioIdleWorkerCmd holds idle Socket.IO connections, answering the
+// runSioIdleWorker holds idle Socket.IO connections, answering the
 // server's pings, until killed.
-func sioIdleWorkerCmd() *cobra.Command {
-	var (
-		url           string
-		conns, worker int
-	)
-	cmd := &cobra.Command{
-		Use: "sio-idle",
-		RunE: func(*cobra.Command, []string) error {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			var n atomic.Int64
-			reportProgress(worker, &n, nil)
-			for i := range conns {
-				c, err := sio.Dial(ctx, url, sio.Options{Local: sourceIP(worker, i), Timeout: 30 * time.Second})
-				if err != nil {
-					return fail(worker, fmt.Errorf("connection %d: %w", i, err))
+func runSioIdleWorker(c *call) error {
+	url, conns, worker := c.String("url"), c.Int("conns"), c.Int("worker")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var n atomic.Int64
+	reportProgress(worker, &n, nil)
+	for i := range conns {
+		sc, err := sio.Dial(ctx, url, sio.Options{Local: sourceIP(worker, i), Timeout: 30 * time.Second})
+		if err != nil {
+			return fail(worker, fmt.Errorf("connection %d: %w", i, err))
+		}
+		go func() {
+			for {
+				if _, err := sc.Read(); err != nil {
+					return
 				}
-				go func() {
-					for {
-						if _, err := c.Read(); err != nil {
-							return
-						}
-					}
-				}()
-				n.Add(1)
 			}
-			report(workerReport{Worker: worker, Event: "connected", Conns: conns})
-			select {} // until the parent kills us
-		},
+		}()
+		n.Add(1)
 	}
-	cmd.Flags().StringVar(&url, "url", "", "")
-	cmd.Flags().IntVar(&conns, "conns", 0, "")
-	cmd.Flags().IntVar(&worker, "worker", 0, "")
-	return cmd
+	report(workerReport{Worker: worker, Event: "connected", Conns: conns})
+	select {} // until the parent kills us
 }
 
-// sioRoomWorkerCmd holds members of the room bench on a Socket.IO server.
-func sioRoomWorkerCmd() *cobra.Command {
-	return memberWorkerCmd("sio-room", func(url, room string, worker, i int, rec *recorder) (func(), error) {
+// runSioRoomWorker holds members of the room bench on a Socket.IO server.
+func runSioRoomWorker(c *call) error {
+	return runMemberWorker(c, func(url, room string, worker, i int, rec *recorder) (func(), error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		c, err := sio.Dial(ctx, url, sio.Options{Local: sourceIP(worker, i), Timeout: 30 * time.Second})
