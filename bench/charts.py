@@ -105,6 +105,19 @@ def footer(fig, r):
     fig.text(0.01, 0.01, text, fontsize=7, color="#666")
 
 
+def write(fig, out, name, r=None):
+    """Saves fig as out/name (with the machine of result r at its foot)."""
+    if r is not None:
+        footer(fig, r)
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+    else:
+        fig.tight_layout()
+    path = os.path.join(out, name)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def latency_charts(results, out):
     written = []
     counts = {}
@@ -128,12 +141,7 @@ def latency_charts(results, out):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
         ax.set_title("Latency distribution, " + label(r))
-        footer(fig, r)
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        path = os.path.join(out, "latency-%s-%d.png" % (r["scenario"], counts[r["scenario"]]))
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(write(fig, out, "latency-%s-%d.png" % (r["scenario"], counts[r["scenario"]]), r))
     return written
 
 
@@ -158,12 +166,7 @@ def rss_chart(results, out):
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title("Server memory against idle WebSocket connections")
-    footer(fig, idle[-1])
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = os.path.join(out, "rss.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [write(fig, out, "rss.png", idle[-1])]
 
 
 def row(r, metric):
@@ -193,12 +196,7 @@ def cpu_chart(results, out):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Room fan-out: server CPU per delivery against room size")
-    footer(fig, rooms[-1])
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = os.path.join(out, "cpu-per-delivery.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [write(fig, out, "cpu-per-delivery.png", rooms[-1])]
 
 
 def ratio_chart(results, out):
@@ -227,11 +225,7 @@ def ratio_chart(results, out):
     ax.xaxis.set_major_formatter(PLAIN)
     ax.grid(True, axis="x", which="both", alpha=0.3)
     ax.set_title("Every figure as a ratio")
-    fig.tight_layout()
-    path = os.path.join(out, "ratios.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [write(fig, out, "ratios.png")]
 
 
 def main():

@@ -62,8 +62,9 @@ func TestProgressLine(t *testing.T) {
 	}
 }
 
-func TestSaveJSONAppends(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "results.json")
+// saveTwice saves the sample result to path twice and returns the file.
+func saveTwice(t *testing.T, path string) []byte {
+	t.Helper()
 	for range 2 {
 		if err := sampleResult().save(path); err != nil {
 			t.Fatal(err)
@@ -73,6 +74,12 @@ func TestSaveJSONAppends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b
+}
+
+func TestSaveJSONAppends(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "results.json")
+	b := saveTwice(t, path)
 	var all []benchResult
 	if err := json.Unmarshal(b, &all); err != nil {
 		t.Fatal(err)
@@ -91,16 +98,7 @@ func TestSaveJSONAppends(t *testing.T) {
 }
 
 func TestSaveCSV(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "results.csv")
-	for range 2 {
-		if err := sampleResult().save(path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := saveTwice(t, filepath.Join(t.TempDir(), "results.csv"))
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	if len(lines) != 1+2*4 || lines[0] != "time,bench,scenario,other,metric,unit,tether,other_value,ratio" {
 		t.Fatalf("%s", b)
