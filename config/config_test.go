@@ -162,6 +162,29 @@ func TestPrecedenceFileEnvSet(t *testing.T) {
 	}
 }
 
+// TestListenerStartsFromItsProtocolsDefaultsAddressIncluded: a file that
+// lists one listener and changes one key of it gets the rest from the
+// protocol's defaults, the address too (it failed with
+// `listeners.tcp.address: "" is not host:port`). Two listeners of one
+// protocol without an address would share it: that names the key.
+func TestListenerStartsFromItsProtocolsDefaultsAddressIncluded(t *testing.T) {
+	cfg, err := Load(writeFile(t, "listeners: [{name: tcp, heartbeat: {idle_timeout: 30s}}, {name: page, protocol: websocket}]\n"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, page := cfg.Listener("tcp"), cfg.Listener("page")
+	if tcp.Address != "0.0.0.0:9501" || tcp.Heartbeat.IdleTimeout.D() != 30*time.Second || tcp.Framing.Type != FramingLength {
+		t.Errorf("tcp: address %q, heartbeat %+v, framing %+v", tcp.Address, tcp.Heartbeat, tcp.Framing)
+	}
+	if page.Address != "0.0.0.0:9502" || page.Path != "/ws" {
+		t.Errorf("page: address %q, path %q", page.Address, page.Path)
+	}
+	_, err = Load(writeFile(t, "listeners: [{name: a}, {name: b}]\n"), nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "listeners.b.address: 0.0.0.0:9501 is also the address of listener a") {
+		t.Errorf("two tcp listeners without an address: %v", err)
+	}
+}
+
 func TestLoadErrorsNameTheKey(t *testing.T) {
 	cases := []struct {
 		name, file string

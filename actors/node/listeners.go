@@ -100,7 +100,7 @@ func (n *Node) startListeners(opts Options) error {
 			b.ws, b.addr = ws, ws.Addr()
 		}
 		n.log.Info().Str("listener", b.cfg.Name).Str("protocol", b.cfg.Protocol).Str("address", b.addr.String()).
-			Str("app", b.cfg.App).Bool("tls", b.cert != nil).Msg("listening")
+			Str("app", b.cfg.App).Str("auth", b.cfg.Auth.Mode).Bool("tls", b.cert != nil).Msg("listening")
 	}
 	return nil
 }
