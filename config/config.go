@@ -43,7 +43,14 @@ type Config struct {
 	// ShutdownTimeout bounds how long a SIGTERM waits for clients to be
 	// told and outbound queues to drain before the node exits. Default 30s.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+
+	// warnings are what Load found wrong but went on with.
+	warnings []string
 }
+
+// Warnings are what Load found wrong but went on with (a TETHER_*
+// variable that names no key), one line each, for the caller to log.
+func (c *Config) Warnings() []string { return c.warnings }
 
 // Node identifies this process.
 type Node struct {
