@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -63,7 +64,9 @@ func StartEmbeddedNATS(cfg config.NATS, jetstream bool, name string, log zerolog
 			user, password = embeddedUser, cfg.Token
 		}
 		opts.Cluster = server.ClusterOpts{Name: e.Cluster.Name, Host: e.Cluster.Host, Port: e.Cluster.Port, Username: user, Password: password}
-		opts.Routes = server.RoutesFromStr(strings.Join(e.Cluster.Routes, ","))
+		if len(e.Cluster.Routes) > 0 { // of none, RoutesFromStr makes one empty route, tried for ever
+			opts.Routes = server.RoutesFromStr(strings.Join(e.Cluster.Routes, ","))
+		}
 		for _, r := range opts.Routes {
 			if r.User == nil {
 				r.User = url.UserPassword(user, password)
@@ -86,7 +89,7 @@ func StartEmbeddedNATS(cfg config.NATS, jetstream bool, name string, log zerolog
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	fatal := make(chan string, 1)
-	ns.SetLogger(natsLogger{log: log.With().Str("component", "nats-server").Logger(), fatal: fatal}, false, false)
+	ns.SetLogger(newNATSLogger(log.With().Str("component", "nats-server").Logger(), fatal), false, false)
 	go ns.Start()
 	// Until it accepts clients, or says why it cannot (a port in use,
 	// say): nats-server logs that as fatal and gives up.
@@ -209,14 +212,32 @@ func ConnectNATS(urls, name string, cfg config.NATS, auth []nats.Option, log zer
 }
 
 // natsLogger writes nats-server's log lines through zerolog, and hands
-// the first fatal one to fatal.
+// the first fatal one to fatal. A route it cannot reach is tried every
+// second for as long as it stays configured, and each failure is an
+// error of nats-server's: those go to debug, and a warning says so at
+// most once a routeWarnEvery.
 type natsLogger struct {
 	log   zerolog.Logger
 	fatal chan string
+	// lastRouteWarn is when the last warning about routes went out, in
+	// Unix nanoseconds.
+	lastRouteWarn *atomic.Int64
 }
+
+func newNATSLogger(log zerolog.Logger, fatal chan string) natsLogger {
+	return natsLogger{log: log, fatal: fatal, lastRouteWarn: new(atomic.Int64)}
+}
+
+// routeWarnEvery is the most often a failing route is warned of.
+const routeWarnEvery = time.Minute
+
+// routeConnectError starts nats-server's message for a failed attempt to
+// connect to a route (route.go connectToRoute).
+const routeConnectError = "Error trying to connect to route"
 
 func (l natsLogger) Noticef(format string, v ...any) { l.log.Info().Msgf(format, v...) }
 func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
+
 func (l natsLogger) Fatalf(format string, v ...any) {
 	l.log.Error().Msgf(format, v...)
 	select {
@@ -224,6 +245,20 @@ func (l natsLogger) Fatalf(format string, v ...any) {
 	default:
 	}
 }
-func (l natsLogger) Errorf(format string, v ...any) { l.log.Error().Msgf(format, v...) }
+
+func (l natsLogger) Errorf(format string, v ...any) {
+	if strings.HasPrefix(format, routeConnectError) {
+		now, last := time.Now().UnixNano(), l.lastRouteWarn.Load()
+		if now-last >= int64(routeWarnEvery) && l.lastRouteWarn.CompareAndSwap(last, now) {
+			l.log.Warn().Str("then", "tried again every second, failures logged at debug level, warned again after "+routeWarnEvery.String()).
+				Msgf(format, v...)
+			return
+		}
+		l.log.Debug().Msgf(format, v...)
+		return
+	}
+	l.log.Error().Msgf(format, v...)
+}
+
 func (l natsLogger) Debugf(format string, v ...any) { l.log.Debug().Msgf(format, v...) }
 func (l natsLogger) Tracef(format string, v ...any) { l.log.Trace().Msgf(format, v...) }

@@ -1,0 +1,107 @@
+package test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"tether/config"
+	"tether/test/check"
+)
+
+// routed makes a node's embedded NATS server the i-th of a cluster joined
+// by routes on the route ports ports, with the credentials routes need.
+func routed(ports []int, i int) func(*config.Config) {
+	return func(c *config.Config) {
+		c.NATS.User, c.NATS.Password = "tether", "s3cret"
+		c.NATS.Embedded.Cluster = config.EmbeddedCluster{Name: "tether-test", Host: "127.0.0.1", Port: ports[i]}
+		for j, p := range ports {
+			if j != i {
+				c.NATS.Embedded.Cluster.Routes = append(c.NATS.Embedded.Cluster.Routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+			}
+		}
+	}
+}
+
+// natsServerLines are the lines of a log at level that the embedded
+// nats-server wrote.
+func natsServerLines(logs, level string) []string {
+	var out []string
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, `"component":"nats-server"`) && strings.Contains(line, `"level":"`+level+`"`) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// TestRouteLossLogsNoErrors: once a node of a routed cluster stops,
+// cleanly or by SIGKILL, its peer's embedded server tries the route again
+// every second, for ever. That is expected and says nothing new: the
+// peer logs it at debug and at most a warning now and then, never an
+// error (it logged `Error trying to connect to route` at level error
+// about 8 times a second). A node with a route port and no routes tries
+// none.
+func TestRouteLossLogsNoErrors(t *testing.T) {
+	for _, how := range []string{"SIGTERM", "SIGKILL"} {
+		t.Run(how, func(t *testing.T) {
+			// Only a routes to b: the route is a's to try again. (Where
+			// both route to each other, either may hold the route that
+			// survives, and so try it again.)
+			ports := []int{freePort(t), freePort(t)}
+			a := startNode(t, func(c *config.Config) {
+				c.Node.Name = "a"
+				clusterTiming(c)
+				routed(ports, 0)(c)
+			})
+			bAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			b := startServeProcess(t, fmt.Sprintf(`
+node: {name: b}
+log: {format: json}
+http: {address: ""}
+nats:
+  user: tether
+  password: s3cret
+  embedded: {port: -1, store_dir: "", cluster: {name: tether-test, port: %d}}
+cluster: {heartbeat_interval: 100ms, dead_after: 1s}
+listeners:
+  - {name: tcp, address: %q}
+`, ports[1], bAddr), bAddr)
+			check.For(t, 20*time.Second, 50*time.Millisecond, func() error {
+				if got := gaugeValue(t, a, "tether_cluster_nodes_alive"); got != 1 {
+					return fmt.Errorf("a sees %v other nodes", got)
+				}
+				return nil
+			})
+
+			before := len(a.logs.String())
+			if how == "SIGKILL" {
+				b.kill()
+			} else {
+				b.stop(t)
+			}
+			// a's server tries the route every second meanwhile.
+			check.Never(t, 3*time.Second, 100*time.Millisecond, func() error {
+				if errs := natsServerLines(a.logs.String()[before:], "error"); len(errs) > 0 {
+					return fmt.Errorf("%d error lines after b's %s, first: %s", len(errs), how, errs[0])
+				}
+				return nil
+			})
+			if how == "SIGTERM" {
+				// b, with a route port and no routes of its own, tried
+				// none (it tried an empty one for ever).
+				if strings.Contains(b.logs.String(), "Error trying to connect to route") {
+					t.Errorf("b, which has no routes, tried one")
+				}
+			}
+			since := a.logs.String()[before:]
+			if warns := natsServerLines(since, "warn"); len(warns) > 2 {
+				t.Errorf("%d warnings in 3s after b's %s:\n%s", len(warns), how, strings.Join(warns, "\n"))
+			}
+			if len(a.logLines(`"peer":"b-`)) == 0 {
+				t.Errorf("a did not log that b is gone")
+			}
+		})
+	}
+}
