@@ -2,6 +2,9 @@ package test
 
 import (
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +106,41 @@ listeners:
 				t.Errorf("a did not log that b is gone")
 			}
 		})
+	}
+}
+
+// TestTakenNATSPortFailsAtOnce: `tether serve` whose embedded NATS port is
+// taken exits at once, not after a 10 s wait, with one line naming
+// nats.embedded.port.
+func TestTakenNATSPortFailsAtOnce(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "tether.yaml")
+	port := taken.Addr().(*net.TCPAddr).Port
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`
+log: {format: json}
+http: {address: ""}
+nats: {embedded: {port: %d}}
+listeners: [{name: tcp, address: "127.0.0.1:0"}]
+`, port)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, stderr, code := tether(t, dir, "serve", "-c", conf)
+	took := time.Since(start)
+	if code == 0 {
+		t.Fatal("serve started on a taken NATS port")
+	}
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "tether: ") || !strings.Contains(last, fmt.Sprintf("nats.embedded.port %d", port)) {
+		t.Errorf("last line %q does not name nats.embedded.port %d", last, port)
+	}
+	if took > 3*time.Second {
+		t.Errorf("serve failed after %s", took.Round(time.Millisecond))
 	}
 }

@@ -97,7 +97,7 @@ func StartEmbeddedNATS(cfg config.NATS, jetstream bool, name string, log zerolog
 		select {
 		case why := <-fatal:
 			ns.Shutdown()
-			return nil, fmt.Errorf("embedded nats: %s", why)
+			return nil, fmt.Errorf("embedded nats: %s", fatalKey(why, cfg))
 		default:
 		}
 		if ns.ReadyForConnections(50 * time.Millisecond) {
@@ -209,6 +209,21 @@ func ConnectNATS(urls, name string, cfg config.NATS, auth []nats.Option, log zer
 		return nil, fmt.Errorf("nats connect %s: %w", RedactURL(urls), err)
 	}
 	return nc, nil
+}
+
+// fatalKey names the configuration key behind what nats-server gave up
+// on: a port it cannot listen on, a store it cannot use.
+func fatalKey(why string, cfg config.NATS) string {
+	e := cfg.Embedded
+	switch {
+	case strings.HasPrefix(why, "Error listening on port:"):
+		return fmt.Sprintf("nats.embedded.port %d: cannot listen on %s:%d (in use by another process? -1 takes any free port): %s", e.Port, e.Host, e.Port, why)
+	case strings.HasPrefix(why, "Error listening on router port:"):
+		return fmt.Sprintf("nats.embedded.cluster.port %d: cannot listen on %s:%d (in use by another process?): %s", e.Cluster.Port, e.Cluster.Host, e.Cluster.Port, why)
+	case strings.HasPrefix(why, "Can't start JetStream:"):
+		return fmt.Sprintf("nats.embedded.store_dir %q: %s", e.StoreDir, why)
+	}
+	return why
 }
 
 // natsLogger writes nats-server's log lines through zerolog, and hands
