@@ -1,16 +1,22 @@
 package test
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"tether/config"
 	"tether/test/check"
+	"tether/test/testca"
 )
 
 // routed makes a node's embedded NATS server the i-th of a cluster joined
@@ -106,6 +112,116 @@ listeners:
 				t.Errorf("a did not log that b is gone")
 			}
 		})
+	}
+}
+
+// logEntries parses a process's JSON log lines, up to and with the first
+// whose message is upTo.
+func logEntries(t *testing.T, logs, upTo string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(logs, "\n") {
+		var e map[string]any
+		if json.Unmarshal([]byte(line), &e) != nil {
+			continue
+		}
+		out = append(out, e)
+		if e["message"] == upTo {
+			return out
+		}
+	}
+	t.Fatalf("no %q in the log:\n%s", upTo, logs)
+	return nil
+}
+
+// TestStartLogSaysWhatRuns: the start of `tether serve` says what a new
+// user needs and nothing more: one line per listener (name, protocol,
+// address, app, auth mode, tls), the chat page's URL for each websocket
+// listener serving the embedded page (https with tls), and a warning for
+// a TETHER_* variable that is no key (TETHER_HOME), which does not stop
+// the node. The embedded nats-server's banner (7 lines, 15 with
+// JetStream) is debug.
+func TestStartLogSaysWhatRuns(t *testing.T) {
+	ca := testca.New(t)
+	certFile, keyFile := ca.Issue(t, 2)
+	addr := func() string { return fmt.Sprintf("127.0.0.1:%d", freePort(t)) }
+	tcp, ws, wss, files := addr(), addr(), addr(), addr()
+	p := startServeProcess(t, fmt.Sprintf(`
+node: {name: s}
+log: {format: json}
+http: {address: ""}
+nats: {embedded: {port: -1, store_dir: ""}}
+rooms: {namespaces: [{prefix: news, history_size: 10}]}
+listeners:
+  - {name: tcp, address: %q, heartbeat: {idle_timeout: 30s}}
+  - {name: ws, protocol: websocket, address: %q}
+  - name: wss
+    protocol: websocket
+    address: %q
+    tls: {cert_file: %q, key_file: %q}
+    auth: {mode: token, jwt: {hmac_secret: %q}}
+  - {name: files, protocol: websocket, address: %q, static_dir: %q}
+`, tcp, ws, wss, certFile, keyFile, testSecret, files, t.TempDir()), tcp, "export TETHER_HOME=/opt/tether")
+	check.For(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(p.logs.String(), `"node started"`) {
+			return errors.New("node not started")
+		}
+		return nil
+	})
+	entries := logEntries(t, p.logs.String(), "node started")
+
+	type listening struct{ protocol, address, auth string }
+	want := map[string]listening{
+		"tcp": {"tcp", tcp, "none"}, "ws": {"websocket", ws, "none"},
+		"wss": {"websocket", wss, "token"}, "files": {"websocket", files, "none"},
+	}
+	seen := map[string]int{}
+	var pages []string
+	for _, e := range entries {
+		switch msg, _ := e["message"].(string); {
+		case e["component"] == "nats-server" && e["level"] != "debug":
+			t.Errorf("nats-server at %s during the start: %s", e["level"], msg)
+		case msg == "listening":
+			name, _ := e["listener"].(string)
+			w := want[name]
+			seen[name]++
+			if e["protocol"] != w.protocol || e["address"] != w.address || e["app"] != "chat" || e["auth"] != w.auth || e["tls"] != (name == "wss") {
+				t.Errorf("listening line of %s: %v, want %+v", name, e, w)
+			}
+		case strings.HasPrefix(msg, "chat page: "):
+			pages = append(pages, strings.TrimPrefix(msg, "chat page: "))
+		}
+	}
+	for name := range want {
+		if seen[name] != 1 {
+			t.Errorf("%d listening lines for %s", seen[name], name)
+		}
+	}
+	if wantPages := []string{"http://" + ws + "/", "https://" + wss + "/"}; !slices.Equal(pages, wantPages) {
+		t.Errorf("chat pages %q, want %q", pages, wantPages)
+	}
+	// The URLs serve the page.
+	for i, url := range pages {
+		c := httpsClient(ca)
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Errorf("page %d: %v", i, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "<html") {
+			t.Errorf("%s: %d %.80q", url, resp.StatusCode, body)
+		}
+	}
+	var warned bool
+	for _, e := range entries {
+		if e["level"] == "warn" && e["message"] == "environment TETHER_HOME: not a configuration key; ignored" {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Errorf("no warning about TETHER_HOME")
 	}
 }
 

@@ -75,6 +75,7 @@ func StartEmbeddedNATS(cfg config.NATS, jetstream bool, name string, log zerolog
 	}
 	if jetstream {
 		opts.JetStream = true
+		opts.DisableJetStreamBanner = true
 		opts.StoreDir = filepath.Join(e.StoreDir, name)
 		if e.StoreDir == "" {
 			dir, err := os.MkdirTemp("", "tether-jetstream")
@@ -227,10 +228,12 @@ func fatalKey(why string, cfg config.NATS) string {
 }
 
 // natsLogger writes nats-server's log lines through zerolog, and hands
-// the first fatal one to fatal. A route it cannot reach is tried every
-// second for as long as it stays configured, and each failure is an
-// error of nats-server's: those go to debug, and a warning says so at
-// most once a routeWarnEvery.
+// the first fatal one to fatal. What the server says of itself as it
+// starts and stops (natsBanner) goes to debug: the node's own lines say
+// it ("embedded nats listening", "node stopped"). A route it cannot
+// reach is tried every second for as long as it stays configured, and
+// each failure is an error of nats-server's: those go to debug, and a
+// warning says so at most once a routeWarnEvery.
 type natsLogger struct {
 	log   zerolog.Logger
 	fatal chan string
@@ -246,12 +249,43 @@ func newNATSLogger(log zerolog.Logger, fatal chan string) natsLogger {
 // routeWarnEvery is the most often a failing route is warned of.
 const routeWarnEvery = time.Minute
 
+// natsBanner are the formats of nats-server's notices as it starts and
+// stops (server.go Start and Shutdown, route.go StartRouting, jetstream.go
+// enableJetStream), and its warning about plain-text passwords, which
+// tether's configuration has by design.
+var natsBanner = map[string]bool{
+	"Starting nats-server": true, "  Version:  %s": true, "  Git:      [%s]": true,
+	"  Cluster:  %s": true, "  Name:     %s": true, "  Node:     %s": true, "  ID:       %s": true,
+	"Listening for client connections on %s": true, "Server is ready": true,
+	"Cluster name is %s": true, "Listening for route connections on %s": true,
+	"Starting JetStream": true, "Took %s to start JetStream": true,
+	"---------------- JETSTREAM ----------------": true, "  Strict:          %t": true,
+	"  Max Memory:      %s": true, "  Max Storage:     %s": true, "  Store Directory: \"%s\"": true,
+	"  Domain:          %s": true, "  API Level:       %d": true, "-------------------------------------------": true,
+	"Initiating Shutdown...": true, "Server Exiting..": true,
+	"Initiating JetStream Shutdown...": true, "JetStream Shutdown": true,
+	"Plaintext passwords detected, use nkeys or bcrypt": true,
+}
+
 // routeConnectError starts nats-server's message for a failed attempt to
 // connect to a route (route.go connectToRoute).
 const routeConnectError = "Error trying to connect to route"
 
-func (l natsLogger) Noticef(format string, v ...any) { l.log.Info().Msgf(format, v...) }
-func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
+func (l natsLogger) Noticef(format string, v ...any) {
+	if natsBanner[format] {
+		l.log.Debug().Msgf(format, v...)
+		return
+	}
+	l.log.Info().Msgf(format, v...)
+}
+
+func (l natsLogger) Warnf(format string, v ...any) {
+	if natsBanner[format] {
+		l.log.Debug().Msgf(format, v...)
+		return
+	}
+	l.log.Warn().Msgf(format, v...)
+}
 
 func (l natsLogger) Fatalf(format string, v ...any) {
 	l.log.Error().Msgf(format, v...)
