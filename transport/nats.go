@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -235,15 +234,13 @@ func fatalKey(why string, cfg config.NATS) string {
 // each failure is an error of nats-server's: those go to debug, and a
 // warning says so at most once a routeWarnEvery.
 type natsLogger struct {
-	log   zerolog.Logger
-	fatal chan string
-	// lastRouteWarn is when the last warning about routes went out, in
-	// Unix nanoseconds.
-	lastRouteWarn *atomic.Int64
+	log       zerolog.Logger
+	fatal     chan string
+	routeWarn *LogEvery
 }
 
 func newNATSLogger(log zerolog.Logger, fatal chan string) natsLogger {
-	return natsLogger{log: log, fatal: fatal, lastRouteWarn: new(atomic.Int64)}
+	return natsLogger{log: log, fatal: fatal, routeWarn: NewLogEvery(routeWarnEvery)}
 }
 
 // routeWarnEvery is the most often a failing route is warned of.
@@ -297,9 +294,9 @@ func (l natsLogger) Fatalf(format string, v ...any) {
 
 func (l natsLogger) Errorf(format string, v ...any) {
 	if strings.HasPrefix(format, routeConnectError) {
-		now, last := time.Now().UnixNano(), l.lastRouteWarn.Load()
-		if now-last >= int64(routeWarnEvery) && l.lastRouteWarn.CompareAndSwap(last, now) {
-			l.log.Warn().Str("then", "tried again every second, failures logged at debug level, warned again after "+routeWarnEvery.String()).
+		if held, ok := l.routeWarn.Allow(); ok {
+			l.log.Warn().Int("held_back", held).
+				Str("then", "tried again every second, failures logged at debug level, warned again after "+routeWarnEvery.String()).
 				Msgf(format, v...)
 			return
 		}
