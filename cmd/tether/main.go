@@ -12,10 +12,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"tether/config"
+	"tether/internal/buildinfo"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3".
-var version = "dev"
+// version is set at build time with -ldflags "-X main.version=v1.2.3";
+// init adds the commit, and finds both when it is not set (buildinfo).
+var version string
+
+func init() { version = buildinfo.Get(version).String() }
 
 // configFlags are the flags every command that reads the configuration
 // shares: the file, and --set overrides.
