@@ -20,7 +20,8 @@ import (
 )
 
 // routed makes a node's embedded NATS server the i-th of a cluster joined
-// by routes on the route ports ports, with the credentials routes need.
+// by routes on the route ports ports, each routing to all the others,
+// with the credentials routes need: user tether, password s3cret.
 func routed(ports []int, i int) func(*config.Config) {
 	return func(c *config.Config) {
 		c.NATS.User, c.NATS.Password = "tether", "s3cret"
