@@ -51,8 +51,8 @@ func natsServerLines(logs, level string) []string {
 // every second, for ever. That is expected and says nothing new: the
 // peer logs it at debug and at most a warning now and then, never an
 // error (it logged `Error trying to connect to route` at level error
-// about 8 times a second). A node with a route port and no routes tries
-// none.
+// about 8 times a second), nor while the cluster starts. A node with a
+// route port and no routes tries none.
 func TestRouteLossLogsNoErrors(t *testing.T) {
 	for _, how := range []string{"SIGTERM", "SIGKILL"} {
 		t.Run(how, func(t *testing.T) {
@@ -85,7 +85,15 @@ listeners:
 				return nil
 			})
 
+			// a started first: its route to b failed until b came up,
+			// which is no error either (a start of three nodes logged 6).
 			before := len(a.logs.String())
+			if errs := natsServerLines(a.logs.String(), "error"); len(errs) > 0 {
+				t.Errorf("a's start logged %d errors, first: %s", len(errs), errs[0])
+			}
+			if warns := natsServerLines(a.logs.String(), "warn"); len(warns) > 1 {
+				t.Errorf("a's start logged %d warnings:\n%s", len(warns), strings.Join(warns, "\n"))
+			}
 			if how == "SIGKILL" {
 				b.kill()
 			} else {
