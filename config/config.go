@@ -21,7 +21,10 @@ type Config struct {
 	// Node names this process in the cluster.
 	Node Node `yaml:"node"`
 	// PIDFile is where `tether serve` writes its process id, and where
-	// `tether stop|reload|status` look for it. Default "tether.pid".
+	// `tether stop|reload|status` look for it. The tether command takes a
+	// relative path as relative to the configuration file's directory
+	// (to the working directory when no file is given), so that the CLI
+	// finds the node from any directory. Default "tether.pid".
 	PIDFile string `yaml:"pid_file"`
 	// Log sets the level and format of the node's log.
 	Log Log `yaml:"log"`
@@ -367,7 +370,8 @@ type Listener struct {
 	Path string `yaml:"path"`
 	// StaticDir is a directory served over HTTP on the WebSocket listener
 	// (Swoole's document_root). Empty (the default) serves the chat page
-	// embedded in the binary. WebSocket only.
+	// embedded in the binary. Either way /tether.js is the JavaScript
+	// client embedded in the binary. WebSocket only.
 	StaticDir string `yaml:"static_dir"`
 	// AllowedOrigins lists the Origin header values allowed to upgrade; "*"
 	// (the default) allows any. WebSocket only.

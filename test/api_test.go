@@ -18,7 +18,8 @@ import (
 	"tether/test/check"
 )
 
-// api calls a node's HTTP admin API and decodes the answer into out.
+// api calls a node's HTTP admin API, with the node's token when it has
+// one, and decodes the answer into out.
 func api(t *testing.T, n *testNode, method, path string, body any, out any) int {
 	t.Helper()
 	var rd io.Reader
@@ -27,6 +28,9 @@ func api(t *testing.T, n *testNode, method, path string, body any, out any) int 
 		rd = bytes.NewReader(b)
 	}
 	req, _ := http.NewRequest(method, "http://"+n.HTTPAddr().String()+path, rd)
+	if token := n.Config().HTTP.Token; token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -92,6 +96,39 @@ func TestAdminAPIAcrossNodes(t *testing.T) {
 	api(t, a, "POST", "/api/push", node.APIRequest{All: true, Data: json.RawMessage(`"to all"`)}, nil)
 	expectPush(t, ca, "", `"to all"`)
 	expectPush(t, cb, "", `"to all"`)
+
+	// With count, a push says how many connections of the cluster it was
+	// addressed to; without, it answers ok alone.
+	for _, c := range []struct {
+		req  node.APIRequest
+		want int
+	}{
+		{node.APIRequest{Room: "r"}, 2},
+		{node.APIRequest{Room: "nobody"}, 0},
+		{node.APIRequest{User: "u1"}, 2},
+		{node.APIRequest{User: "u2"}, 0},
+		{node.APIRequest{All: true}, 2},
+		{node.APIRequest{Conn: cb.ID()}, 1},
+	} {
+		c.req.Data, c.req.Count = json.RawMessage(`"counted"`), true
+		var reply node.PushReply
+		if code := api(t, a, "POST", "/api/push", c.req, &reply); code != 200 || !reply.OK || reply.Connections == nil || *reply.Connections != c.want {
+			t.Errorf("push %+v: %d %+v, want %d connections", c.req, code, reply, c.want)
+		}
+	}
+	// Delivered too: to ca by room r, user u1 and all; to cb by those and
+	// its own, in whatever order the paths take.
+	for c, n := range map[*client.Client]int{ca: 3, cb: 4} {
+		for range n {
+			if ev, err := c.Expect("message", 5*time.Second); err != nil || string(ev.Data) != `"counted"` {
+				t.Fatalf("%s: counted push %+v %v", c.ID(), ev, err)
+			}
+		}
+	}
+	var plain map[string]any
+	if api(t, a, "POST", "/api/push", node.APIRequest{Room: "nobody", Data: json.RawMessage(`1`)}, &plain); len(plain) != 1 || plain["ok"] != true {
+		t.Errorf("push without count: %v", plain)
+	}
 
 	var rooms []node.RoomInfo
 	if api(t, a, "GET", "/api/rooms", nil, &rooms); len(rooms) != 1 || rooms[0].Room != "r" || rooms[0].Members != 2 || len(rooms[0].Nodes) != 2 {
@@ -185,15 +222,41 @@ func TestAdminCLI(t *testing.T) {
 	if out := run("conn", cb.ID()); !strings.Contains(out, `"node": "`+b.ID()+`"`) {
 		t.Errorf("tether conn:\n%s", out)
 	}
-	run("push", "--room", "lobby", "hello everyone")
+	if out := run("push", "--room", "lobby", "hello everyone"); out != "pushed to 1 connection\n" {
+		t.Errorf("push to lobby: %q", out)
+	}
 	expectPush(t, cb, "lobby", `"hello everyone"`)
+	if out := run("push", "--room", "nobody", "hello?"); out != "pushed to 0 connections\n" {
+		t.Errorf("push to an empty room: %q", out)
+	}
+	if out := run("push", "--all", "all of you"); out != "pushed to 1 connection\n" {
+		t.Errorf("push to all: %q", out)
+	}
+	expectPush(t, cb, "", `"all of you"`)
 	run("push", "--conn", cb.ID(), `{"k":true}`)
 	expectPush(t, cb, "", `{"k":true}`)
 	run("conn", cb.ID(), "--kick")
 	if r := b.closeReason(t, cb.ID(), 5*time.Second); r.String() != "kicked" {
 		t.Errorf("reason %s", r)
 	}
-	if _, stderr, code := tether(t, dir, append([]string{"push", "--conn", cb.ID(), "x"}, set...)...); code == 0 || !strings.Contains(stderr, "not_found") {
-		t.Errorf("push to a closed connection: %d %s", code, stderr)
+	// A closed connection of a live node, this one's (a) or another's (b),
+	// is not found; a connection of a node gone is its node's absence.
+	ca := a.dial(t, "tcp")
+	ca.Close()
+	if r := a.closeReason(t, ca.ID(), 5*time.Second); r.String() != "client_closed" {
+		t.Errorf("reason %s", r)
+	}
+	for _, c := range []struct {
+		id, want string
+	}{
+		{ca.ID(), "not_found: connection " + ca.ID() + " not found: closed, or never opened (its node " + a.ID() + " is alive)"},
+		{cb.ID(), "not_found: connection " + cb.ID() + " not found: closed, or never opened (its node " + b.ID() + " is alive)"},
+		{"gone-x7k2m9qa.65201wJI8ST2WWSQ", "not_found: connection gone-x7k2m9qa.65201wJI8ST2WWSQ: its node gone-x7k2m9qa is not in the cluster"},
+	} {
+		for _, args := range [][]string{{"push", "--conn", c.id, "x"}, {"conn", c.id, "--kick"}, {"conn", c.id, "--bind", "u1"}} {
+			if _, stderr, code := tether(t, dir, append(args, set...)...); code != 1 || !strings.Contains(stderr, c.want) {
+				t.Errorf("%v: %d %s, want %q", args, code, stderr, c.want)
+			}
+		}
 	}
 }

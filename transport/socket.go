@@ -69,7 +69,8 @@ type Socket struct {
 
 	// Counters for the connection's info.
 	bytesOut, framesOut, dropped uint64
-	lastSend                     int64 // Now()
+	framesReported               uint64 // of framesOut, what the metrics know of
+	lastSend                     int64  // Now()
 
 	discard *time.Timer // lingering close: reading away the peer's input until it ends
 }
@@ -442,12 +443,18 @@ func (s *Socket) dropQueue() {
 	s.q, s.off, s.queued = nil, 0, 0
 }
 
-// report tells the metrics how the queued bytes changed, when they did:
-// a queue that empties at every flush costs nothing here.
+// report tells the metrics how the queued bytes changed, when they did
+// (a queue that empties at every flush costs nothing here), and the
+// frames queued since the last report: one addition a flush, not one a
+// frame, on the delivery path.
 func (s *Socket) report() {
 	if q := int32(min(s.queued, 1<<30)); q != s.reported {
 		s.m.Queued.Add(float64(q - s.reported))
 		s.reported = q
+	}
+	if f := s.framesOut - s.framesReported; f > 0 {
+		s.m.FramesOut.Add(float64(f))
+		s.framesReported = s.framesOut
 	}
 }
 

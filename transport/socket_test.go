@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"tether/test/check"
 )
 
@@ -146,6 +148,10 @@ func TestDelayerWritesOnRounds(t *testing.T) {
 	}
 	if st := s.Stats(); st.FramesOut != 10 || st.BytesOut != 10 {
 		t.Fatalf("stats %+v", st)
+	}
+	var frames dto.Metric
+	if err := s.m.FramesOut.Write(&frames); err != nil || frames.GetCounter().GetValue() != 10 {
+		t.Errorf("tether_frames_out_total: %v %v, want 10", frames.GetCounter().GetValue(), err)
 	}
 }
 

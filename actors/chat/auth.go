@@ -43,9 +43,14 @@ type proxyAnswered struct {
 
 func (*proxyAnswered) IgnoreDeadLetterLogging() {}
 
-// maxWaiting bounds the messages a client sends while its proxy backend
-// is asked; they are handled in order once it answers.
-const maxWaiting = 16
+// maxWaiting and maxWaitingBytes bound the messages a client sends while
+// its proxy backend is asked; they are handled in order once it answers.
+// Without the byte bound an unauthenticated connection could hold 16
+// messages of max_frame each.
+const (
+	maxWaiting      = 16
+	maxWaitingBytes = 16 << 10
+)
 
 // authOpened starts the authentication of a new connection: the auth
 // timeout, and, with a token in the WebSocket URL (?token=), the check
@@ -65,8 +70,12 @@ func (a *App) authOpened(c *conn.Actor) {
 // wait keeps a message sent while the backend is asked who the
 // connection is: it is handled once the answer is in.
 func (a *App) wait(c *conn.Actor, data []byte) {
-	if len(a.waiting) >= maxWaiting {
-		a.fail(c, nil, protocol.CodeBusy, fmt.Sprintf("%d messages wait for the authentication already", maxWaiting))
+	held := len(data)
+	for _, w := range a.waiting {
+		held += len(w)
+	}
+	if len(a.waiting) >= maxWaiting || held > maxWaitingBytes {
+		a.fail(c, nil, protocol.CodeBusy, fmt.Sprintf("messages waiting for the authentication are bounded (%d, %d bytes); retry once it is answered", maxWaiting, maxWaitingBytes))
 		return
 	}
 	a.waiting = append(a.waiting, append([]byte(nil), data...))

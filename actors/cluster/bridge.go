@@ -26,8 +26,9 @@ type NodeInfo struct {
 	Alive       bool      `json:"alive"`
 }
 
-// Gatherer answers a gather (the rooms and stats of the admin API) for
-// this node; it runs on its own goroutine and may take its time.
+// Gatherer answers a gather (the rooms, stats and a user's connections
+// of the admin API) for this node; it runs on its own goroutine and may
+// take its time.
 type Gatherer func(what string) any
 
 // BridgeOptions build the bridge actor.

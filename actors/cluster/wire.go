@@ -70,7 +70,7 @@ const (
 	KindInfo      = "info"      // node: reply with a connection's info
 	KindHeartbeat = "heartbeat" // cluster: I am alive (body: JSON NodeInfo)
 	KindGoodbye   = "goodbye"   // cluster: I am stopping
-	KindGather    = "gather"    // cluster: every node replies (rooms, stats)
+	KindGather    = "gather"    // cluster: every node replies (rooms, stats, a user's connections)
 )
 
 // Subjects builds the subjects under one prefix.

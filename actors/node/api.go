@@ -21,6 +21,7 @@ import (
 	"tether/actors/protocol"
 	"tether/actors/room"
 	"tether/transport"
+	"tether/web/admin"
 )
 
 // The admin API: the same operations over HTTP (token-protected, /api/...)
@@ -29,10 +30,11 @@ import (
 // not hold a connection asks the one that does.
 //
 //	op       HTTP                              request body (NATS, and HTTP POST)
-//	push     POST /api/push                    {"conn"|"user"|"room"|"all":true, "data": any}
+//	push     POST /api/push                    {"conn"|"user"|"room"|"all":true, "data": any, "count": bool}
 //	kick     POST /api/kick                    {"conn"}
 //	bind     POST /api/bind                    {"conn", "user"}
 //	info     GET  /api/conns/{conn}            {"conn"}
+//	conns    GET  /api/users/{user}/conns      {"user"}
 //	members  GET  /api/rooms/{room}/members    {"room"}
 //	rooms    GET  /api/rooms                   {}
 //	nodes    GET  /api/nodes                   {}
@@ -49,6 +51,22 @@ type APIRequest struct {
 	Room string          `json:"room,omitempty"`
 	All  bool            `json:"all,omitempty"`
 	Data json.RawMessage `json:"data,omitempty"`
+	// Count asks push to answer how many connections it was addressed to
+	// (PushReply): a question to every node, which pushes that do not
+	// need the figure do not pay for.
+	Count bool `json:"count,omitempty"`
+}
+
+// PushReply answers a push with count.
+type PushReply struct {
+	OK bool `json:"ok"`
+	// Connections is how many connections of the cluster the push was
+	// addressed to, counted as it was made: the connection, the user's
+	// connections, the room's members or every connection, on every node
+	// that answered within a second. Absent when it could not be
+	// counted: Uncounted says why (the push was made).
+	Connections *int   `json:"connections,omitempty"`
+	Uncounted   string `json:"uncounted,omitempty"`
 }
 
 // APIError is a failed operation.
@@ -100,6 +118,7 @@ type Stats struct {
 	Connections int    `json:"connections"`
 	Rooms       int    `json:"rooms"`
 	NATSLost    int64  `json:"nats_lost"`
+	NATS        string `json:"nats"` // the node's NATS connection state, as in Status
 	Uptime      string `json:"uptime"`
 }
 
@@ -165,7 +184,17 @@ func (n *Node) Call(ctx context.Context, op string, req *APIRequest) (any, error
 	defer cancel()
 	switch op {
 	case "push":
-		return n.push(ctx, req)
+		res, err := n.push(ctx, req)
+		if err != nil || !req.Count {
+			return res, err
+		}
+		reply := &PushReply{OK: true}
+		if count, err := n.addressed(ctx, req); err != nil {
+			reply.Uncounted = err.Error()
+		} else {
+			reply.Connections = &count
+		}
+		return reply, nil
 	case "kick":
 		return n.onConn(ctx, req, cluster.KindKick, func(e *conn.Entry) {
 			n.system.Root.Send(e.PID, &conn.Close{Reason: conn.ReasonKicked})
@@ -177,6 +206,11 @@ func (n *Node) Call(ctx context.Context, op string, req *APIRequest) (any, error
 		return n.onConn(ctx, req, cluster.KindBind, func(*conn.Entry) { n.registry.Bind(req.Conn, req.User) })
 	case "info":
 		return n.info(ctx, req.Conn)
+	case "conns":
+		if err := protocol.CheckUser(req.User); err != nil {
+			return nil, badRequest("%v", err)
+		}
+		return n.userConnsOfCluster(ctx, req.User)
 	case "members":
 		if err := protocol.CheckRoom(req.Room); err != nil {
 			return nil, badRequest("%v", err)
@@ -226,7 +260,10 @@ func (n *Node) push(ctx context.Context, req *APIRequest) (any, error) {
 			n.system.Root.Send(e.PID, d)
 			return ok, nil
 		}
-		return ok, n.remote(n.bus.Deliver(ctx, cluster.Admin, req.Conn, payload))
+		if protocol.NodeOf(req.Conn) == n.id {
+			return nil, connNotFound(req.Conn)
+		}
+		return ok, n.remoteConn(req.Conn, n.bus.Deliver(ctx, cluster.Admin, req.Conn, payload))
 	case req.User != "":
 		if err := protocol.CheckUser(req.User); err != nil {
 			return nil, badRequest("%v", err)
@@ -259,6 +296,44 @@ func (n *Node) push(ctx context.Context, req *APIRequest) (any, error) {
 	return nil, badRequest("push needs conn, user, room or all")
 }
 
+// addressed counts the connections of the cluster a push was addressed
+// to.
+func (n *Node) addressed(ctx context.Context, req *APIRequest) (int, error) {
+	switch {
+	case req.Conn != "":
+		return 1, nil // its node took it
+	case req.Room != "":
+		replies, err := n.bus.Gather(ctx, "rooms", n.alivePeers(), gatherWindow)
+		count := n.localRooms()[req.Room]
+		for _, body := range replies {
+			var nr nodeRooms
+			if json.Unmarshal(body, &nr) == nil {
+				count += nr.Rooms[req.Room]
+			}
+		}
+		return count, err
+	case req.User != "":
+		replies, err := n.bus.Gather(ctx, userGather+req.User, n.alivePeers(), gatherWindow)
+		count := len(n.registry.User(req.User))
+		for _, body := range replies {
+			var c int
+			if json.Unmarshal(body, &c) == nil {
+				count += c
+			}
+		}
+		return count, err
+	}
+	replies, err := n.bus.Gather(ctx, "stats", n.alivePeers(), gatherWindow)
+	count := n.registry.Len()
+	for _, body := range replies {
+		var s Stats
+		if json.Unmarshal(body, &s) == nil {
+			count += s.Connections
+		}
+	}
+	return count, err
+}
+
 // published reports a failed publication: this node's connections got
 // the push, the other nodes' did not.
 func (n *Node) published(err error) error {
@@ -279,11 +354,35 @@ func (n *Node) onConn(ctx context.Context, req *APIRequest, kind string, local f
 		local(e)
 		return ok, nil
 	}
+	if protocol.NodeOf(req.Conn) == n.id {
+		// Not asked over NATS: the bus does not hear its own requests,
+		// and NATS would answer that no node holds the subject.
+		return nil, connNotFound(req.Conn)
+	}
 	m := n.bus.Msg(n.bus.Subjects.Node(protocol.NodeOf(req.Conn)), kind, nil)
 	m.Header.Set(cluster.HeaderConn, req.Conn)
 	m.Header.Set(cluster.HeaderUser, req.User)
 	_, err := n.bus.Request(ctx, cluster.Admin, m)
-	return ok, n.remote(err)
+	return ok, n.remoteConn(req.Conn, err)
+}
+
+// connNotFound answers for a connection its node, alive, does not hold.
+func connNotFound(id string) *APIError {
+	return &APIError{Code: protocol.CodeNotFound, Message: "connection " + id + " not found: closed, or never opened (its node " + protocol.NodeOf(id) + " is alive)"}
+}
+
+// remoteConn is remote for an operation on connection id of another
+// node: a refusal or silence says which of the connection and its node
+// is not there.
+func (n *Node) remoteConn(id string, err error) error {
+	var refused *cluster.ReplyError
+	switch {
+	case errors.As(err, &refused) && refused.Code == protocol.CodeNotFound:
+		return connNotFound(id)
+	case errors.Is(err, cluster.ErrNoNode):
+		return &APIError{Code: protocol.CodeNotFound, Message: "connection " + id + ": its node " + protocol.NodeOf(id) + " is not in the cluster"}
+	}
+	return n.remote(err)
 }
 
 func (n *Node) info(ctx context.Context, id string) (any, error) {
@@ -294,13 +393,13 @@ func (n *Node) info(ctx context.Context, id string) (any, error) {
 		if info, found := n.ConnInfo(id); found {
 			return info, nil
 		}
-		return nil, &APIError{Code: protocol.CodeNotFound, Message: "no connection " + id}
+		return nil, connNotFound(id)
 	}
 	m := n.bus.Msg(n.bus.Subjects.Node(protocol.NodeOf(id)), cluster.KindInfo, nil)
 	m.Header.Set(cluster.HeaderConn, id)
 	body, err := n.bus.Request(ctx, cluster.Admin, m)
 	if err != nil {
-		return nil, n.remote(err)
+		return nil, n.remoteConn(id, err)
 	}
 	var info conn.Info
 	if err := json.Unmarshal(body, &info); err != nil {
@@ -331,6 +430,10 @@ type nodeRooms struct {
 	Rooms map[string]int `json:"rooms"` // room → members on the node
 }
 
+// gatherConns is the gather of a user's connections: the prefix, then
+// the user id (which CheckUser keeps free of spaces).
+const gatherConns = "conns "
+
 // gather answers the other nodes' gathers (the bridge's Gatherer).
 func (n *Node) gather(what string) any {
 	switch what {
@@ -339,8 +442,18 @@ func (n *Node) gather(what string) any {
 	case "stats":
 		return n.stats()
 	}
+	if user, found := strings.CutPrefix(what, gatherConns); found {
+		return n.userConns(user)
+	}
+	if user, found := strings.CutPrefix(what, userGather); found {
+		return len(n.registry.User(user))
+	}
 	return nil
 }
+
+// userGather asks each node for its count of a user's connections (the
+// user id follows).
+const userGather = "user:"
 
 func (n *Node) localRooms() map[string]int {
 	out := map[string]int{}
@@ -357,8 +470,38 @@ func (n *Node) localRooms() map[string]int {
 func (n *Node) stats() Stats {
 	return Stats{
 		Node: n.id, Connections: n.registry.Len(), Rooms: len(n.localRooms()),
-		NATSLost: n.bus.Lost(), Uptime: time.Since(n.started).Round(time.Second).String(),
+		NATSLost: n.bus.Lost(), NATS: n.NATSState(), Uptime: time.Since(n.started).Round(time.Second).String(),
 	}
+}
+
+// userConns is the info of this node's live connections bound to user.
+func (n *Node) userConns(user string) []*conn.Info {
+	out := []*conn.Info{}
+	for _, e := range n.registry.User(user) {
+		res, err := n.system.Root.RequestFuture(e.PID, &conn.InfoRequest{}, infoTimeout).Result()
+		if info, ok := res.(*conn.Info); ok && err == nil { // else it closed meanwhile
+			out = append(out, info)
+		}
+	}
+	return out
+}
+
+// userConnsOfCluster is the info of a user's live connections on every
+// node, oldest first.
+func (n *Node) userConnsOfCluster(ctx context.Context, user string) (any, error) {
+	replies, err := n.bus.Gather(ctx, gatherConns+user, n.alivePeers(), gatherWindow)
+	if err != nil {
+		return nil, &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
+	}
+	out := n.userConns(user)
+	for _, body := range replies {
+		var infos []*conn.Info
+		if json.Unmarshal(body, &infos) == nil {
+			out = append(out, infos...)
+		}
+	}
+	slices.SortFunc(out, func(a, b *conn.Info) int { return a.Connected.Compare(b.Connected) })
+	return out, nil
 }
 
 // alivePeers is how many other nodes are alive: a gather can stop once
@@ -508,6 +651,7 @@ func (n *Node) adminHandler() http.Handler {
 	handle("POST /api/kick", "kick", nil)
 	handle("POST /api/bind", "bind", nil)
 	handle("GET /api/conns/{conn}", "info", func(r *http.Request, req *APIRequest) { req.Conn = r.PathValue("conn") })
+	handle("GET /api/users/{user}/conns", "conns", func(r *http.Request, req *APIRequest) { req.User = r.PathValue("user") })
 	handle("GET /api/rooms/{room}/members", "members", func(r *http.Request, req *APIRequest) { req.Room = r.PathValue("room") })
 	handle("GET /api/rooms", "rooms", nil)
 	handle("GET /api/nodes", "nodes", nil)
@@ -528,6 +672,8 @@ func (n *Node) adminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", n.metrics.Handler())
 	mux.Handle("/api/", transport.RequireToken(n.Config().HTTP.Token, api))
+	// The admin UI's files are public; its API calls carry the token.
+	mux.Handle("GET /ui/", http.StripPrefix("/ui", admin.Handler()))
 	if n.Config().HTTP.Pprof {
 		prof := http.NewServeMux()
 		prof.HandleFunc("/debug/pprof/", pprof.Index)

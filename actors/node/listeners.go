@@ -16,6 +16,7 @@ import (
 	"tether/actors/listener"
 	"tether/actors/relay"
 	"tether/auth"
+	"tether/clients/js"
 	"tether/config"
 	"tether/transport"
 	"tether/web"
@@ -155,9 +156,14 @@ func (n *Node) reloadCertificates(cfg *config.Config) {
 	for _, b := range n.listeners {
 		if lc := cfg.Listener(b.cfg.Name); lc != nil {
 			reload("listeners."+lc.Name+".tls", b.cert, lc.TLS)
+			if lc.Auth != b.cfg.Auth {
+				// A connection's authentication is its listener's at
+				// accept; keys and modes are read once, at start.
+				n.log.Warn().Str("key", "listeners."+lc.Name+".auth").Msg("auth changed: takes a restart; authenticating as before")
+			}
 		}
 	}
-	if n.admin != nil {
+	if n.admin.Load() != nil {
 		reload("http.tls", n.adminCert, cfg.HTTP.TLS)
 	}
 }
@@ -215,13 +221,23 @@ func (n *Node) newApp(lc config.Listener, opts Options) (conn.NewApp, error) {
 	return app, nil
 }
 
-// staticHandler serves a WebSocket listener's other paths: its static_dir,
-// or the embedded chat page.
+// staticHandler serves a WebSocket listener's other paths: /tether.js,
+// the JavaScript client embedded in the binary, and everything else from
+// its static_dir, or the embedded chat page. The embedded client wins
+// over a tether.js in static_dir: /tether.js is always the client of
+// this binary's protocol (a page that wants another copy serves it at
+// another path).
 func staticHandler(lc config.Listener) http.Handler {
+	files := http.FileServerFS(web.FS())
 	if lc.StaticDir != "" {
-		return http.FileServer(http.Dir(lc.StaticDir))
+		files = http.FileServer(http.Dir(lc.StaticDir))
 	}
-	return http.FileServerFS(web.FS())
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /tether.js", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFileFS(w, r, js.FS, "tether.js")
+	})
+	mux.Handle("/", files)
+	return mux
 }
 
 // Addr is the bound address of the named listener (useful with port 0),

@@ -62,9 +62,9 @@ type Node struct {
 	natsURL   string
 	natsAuth  []nats.Option // credentials and TLS, fixed at start as the embedded server's are
 	system    *actor.ActorSystem
-	root      *actor.PID // the node actor, root of the supervision tree
-	admin     *transport.HTTPServer
-	adminCert *transport.Certificate // with http.tls; Reload reads it again
+	root      *actor.PID                           // the node actor, root of the supervision tree
+	admin     atomic.Pointer[transport.HTTPServer] // its handlers run before Start has stored it
+	adminCert *transport.Certificate               // with http.tls; Reload reads it again
 	apiSub    atomic.Pointer[nats.Subscription]
 	metrics   *transport.Metrics
 	registry  *conn.Registry
@@ -179,10 +179,12 @@ func Start(opts Options) (_ *Node, err error) {
 			}
 			tlsConfig = n.adminCert.ServerConfig()
 		}
-		if n.admin, err = transport.ListenHTTP(cfg.HTTP.Address, n.adminHandler(), tlsConfig, n.log); err != nil {
+		var admin *transport.HTTPServer
+		if admin, err = transport.ListenHTTP(cfg.HTTP.Address, n.adminHandler(), tlsConfig, n.log); err != nil {
 			return nil, fmt.Errorf("http.address %s: %w", cfg.HTTP.Address, err)
 		}
-		n.log.Info().Str("address", n.admin.Addr().String()).Bool("tls", tlsConfig != nil).Msg("admin http listening")
+		n.admin.Store(admin)
+		n.log.Info().Str("address", admin.Addr().String()).Bool("tls", tlsConfig != nil).Msg("admin http listening")
 	}
 	n.log.Info().Str("version", n.version).Msg("node started")
 	return n, nil
@@ -269,10 +271,11 @@ func (n *Node) NATSState() string {
 
 // HTTPAddr is the admin server's address, or nil when it is off.
 func (n *Node) HTTPAddr() net.Addr {
-	if n.admin == nil {
+	admin := n.admin.Load()
+	if admin == nil {
 		return nil
 	}
-	return n.admin.Addr()
+	return admin.Addr()
 }
 
 // Config returns the configuration in force (it changes on Reload).
@@ -322,8 +325,8 @@ func (n *Node) stop(ctx context.Context) error {
 	// Requests in flight get a second, not the whole deadline.
 	httpCtx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if n.admin != nil {
-		errs = append(errs, n.admin.Shutdown(httpCtx))
+	if admin := n.admin.Load(); admin != nil {
+		errs = append(errs, admin.Shutdown(httpCtx))
 	}
 	for _, l := range n.listeners {
 		if l.ws != nil { // upgraded sockets are the actors', not the server's

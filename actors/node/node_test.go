@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"tether/actors/conn"
 	"tether/client"
 	"tether/config"
 	"tether/test/check"
@@ -40,6 +42,24 @@ func startNode(t *testing.T, cfg *config.Config) *Node {
 	}
 	t.Cleanup(func() { _ = n.Shutdown(context.Background()) })
 	return n
+}
+
+// tcpListener is a TCP listener "tcp" on a random loopback port.
+func tcpListener() config.Listener {
+	tcp := config.DefaultListener(config.ProtocolTCP)
+	tcp.Name, tcp.Address = "tcp", "127.0.0.1:0"
+	return tcp
+}
+
+// dial connects a client to n's listener "tcp".
+func dial(t *testing.T, n *Node) *client.Client {
+	t.Helper()
+	c, err := client.DialTCP(context.Background(), n.Addr("tcp").String(), client.TCPOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 func TestNodeStartsAnswersOnNATSAndStops(t *testing.T) {
@@ -231,23 +251,17 @@ func TestHistoryAfterNATSConnectionReplaced(t *testing.T) {
 	ns := config.Namespace{Prefix: "news", RoomOptions: config.DefaultRoomOptions()}
 	ns.HistorySize = 100
 	cfg.Rooms.Namespaces = append(cfg.Rooms.Namespaces, ns)
-	tcp := config.DefaultListener(config.ProtocolTCP)
-	tcp.Name, tcp.Address = "tcp", "127.0.0.1:0"
-	cfg.Listeners = []config.Listener{tcp}
+	cfg.Listeners = []config.Listener{tcpListener()}
 	n := startNode(t, cfg)
 
-	dial := func() *client.Client {
-		c, err := client.DialTCP(context.Background(), n.Addr("tcp").String(), client.TCPOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
+	dialMember := func() *client.Client {
+		c := dial(t, n)
 		if _, err := c.Call(client.Request{Op: "join", Room: "news:a", Name: "x"}); err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
-	sender, member := dial(), dial()
+	sender, member := dialMember(), dialMember()
 	send := func(i int) error {
 		_, err := sender.Call(client.Request{Op: "send", Room: "news:a", Data: i})
 		return err
@@ -284,7 +298,7 @@ func TestHistoryAfterNATSConnectionReplaced(t *testing.T) {
 		expect(i)
 	}
 	// A member joining now gets the history from the new connection.
-	late := dial()
+	late := dialMember()
 	ev, err := late.Call(client.Request{Op: "history", Room: "news:a", Limit: 10})
 	if err != nil || len(ev.Messages) != 5 {
 		t.Fatalf("history after the new connection: %+v %v", ev, err)
@@ -316,5 +330,80 @@ func TestStartFailureIsAnError(t *testing.T) {
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("the start failed after %s", took)
+	}
+}
+
+// TestUserConnsAcrossNodes: GET /api/users/{user}/conns lists the info of
+// a user's open connections on every node, and nothing of other
+// connections; /api/stats says each node's NATS state.
+func TestUserConnsAcrossNodes(t *testing.T) {
+	cfg := testConfig()
+	cfg.HTTP.Token = "s3cret"
+	cfg.NATS.User, cfg.NATS.Password = "tether", "s3cret" // b connects to a's embedded server
+	cfg.Listeners = []config.Listener{tcpListener()}
+	a := startNode(t, cfg)
+	cfgB := testConfig()
+	cfgB.Node.Name = "b"
+	cfgB.NATS.URL = a.NATSURL()
+	cfgB.NATS.User, cfgB.NATS.Password = cfg.NATS.User, cfg.NATS.Password
+	cfgB.Listeners = []config.Listener{tcpListener()}
+	b := startNode(t, cfgB)
+
+	call := func(method, path, body string, out any) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, fmt.Sprintf("http://%s%s", a.HTTPAddr(), path), strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer s3cret")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if out != nil && resp.StatusCode == http.StatusOK {
+			if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+				t.Fatalf("%s %s: %v", method, path, err)
+			}
+		}
+		return resp.StatusCode
+	}
+	var stats []Stats
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if code := call("GET", "/api/stats", "", &stats); code != http.StatusOK || len(stats) != 2 {
+			return fmt.Errorf("a's stats: %d %+v", code, stats)
+		}
+		return nil
+	})
+	for _, s := range stats {
+		if s.NATS != "connected" {
+			t.Errorf("stats of %s: nats %q, want connected", s.Node, s.NATS)
+		}
+	}
+
+	onA, onB, other := dial(t, a), dial(t, b), dial(t, a)
+	for _, c := range []*client.Client{onA, onB} {
+		if code := call("POST", "/api/bind", fmt.Sprintf(`{"conn":%q,"user":"u1"}`, c.ID()), nil); code != http.StatusOK {
+			t.Fatalf("bind %s: %d", c.ID(), code)
+		}
+	}
+	var infos []conn.Info
+	if code := call("GET", "/api/users/u1/conns", "", &infos); code != http.StatusOK {
+		t.Fatalf("u1's connections: %d", code)
+	}
+	got := map[string]string{}
+	for _, info := range infos {
+		if info.User != "u1" || info.Closed != nil {
+			t.Errorf("u1's connections hold %+v", info)
+		}
+		got[info.ID] = info.Node
+	}
+	if want := map[string]string{onA.ID(): a.ID(), onB.ID(): b.ID()}; !maps.Equal(got, want) {
+		t.Errorf("u1's connections: %v, want %v (not %s)", got, want, other.ID())
+	}
+
+	infos = nil
+	if code := call("GET", "/api/users/nobody/conns", "", &infos); code != http.StatusOK || len(infos) != 0 {
+		t.Errorf("a user without connections: %d %+v, want 200 and none", code, infos)
+	}
+	if code := call("GET", "/api/users/a.b/conns", "", nil); code != http.StatusBadRequest {
+		t.Errorf("a user id with a dot: %d, want 400", code)
 	}
 }

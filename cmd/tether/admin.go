@@ -17,8 +17,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"tether/actors/cluster"
 	"tether/actors/node"
 	"tether/actors/protocol"
@@ -67,6 +65,9 @@ func adminCall(cfg *config.Config, method, path string, body any, out any) error
 	if err != nil {
 		return err
 	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return &unauthorizedError{sent: cfg.HTTP.Token != ""}
+	}
 	if resp.StatusCode != http.StatusOK {
 		var ae node.APIError
 		if json.Unmarshal(data, &ae) == nil && ae.Code != "" {
@@ -78,6 +79,18 @@ func adminCall(cfg *config.Config, method, path string, body any, out any) error
 		return json.Unmarshal(data, out)
 	}
 	return nil
+}
+
+// unauthorizedError is the admin API's refusal of the CLI's token: it
+// says what to do about it.
+type unauthorizedError struct{ sent bool } // whether the CLI sent a token
+
+func (e *unauthorizedError) Error() string {
+	const where = "in the config the CLI reads (-c) or TETHER_HTTP_TOKEN"
+	if e.sent {
+		return "unauthorized: the admin API refused the CLI's http.token: set the node's " + where
+	}
+	return "unauthorized: the admin API wants http.token: set it " + where
 }
 
 // adminTLS is how the CLI trusts a node's admin server over HTTPS: the
@@ -134,144 +147,105 @@ func jsonOrString(s string) json.RawMessage {
 	return b
 }
 
-func pushCmd() *cobra.Command {
-	var cf configFlags
-	var req node.APIRequest
-	cmd := &cobra.Command{
-		Use:   "push [--conn ID | --user UID | --room ROOM | --all] DATA",
-		Short: "push DATA (JSON, or a string) to a connection, a user, a room or everyone, on any node",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := cf.load()
-			if err != nil {
-				return err
-			}
-			req.Data = jsonOrString(args[0])
-			if err := adminCall(cfg, http.MethodPost, "/api/push", &req, nil); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), "pushed")
-			return nil
-		},
+func runPush(c *call) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
 	}
-	cf.register(cmd)
-	cmd.Flags().StringVar(&req.Conn, "conn", "", "connection id")
-	cmd.Flags().StringVar(&req.User, "user", "", "user id (connections bound with tether conn --bind)")
-	cmd.Flags().StringVar(&req.Room, "room", "", "room")
-	cmd.Flags().BoolVar(&req.All, "all", false, "every connection of the cluster")
-	cmd.MarkFlagsMutuallyExclusive("conn", "user", "room", "all")
-	cmd.MarkFlagsOneRequired("conn", "user", "room", "all")
-	return cmd
+	req := node.APIRequest{
+		Conn: c.String("conn"), User: c.String("user"), Room: c.String("room"), All: c.Bool("all"),
+		Data: jsonOrString(c.args[0]), Count: true,
+	}
+	var reply node.PushReply
+	if err := adminCall(cfg, http.MethodPost, "/api/push", &req, &reply); err != nil {
+		return err
+	}
+	switch {
+	case reply.Connections != nil && *reply.Connections == 1:
+		fmt.Fprintln(c.out, "pushed to 1 connection")
+	case reply.Connections != nil:
+		fmt.Fprintf(c.out, "pushed to %d connections\n", *reply.Connections)
+	case reply.Uncounted != "":
+		fmt.Fprintln(c.out, "pushed; not counted:", reply.Uncounted)
+	default: // a node that does not count
+		fmt.Fprintln(c.out, "pushed")
+	}
+	return nil
 }
 
-func connCmd() *cobra.Command {
-	var cf configFlags
-	var kick bool
-	var bind string
-	cmd := &cobra.Command{
-		Use:   "conn ID [--kick | --bind USER]",
-		Short: "show a connection's info (any node's), kick it, or bind it to a user id",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := cf.load()
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			switch {
-			case kick:
-				if err := adminCall(cfg, http.MethodPost, "/api/kick", &node.APIRequest{Conn: args[0]}, nil); err != nil {
-					return err
-				}
-				fmt.Fprintln(out, "kicked", args[0])
-			case bind != "":
-				if err := adminCall(cfg, http.MethodPost, "/api/bind", &node.APIRequest{Conn: args[0], User: bind}, nil); err != nil {
-					return err
-				}
-				fmt.Fprintf(out, "bound %s to user %s\n", args[0], bind)
-			default:
-				var info json.RawMessage
-				if err := adminCall(cfg, http.MethodGet, "/api/conns/"+url.PathEscape(args[0]), nil, &info); err != nil {
-					return err
-				}
-				var pretty bytes.Buffer
-				_ = json.Indent(&pretty, info, "", "  ")
-				fmt.Fprintln(out, pretty.String())
-			}
-			return nil
-		},
+func runConn(c *call) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
 	}
-	cf.register(cmd)
-	cmd.Flags().BoolVar(&kick, "kick", false, "close the connection (reason kicked)")
-	cmd.Flags().StringVar(&bind, "bind", "", "bind the connection to this user id")
-	cmd.MarkFlagsMutuallyExclusive("kick", "bind")
-	return cmd
+	id, bind := c.args[0], c.String("bind")
+	switch {
+	case c.Bool("kick"):
+		if err := adminCall(cfg, http.MethodPost, "/api/kick", &node.APIRequest{Conn: id}, nil); err != nil {
+			return err
+		}
+		fmt.Fprintln(c.out, "kicked", id)
+	case bind != "":
+		if err := adminCall(cfg, http.MethodPost, "/api/bind", &node.APIRequest{Conn: id, User: bind}, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "bound %s to user %s\n", id, bind)
+	default:
+		var info json.RawMessage
+		if err := adminCall(cfg, http.MethodGet, "/api/conns/"+url.PathEscape(id), nil, &info); err != nil {
+			return err
+		}
+		var pretty bytes.Buffer
+		_ = json.Indent(&pretty, info, "", "  ")
+		fmt.Fprintln(c.out, pretty.String())
+	}
+	return nil
 }
 
-func roomsCmd() *cobra.Command {
-	var cf configFlags
-	cmd := &cobra.Command{
-		Use:   "rooms [ROOM]",
-		Short: "list the cluster's rooms, or one room's members on every node",
-		Args:  cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := cf.load()
-			if err != nil {
-				return err
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			defer w.Flush()
-			if len(args) == 1 {
-				var members []protocol.Member
-				if err := adminCall(cfg, http.MethodGet, "/api/rooms/"+url.PathEscape(args[0])+"/members", nil, &members); err != nil {
-					return err
-				}
-				fmt.Fprintln(w, "CONN\tNAME\tNODE")
-				for _, m := range members {
-					fmt.Fprintf(w, "%s\t%s\t%s\n", m.Conn, m.Name, m.Node)
-				}
-				return nil
-			}
-			var rooms []node.RoomInfo
-			if err := adminCall(cfg, http.MethodGet, "/api/rooms", nil, &rooms); err != nil {
-				return err
-			}
-			fmt.Fprintln(w, "ROOM\tMEMBERS\tNODES")
-			for _, r := range rooms {
-				fmt.Fprintf(w, "%s\t%d\t%d\n", r.Room, r.Members, len(r.Nodes))
-			}
-			return nil
-		},
+func runRooms(c *call) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
 	}
-	cf.register(cmd)
-	return cmd
+	w := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	defer w.Flush()
+	if len(c.args) == 1 {
+		var members []protocol.Member
+		if err := adminCall(cfg, http.MethodGet, "/api/rooms/"+url.PathEscape(c.args[0])+"/members", nil, &members); err != nil {
+			return err
+		}
+		fmt.Fprintln(w, "CONN\tNAME\tNODE")
+		for _, m := range members {
+			fmt.Fprintf(w, "%s\t%s\t%s\n", m.Conn, m.Name, m.Node)
+		}
+		return nil
+	}
+	var rooms []node.RoomInfo
+	if err := adminCall(cfg, http.MethodGet, "/api/rooms", nil, &rooms); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "ROOM\tMEMBERS\tNODES")
+	for _, r := range rooms {
+		fmt.Fprintf(w, "%s\t%d\t%d\n", r.Room, r.Members, len(r.Nodes))
+	}
+	return nil
 }
 
-func nodesCmd() *cobra.Command {
-	var cf configFlags
-	cmd := &cobra.Command{
-		Use:   "nodes",
-		Short: "list the nodes of the cluster and whether they are alive",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := cf.load()
-			if err != nil {
-				return err
-			}
-			var nodes []cluster.NodeInfo
-			if err := adminCall(cfg, http.MethodGet, "/api/nodes", nil, &nodes); err != nil {
-				return err
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			defer w.Flush()
-			fmt.Fprintln(w, "NODE\tALIVE\tCONNECTIONS\tLAST SEEN\tUP SINCE")
-			for _, n := range nodes {
-				fmt.Fprintf(w, "%s\t%v\t%d\t%s ago\t%s\n", n.Node, n.Alive, n.Connections,
-					time.Since(n.LastSeen).Round(time.Millisecond), n.Started.Format(time.RFC3339))
-			}
-			return nil
-		},
+func runNodes(c *call) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
 	}
-	cf.register(cmd)
-	return cmd
+	var nodes []cluster.NodeInfo
+	if err := adminCall(cfg, http.MethodGet, "/api/nodes", nil, &nodes); err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	defer w.Flush()
+	fmt.Fprintln(w, "NODE\tALIVE\tCONNECTIONS\tLAST SEEN\tUP SINCE")
+	for _, n := range nodes {
+		fmt.Fprintf(w, "%s\t%v\t%d\t%s ago\t%s\n", n.Node, n.Alive, n.Connections,
+			time.Since(n.LastSeen).Round(time.Millisecond), n.Started.Format(time.RFC3339))
+	}
+	return nil
 }

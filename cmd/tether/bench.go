@@ -8,27 +8,18 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/spf13/cobra"
 )
 
-// bench runs load against a running node from worker processes: one
-// process may hold at most 20,000 descriptors here, so tens of thousands
-// of clients are spread over several, each dialing from its own 127.x.y.z
-// source addresses. Workers are this binary (`tether bench worker ...`)
-// and report to the parent in JSON lines on stdout.
-func benchCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "bench",
-		Short: "generate load against a running node and report figures for BENCHMARKS.md",
-	}
-	cmd.AddCommand(benchIdleCmd(), benchRoomCmd(), benchConnectCmd(), benchFloorCmd(), benchWorkerCmd())
-	return cmd
-}
+// The bench commands run load against a running node from worker
+// processes: one process may hold at most 20,000 descriptors here, so tens
+// of thousands of clients are spread over several, each dialing from its
+// own 127.x.y.z source addresses. Workers are this binary (`tether bench
+// worker ...`) and report to the parent in JSON lines on stdout.
 
 // workerReport is one line a worker prints.
 type workerReport struct {
@@ -135,75 +126,159 @@ func rssBytes(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
 }
 
-func benchIdleCmd() *cobra.Command {
+func runBenchIdle(c *call) error {
 	var (
-		addr      string
-		ca        string
-		conns     int
-		procs     int
-		pid       int
-		heartbeat time.Duration
-		settle    time.Duration
+		addr, ca          = c.String("addr"), c.String("ca")
+		conns, procs      = c.Int("conns"), c.Int("procs")
+		heartbeat, settle = c.Duration("heartbeat"), c.Duration("settle")
+		baseline          = c.Duration("baseline")
 	)
-	cmd := &cobra.Command{
-		Use:   "idle",
-		Short: "hold many idle TCP or WebSocket connections (heartbeats on) and report the server's RSS per connection",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			out := cmd.OutOrStdout()
-			if pid == 0 {
-				return fmt.Errorf("--pid: the server's process id (from `tether status`)")
-			}
-			before, err := rssBytes(pid)
-			if err != nil {
-				return err
-			}
-			start := time.Now()
-			per := (conns + procs - 1) / procs
-			w, err := startWorkers(procs, "idle", "--addr", addr, "--ca", ca, "--conns", strconv.Itoa(per), "--heartbeat", heartbeat.String())
-			if err != nil {
-				return err
-			}
-			defer w.stop()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)
-			defer cancel()
-			reports, err := w.waitAll(ctx, "connected")
-			if err != nil {
-				return err
-			}
-			total := 0
-			for _, r := range reports {
-				total += r.Conns
-			}
-			connectTime := time.Since(start)
-			// Let the server settle with heartbeats flowing, then take the
-			// lowest RSS seen over the last part: the steady state, not a
-			// moment of garbage before a collection.
-			deadline := time.Now().Add(settle)
-			var after int64 = -1
-			for time.Now().Before(deadline) {
-				time.Sleep(time.Second)
-				rss, err := rssBytes(pid)
-				if err != nil {
-					return err
-				}
-				if time.Until(deadline) < settle/2 && (after < 0 || rss < after) {
-					after = rss
-				}
-			}
-			fmt.Fprintf(out, "connections         %d (in %s, %d worker processes)\n", total, connectTime.Round(time.Millisecond), procs)
-			fmt.Fprintf(out, "server RSS before   %.1f MiB\n", float64(before)/(1<<20))
-			fmt.Fprintf(out, "server RSS after    %.1f MiB (lowest over the last %s of %s)\n", float64(after)/(1<<20), settle/2, settle)
-			fmt.Fprintf(out, "RSS per connection  %.0f bytes (%.2f KiB)\n", float64(after-before)/float64(total), float64(after-before)/float64(total)/1024)
-			return nil
-		},
+	out := c.out
+	pid, from, err := serverPID(c)
+	if err != nil {
+		return fmt.Errorf("the server's RSS cannot be measured: %w", err)
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:9501", "TCP listener (length-prefix framing; tls://host:port over TLS), or a WebSocket listener's ws:// or wss:// URL")
-	cmd.Flags().StringVar(&ca, "ca", "", "PEM file of the CA to trust over TLS (default: the system's roots)")
-	cmd.Flags().IntVar(&conns, "conns", 19000, "connections in all")
-	cmd.Flags().IntVar(&procs, "procs", 4, "worker processes")
-	cmd.Flags().IntVar(&pid, "pid", 0, "the server's process id, whose RSS is measured")
-	cmd.Flags().DurationVar(&heartbeat, "heartbeat", 20*time.Second, "each client sends a ping this often")
-	cmd.Flags().DurationVar(&settle, "settle", 30*time.Second, "how long to hold the connections before measuring")
-	return cmd
+	fmt.Fprintf(out, "server              pid %d (%s)\n", pid, from)
+	// The server at rest: its RSS moves by itself (a collection, memory
+	// returned to the system in the background), and that is the noise
+	// every figure after carries.
+	rest, err := sampleRSS(c.ctx(), pid, baseline, baseline/20)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	per := (conns + procs - 1) / procs
+	w, err := startWorkers(procs, "idle", "--addr", addr, "--ca", ca, "--conns", strconv.Itoa(per), "--heartbeat", heartbeat.String())
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	ctx, cancel := context.WithTimeout(c.ctx(), 10*time.Minute)
+	defer cancel()
+	reports, err := w.waitAll(ctx, "connected")
+	if err != nil {
+		return err
+	}
+	total := 0
+	for _, r := range reports {
+		total += r.Conns
+	}
+	connectTime := time.Since(start)
+	// Let the server settle with heartbeats flowing, then take the lowest
+	// RSS seen over the last half: the steady state, not a moment of
+	// garbage before a collection.
+	if err := sleepCtx(c.ctx(), settle-settle/2); err != nil {
+		return err
+	}
+	held, err := sampleRSS(c.ctx(), pid, settle/2, time.Second)
+	if err != nil {
+		return err
+	}
+	f := measureRSS(rest, held, total)
+	fmt.Fprintf(out, "connections         %d (in %s, %d worker processes)\n", total, connectTime.Round(time.Millisecond), procs)
+	fmt.Fprintf(out, "server RSS before   %.1f MiB (lowest over %s at rest; it moved %.2f MiB by itself)\n", mib(f.before), baseline, mib(f.noise))
+	fmt.Fprintf(out, "server RSS after    %.1f MiB (lowest over the last %s of %s)\n", mib(f.after), settle/2, settle)
+	if !f.measurable() {
+		fmt.Fprintf(out, "RSS per connection  not measurable with %d connections: the RSS grew %.2f MiB, and a figure wants %.2f MiB (1 MiB at least, 4 times the %.2f MiB it moved by itself): use more connections\n",
+			total, mib(f.after-f.before), mib(f.threshold()), mib(f.noise))
+		return nil
+	}
+	fmt.Fprintf(out, "RSS per connection  %.0f bytes (%.2f KiB), ± %.0f bytes\n", f.perConn(), f.perConn()/1024, float64(f.noise)/float64(f.conns))
+	return nil
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// rssFigure is what bench idle makes of the server's RSS: before, the
+// lowest at rest (what the server needs without the connections); after,
+// the lowest with them held (the steady state); and the noise, the most
+// the RSS moved by itself in either window.
+type rssFigure struct {
+	before, after, noise int64
+	conns                int
+}
+
+// measureRSS makes the figure of the RSS samples at rest and held (with
+// conns connections).
+func measureRSS(rest, held []int64, conns int) rssFigure {
+	lo0, hi0 := slices.Min(rest), slices.Max(rest)
+	lo1, hi1 := slices.Min(held), slices.Max(held)
+	return rssFigure{before: lo0, after: lo1, noise: max(hi0-lo0, hi1-lo1), conns: conns}
+}
+
+// minGrowth is the least growth of the RSS bench idle makes a figure of:
+// below it, pages and the heap's room to spare (memory the server had
+// already, which takes the first connections) say more than the
+// connections do.
+const minGrowth = 1 << 20
+
+// threshold is the growth a figure wants: minGrowth, and four times what
+// the RSS moved by itself, so that the noise is at most a quarter of it.
+func (f rssFigure) threshold() int64 { return max(minGrowth, 4*f.noise) }
+
+// measurable reports whether the connections made the RSS grow enough:
+// otherwise the growth, even its sign, is noise.
+func (f rssFigure) measurable() bool {
+	return f.conns > 0 && f.after-f.before >= f.threshold()
+}
+
+func (f rssFigure) perConn() float64 { return float64(f.after-f.before) / float64(f.conns) }
+
+// sampleRSS reads pid's RSS every interval over d (at least once).
+func sampleRSS(ctx context.Context, pid int, d, interval time.Duration) ([]int64, error) {
+	interval = max(interval, 100*time.Millisecond)
+	var samples []int64
+	for end := time.Now().Add(d); ; {
+		rss, err := rssBytes(pid)
+		if err != nil {
+			return nil, err
+		}
+		samples = append(samples, rss)
+		if time.Now().Add(interval).After(end) {
+			return samples, nil
+		}
+		if err := sleepCtx(ctx, interval); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// serverPID is the process a bench measures: --pid, or the node the
+// configuration names, found as stop finds it. from says which.
+//
+// benchServer is serverPID for a bench whose server figures are extras:
+// it says which process it measures, or why none, and returns 0 then.
+func benchServer(c *call) int {
+	pid, from, err := serverPID(c)
+	if err != nil {
+		fmt.Fprintln(c.out, "server CPU          not measured:", err)
+		return 0
+	}
+	fmt.Fprintf(c.out, "server              pid %d (%s)\n", pid, from)
+	return pid
+}
+
+func serverPID(c *call) (pid int, from string, err error) {
+	if pid := c.Int("pid"); pid != 0 {
+		return pid, "--pid", nil
+	}
+	n, err := findNode(c)
+	if err != nil {
+		return 0, "", fmt.Errorf("--pid not given, and the configuration names no running node: %w", err)
+	}
+	if n.missing != "" {
+		return n.pid, fmt.Sprintf("the node answering at %s: %s", n.cfg.HTTP.Address, n.missing), nil
+	}
+	return n.pid, "from " + n.cfg.PIDFile, nil
 }

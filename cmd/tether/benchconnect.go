@@ -9,118 +9,99 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"tether/auth"
 	"tether/client"
 )
 
-// benchConnectCmd measures how many WebSocket connections a node takes a
-// second, plain and authenticated, in one run: clients in worker
-// processes dial, upgrade, read the welcome (and, with a token in the
-// URL, the auth ok), and close, as fast as they can. The rounds
-// alternate, so that a noisy machine slows both alike.
-func benchConnectCmd() *cobra.Command {
+// runBenchConnect measures how many WebSocket connections a node takes a
+// second, plain and authenticated, in one run (see its help in
+// commands.go).
+func runBenchConnect(c *call) error {
 	var (
-		plainURL, authURL, secret string
-		conns, procs, parallel    int
-		rounds, pid               int
+		plainURL, authURL, secret = c.String("url"), c.String("auth-url"), c.String("secret")
+		conns, procs, parallel    = c.Int("conns"), c.Int("procs"), c.Int("parallel")
+		rounds                    = c.Int("rounds")
 	)
-	cmd := &cobra.Command{
-		Use:   "connect",
-		Short: "WebSocket connects per second: a plain listener against a token listener (HS256 in the URL), in one run",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			out := cmd.OutOrStdout()
-			if secret == "" && authURL != "" {
-				return errors.New("--secret: the token listener's auth.jwt.hmac_secret")
-			}
-			per := (conns + procs - 1) / procs
-			// run measures one batch: connects a second, and the server's
-			// CPU time per connect (with --pid), which a shared machine's
-			// noise moves much less than the rate.
-			run := func(url, secret string) (rate, cpu float64, err error) {
-				args := []string{"connect", "--url", url, "--conns", strconv.Itoa(per), "--parallel", strconv.Itoa(parallel)}
-				if secret != "" {
-					args = append(args, "--secret", secret)
-				}
-				w, err := startWorkers(procs, args...)
-				if err != nil {
-					return 0, 0, err
-				}
-				var before float64
-				if pid != 0 {
-					if before, err = cpuSeconds(pid); err != nil {
-						return 0, 0, err
-					}
-				}
-				defer w.stop()
-				ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Minute)
-				defer cancel()
-				// Each worker reports its window (after minting its tokens):
-				// the rate is every connect over the union of the windows.
-				reports, err := w.waitAll(ctx, "result")
-				if err != nil {
-					return 0, 0, err
-				}
-				var first, last int64
-				total := 0
-				for _, r := range reports {
-					total += r.Conns
-					if first == 0 || r.Started < first {
-						first = r.Started
-					}
-					last = max(last, r.LastRecv)
-				}
-				if pid != 0 {
-					after, err := cpuSeconds(pid)
-					if err != nil {
-						return 0, 0, err
-					}
-					cpu = (after - before) / float64(total) * 1e6
-				}
-				return float64(total) / time.Duration(last-first).Seconds(), cpu, nil
-			}
-			var plain, authed, plainCPU, authCPU []float64
-			for i := range rounds {
-				p, pc, err := run(plainURL, "")
-				if err != nil {
-					return fmt.Errorf("plain: %w", err)
-				}
-				plain, plainCPU = append(plain, p), append(plainCPU, pc)
-				line := fmt.Sprintf("round %d: plain %6.0f connects/s %5.1f µs CPU each", i+1, p, pc)
-				if authURL != "" {
-					a, ac, err := run(authURL, secret)
-					if err != nil {
-						return fmt.Errorf("token: %w", err)
-					}
-					authed, authCPU = append(authed, a), append(authCPU, ac)
-					line += fmt.Sprintf("   token %6.0f connects/s %5.1f µs CPU each", a, ac)
-				}
-				fmt.Fprintln(out, line)
-			}
-			fmt.Fprintf(out, "plain  %s connects/s, server CPU %s µs per connect (%d connections, %d processes x %d at once, %d rounds)\n",
-				spread(plain), spreadf(plainCPU, "%.1f"), conns, procs, parallel, rounds)
-			if len(authed) > 0 {
-				fmt.Fprintf(out, "token  %s connects/s, server CPU %s µs per connect: upgrade + HS256 token in the URL + its ok\n", spread(authed), spreadf(authCPU, "%.1f"))
-				rates, cpus := make([]float64, len(authed)), make([]float64, len(authed))
-				for i := range authed {
-					rates[i], cpus[i] = authed[i]/plain[i], authCPU[i]/plainCPU[i]
-				}
-				fmt.Fprintf(out, "token/plain per round: connects/s %s, CPU per connect %s\n", spreadf(rates, "%.2f"), spreadf(cpus, "%.2f"))
-			}
-			return nil
-		},
+	out := c.out
+	if secret == "" && authURL != "" {
+		return errors.New("--secret: the token listener's auth.jwt.hmac_secret")
 	}
-	cmd.Flags().StringVar(&plainURL, "url", "ws://127.0.0.1:9502/ws", "a WebSocket listener without authentication")
-	cmd.Flags().StringVar(&authURL, "auth-url", "", "a WebSocket listener with auth.mode token on the same node")
-	cmd.Flags().StringVar(&secret, "secret", "", "the token listener's hmac_secret (tokens are minted per connection)")
-	cmd.Flags().IntVar(&conns, "conns", 20000, "connections per measurement, in all")
-	cmd.Flags().IntVar(&procs, "procs", 2, "worker processes")
-	cmd.Flags().IntVar(&parallel, "parallel", 32, "connects in flight per worker")
-	cmd.Flags().IntVar(&rounds, "rounds", 3, "rounds of plain then token")
-	cmd.Flags().IntVar(&pid, "pid", 0, "the server's process id: report its CPU time per connect too")
-	return cmd
+	pid := benchServer(c)
+	per := (conns + procs - 1) / procs
+	// run measures one batch: connects a second, and the server's
+	// CPU time per connect (with --pid), which a shared machine's
+	// noise moves much less than the rate.
+	run := func(url, secret string) (rate, cpu float64, err error) {
+		args := []string{"connect", "--url", url, "--conns", strconv.Itoa(per), "--parallel", strconv.Itoa(parallel)}
+		if secret != "" {
+			args = append(args, "--secret", secret)
+		}
+		w, err := startWorkers(procs, args...)
+		if err != nil {
+			return 0, 0, err
+		}
+		var before float64
+		if pid != 0 {
+			if before, err = cpuSeconds(pid); err != nil {
+				return 0, 0, err
+			}
+		}
+		defer w.stop()
+		ctx, cancel := context.WithTimeout(c.ctx(), 5*time.Minute)
+		defer cancel()
+		// Each worker reports its window (after minting its tokens):
+		// the rate is every connect over the union of the windows.
+		reports, err := w.waitAll(ctx, "result")
+		if err != nil {
+			return 0, 0, err
+		}
+		var first, last int64
+		total := 0
+		for _, r := range reports {
+			total += r.Conns
+			if first == 0 || r.Started < first {
+				first = r.Started
+			}
+			last = max(last, r.LastRecv)
+		}
+		if pid != 0 {
+			after, err := cpuSeconds(pid)
+			if err != nil {
+				return 0, 0, err
+			}
+			cpu = (after - before) / float64(total) * 1e6
+		}
+		return float64(total) / time.Duration(last-first).Seconds(), cpu, nil
+	}
+	var plain, authed, plainCPU, authCPU []float64
+	for i := range rounds {
+		p, pc, err := run(plainURL, "")
+		if err != nil {
+			return fmt.Errorf("plain: %w", err)
+		}
+		plain, plainCPU = append(plain, p), append(plainCPU, pc)
+		line := fmt.Sprintf("round %d: plain %6.0f connects/s %5.1f µs CPU each", i+1, p, pc)
+		if authURL != "" {
+			a, ac, err := run(authURL, secret)
+			if err != nil {
+				return fmt.Errorf("token: %w", err)
+			}
+			authed, authCPU = append(authed, a), append(authCPU, ac)
+			line += fmt.Sprintf("   token %6.0f connects/s %5.1f µs CPU each", a, ac)
+		}
+		fmt.Fprintln(out, line)
+	}
+	fmt.Fprintf(out, "plain  %s connects/s, server CPU %s µs per connect (%d connections, %d processes x %d at once, %d rounds)\n",
+		spread(plain), spreadf(plainCPU, "%.1f"), conns, procs, parallel, rounds)
+	if len(authed) > 0 {
+		fmt.Fprintf(out, "token  %s connects/s, server CPU %s µs per connect: upgrade + HS256 token in the URL + its ok\n", spread(authed), spreadf(authCPU, "%.1f"))
+		rates, cpus := make([]float64, len(authed)), make([]float64, len(authed))
+		for i := range authed {
+			rates[i], cpus[i] = authed[i]/plain[i], authCPU[i]/plainCPU[i]
+		}
+		fmt.Fprintf(out, "token/plain per round: connects/s %s, CPU per connect %s\n", spreadf(rates, "%.2f"), spreadf(cpus, "%.2f"))
+	}
+	return nil
 }
 
 // spread writes the lowest and highest of xs: "7120-7480".
@@ -134,63 +115,52 @@ func spreadf(xs []float64, format string) string {
 	return fmt.Sprintf(format+"-"+format, lo, hi)
 }
 
-// connectWorkerCmd connects and closes conns clients, parallel at once,
+// runConnectWorker connects and closes conns clients, parallel at once,
 // each from its own source address, and reports the window it took.
-func connectWorkerCmd() *cobra.Command {
+func runConnectWorker(c *call) error {
 	var (
-		url, secret             string
-		conns, parallel, worker int
+		url, secret             = c.String("url"), c.String("secret")
+		conns, parallel, worker = c.Int("conns"), c.Int("parallel"), c.Int("worker")
 	)
-	cmd := &cobra.Command{
-		Use: "connect",
-		RunE: func(*cobra.Command, []string) error {
-			tokens := make([]string, conns)
-			if secret != "" {
-				for i := range tokens {
-					t, err := auth.Mint([]byte(secret), &auth.Identity{User: fmt.Sprintf("u%d-%d", worker, i), Name: "bench"}, time.Hour)
-					if err != nil {
-						return fail(worker, err)
-					}
-					tokens[i] = t
+	tokens := make([]string, conns)
+	if secret != "" {
+		for i := range tokens {
+			t, err := auth.Mint([]byte(secret), &auth.Identity{User: fmt.Sprintf("u%d-%d", worker, i), Name: "bench"}, time.Hour)
+			if err != nil {
+				return fail(worker, err)
+			}
+			tokens[i] = t
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var next atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= conns {
+					return
+				}
+				if err := connectOnce(ctx, url, tokens[i], worker, i); err != nil {
+					errOnce.Do(func() { firstErr = fmt.Errorf("connection %d: %w", i, err) })
+					return
 				}
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			var next atomic.Int64
-			var firstErr error
-			var errOnce sync.Once
-			var wg sync.WaitGroup
-			start := time.Now()
-			for range parallel {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						i := int(next.Add(1)) - 1
-						if i >= conns {
-							return
-						}
-						if err := connectOnce(ctx, url, tokens[i], worker, i); err != nil {
-							errOnce.Do(func() { firstErr = fmt.Errorf("connection %d: %w", i, err) })
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			if firstErr != nil {
-				return fail(worker, firstErr)
-			}
-			report(workerReport{Worker: worker, Event: "result", Conns: conns, Started: start.UnixNano(), LastRecv: time.Now().UnixNano()})
-			return nil
-		},
+		}()
 	}
-	cmd.Flags().StringVar(&url, "url", "", "")
-	cmd.Flags().StringVar(&secret, "secret", "", "")
-	cmd.Flags().IntVar(&conns, "conns", 0, "")
-	cmd.Flags().IntVar(&parallel, "parallel", 32, "")
-	cmd.Flags().IntVar(&worker, "worker", 0, "")
-	return cmd
+	wg.Wait()
+	if firstErr != nil {
+		return fail(worker, firstErr)
+	}
+	report(workerReport{Worker: worker, Event: "result", Conns: conns, Started: start.UnixNano(), LastRecv: time.Now().UnixNano()})
+	return nil
 }
 
 // connectOnce opens one connection, waits until it is usable (the

@@ -12,10 +12,9 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
-	"github.com/spf13/cobra"
 )
 
-// benchFloorCmd runs the floor of the room bench: a bare WebSocket server
+// runBenchFloor runs the floor of the room bench: a bare WebSocket server
 // with one room, written as simply as a fan-out can be. It speaks just
 // enough of the chat protocol for the bench's clients (welcome, join and
 // its ok, send) and delivers each message by encoding its frame once and
@@ -23,32 +22,21 @@ import (
 // goroutine. No actors, no queues, no batching: what tether costs above
 // it is tether's own doing. `tether bench room --floor` starts it in a
 // process of its own, so that its CPU is measured apart from the clients'.
-func benchFloorCmd() *cobra.Command {
-	var addr string
-	cmd := &cobra.Command{
-		Use:    "floor",
-		Short:  "the bare fan-out server the room bench compares tether with",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				return err
-			}
-			// The parent reads the address from the first line.
-			fmt.Println("ws://" + ln.Addr().String() + "/ws")
-			f := &floor{members: map[*floorConn]bool{}}
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return err
-				}
-				go f.serve(c)
-			}
-		},
+func runBenchFloor(c *call) error {
+	ln, err := net.Listen("tcp", c.String("addr"))
+	if err != nil {
+		return err
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:0", "where to listen")
-	return cmd
+	// The parent reads the address from the first line.
+	fmt.Println("ws://" + ln.Addr().String() + "/ws")
+	f := &floor{members: map[*floorConn]bool{}}
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go f.serve(nc)
+	}
 }
 
 type floor struct {

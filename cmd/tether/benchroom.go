@@ -20,56 +20,22 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
-	"github.com/spf13/cobra"
 
 	"tether/client"
 )
 
-// benchRoomCmd measures one room's fan-out: members WebSocket clients in
-// worker processes join one room; the parent sends messages at a fixed
-// rate, each carrying its send time; every worker records, per message,
-// when its last member had it. The figure per message is the time from
-// send until the last member of the whole room had it. With --pid it also
-// reports the server's CPU time per delivery (from /proc/PID/stat).
-//
-// With --floor it first runs the same clients and the same scenario
-// against a bare fan-out server (benchFloorCmd) in a process of its own,
-// and reports every figure as a ratio to that floor: these machines are
-// shared and noisy, so only a ratio measured in the same run means much.
-//
-// With --history-room (a room of a namespace with history, kept at least
-// --messages long) it then runs the same scenario in that room, and
-// reports the latency its history adds (its messages are stored in
-// JetStream before any member gets them) against the plain room measured
-// in the same run, and the time a client that missed every message of the
-// run takes to get them all back (a join with since).
-//
-// With several --url (nodes of one cluster) the workers are spread over
-// them and the figures come per node: the sender's node shows local
-// delivery, the others delivery across NATS, in the same run.
-func benchRoomCmd() *cobra.Command {
-	var o roomBench
-	cmd := &cobra.Command{
-		Use:   "room",
-		Short: "fan-out latency, throughput and CPU per delivery of one room of many WebSocket members",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.run(cmd.Context(), cmd.OutOrStdout())
-		},
+// runBenchRoom measures one room's fan-out (see its help in commands.go):
+// members WebSocket clients in worker processes join one room; the parent
+// sends messages at a fixed rate, each carrying its send time; every
+// worker records, per message, when its last member had it.
+func runBenchRoom(c *call) error {
+	o := roomBench{
+		url: c.String("url"), sendURL: c.String("send-url"), room: c.String("room"),
+		historyRoom: c.String("history-room"), pid: benchServer(c), floor: c.Bool("floor"),
+		members: c.Int("members"), procs: c.Int("procs"),
+		messages: c.Int("messages"), rate: c.Int("rate"), size: c.Int("size"),
 	}
-	f := cmd.Flags()
-	f.StringVar(&o.url, "url", "ws://127.0.0.1:9502/ws", "WebSocket listener(s), comma separated: the workers are spread over them")
-	f.StringVar(&o.sendURL, "send-url", "", "where the sender connects (default the first --url)")
-	f.IntVar(&o.pid, "pid", 0, "the server's process id: report its CPU time per delivery")
-	f.BoolVar(&o.floor, "floor", false, "also run against a bare fan-out server, and report ratios to it")
-	f.IntVar(&o.members, "members", 10000, "members in the room")
-	f.IntVar(&o.procs, "procs", 4, "worker processes holding the members")
-	f.IntVar(&o.messages, "messages", 500, "messages to send")
-	f.IntVar(&o.rate, "rate", 50, "messages per second")
-	f.IntVar(&o.size, "size", 128, "bytes of data per message")
-	f.StringVar(&o.room, "room", "bench", "room name")
-	f.StringVar(&o.historyRoom, "history-room", "", "also run in this room with history (its namespace keeps at least --messages), and time the replay of the run's messages")
-	return cmd
+	return o.run(c.ctx(), c.out)
 }
 
 type roomBench struct {
@@ -129,8 +95,12 @@ func (o *roomBench) run(ctx context.Context, out io.Writer) error {
 	o.print(out, res)
 	if floor != nil {
 		fmt.Fprintln(out)
-		fmt.Fprintf(out, "tether / floor      CPU per delivery %.2fx, send to last member p50 %.2fx, p99 %.2fx\n",
-			res.cpuPerDelivery()/floor.cpuPerDelivery(), res.latency(0.50)/floor.latency(0.50), res.latency(0.99)/floor.latency(0.99))
+		cpu := "unknown (no server pid)"
+		if res.cpu >= 0 {
+			cpu = fmt.Sprintf("%.2fx", res.cpuPerDelivery()/floor.cpuPerDelivery())
+		}
+		fmt.Fprintf(out, "tether / floor      CPU per delivery %s, send to last member p50 %.2fx, p99 %.2fx\n",
+			cpu, res.latency(0.50)/floor.latency(0.50), res.latency(0.99)/floor.latency(0.99))
 	}
 	if res.delivered != o.members*o.messages {
 		return fmt.Errorf("%d deliveries missing", o.members*o.messages-res.delivered)
@@ -351,40 +321,29 @@ func percentile(sorted []float64, p float64) float64 {
 	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
-// roomWorkerCmd holds members of the room bench.
-func roomWorkerCmd() *cobra.Command {
+// runRoomWorker holds members of the room bench.
+func runRoomWorker(c *call) error {
 	var (
-		url, room         string
-		members, messages int
-		worker            int
+		room              = c.String("room")
+		members, messages = c.Int("members"), c.Int("messages")
+		worker            = c.Int("worker")
+		urls              = strings.Split(c.String("url"), ",")
+		url               = urls[worker%len(urls)] // the workers are spread over the nodes
 	)
-	cmd := &cobra.Command{
-		Use: "room",
-		RunE: func(*cobra.Command, []string) error {
-			urls := strings.Split(url, ",")
-			url := urls[worker%len(urls)] // the workers are spread over the nodes
-			rec := newRecorder(messages)
-			var done sync.WaitGroup
-			for i := range members {
-				c, r, err := joinMember(url, room, worker, i)
-				if err != nil {
-					return fail(worker, fmt.Errorf("member %d: %w", i, err))
-				}
-				done.Add(1)
-				go func() { defer done.Done(); rec.member(c, r) }()
-			}
-			report(workerReport{Worker: worker, Event: "connected", Conns: members})
-			done.Wait()
-			report(workerReport{Worker: worker, Event: "result", URL: url, Latencies: rec.latencies(), Received: int(rec.received.Load()), LastRecv: rec.lastRecv.Load()})
-			select {} // until the parent kills us
-		},
+	rec := newRecorder(messages)
+	var done sync.WaitGroup
+	for i := range members {
+		nc, r, err := joinMember(url, room, worker, i)
+		if err != nil {
+			return fail(worker, fmt.Errorf("member %d: %w", i, err))
+		}
+		done.Add(1)
+		go func() { defer done.Done(); rec.member(nc, r) }()
 	}
-	cmd.Flags().StringVar(&url, "url", "", "")
-	cmd.Flags().StringVar(&room, "room", "", "")
-	cmd.Flags().IntVar(&members, "members", 0, "")
-	cmd.Flags().IntVar(&messages, "messages", 0, "")
-	cmd.Flags().IntVar(&worker, "worker", 0, "")
-	return cmd
+	report(workerReport{Worker: worker, Event: "connected", Conns: members})
+	done.Wait()
+	report(workerReport{Worker: worker, Event: "result", URL: url, Latencies: rec.latencies(), Received: int(rec.received.Load()), LastRecv: rec.lastRecv.Load()})
+	select {} // until the parent kills us
 }
 
 // joinMember connects one member from its own source address and joins.

@@ -13,18 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"tether/client"
 )
-
-// benchWorkerCmd is the hidden command a bench parent runs in each worker
-// process.
-func benchWorkerCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "worker", Hidden: true}
-	cmd.AddCommand(idleWorkerCmd(), roomWorkerCmd(), connectWorkerCmd())
-	return cmd
-}
 
 // report prints one JSON line for the parent; stdout is used by nothing
 // else in a worker.
@@ -84,44 +74,32 @@ func benchTLS(ca string) (*tls.Config, error) {
 	return &tls.Config{RootCAs: roots}, nil
 }
 
-func idleWorkerCmd() *cobra.Command {
+// runIdleWorker holds idle clients for bench idle.
+func runIdleWorker(c *call) error {
 	var (
-		addr      string
-		ca        string
-		conns     int
-		worker    int
-		heartbeat time.Duration
+		addr, ca      = c.String("addr"), c.String("ca")
+		conns, worker = c.Int("conns"), c.Int("worker")
+		heartbeat     = c.Duration("heartbeat")
 	)
-	cmd := &cobra.Command{
-		Use: "idle",
-		RunE: func(*cobra.Command, []string) error {
-			tlsConfig, err := benchTLS(ca)
-			if err != nil {
-				return fail(worker, err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			clients := make([]*client.Client, conns)
-			for i := range clients {
-				c, err := dialClient(ctx, addr, tlsConfig, worker, i)
-				if err != nil {
-					return fail(worker, fmt.Errorf("connection %d: %w", i, err))
-				}
-				clients[i] = c
-			}
-			for _, c := range clients {
-				go idleClient(c, heartbeat)
-			}
-			report(workerReport{Worker: worker, Event: "connected", Conns: len(clients)})
-			select {} // until the parent kills us
-		},
+	tlsConfig, err := benchTLS(ca)
+	if err != nil {
+		return fail(worker, err)
 	}
-	cmd.Flags().StringVar(&addr, "addr", "", "")
-	cmd.Flags().StringVar(&ca, "ca", "", "")
-	cmd.Flags().IntVar(&conns, "conns", 0, "")
-	cmd.Flags().IntVar(&worker, "worker", 0, "")
-	cmd.Flags().DurationVar(&heartbeat, "heartbeat", 20*time.Second, "")
-	return cmd
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	clients := make([]*client.Client, conns)
+	for i := range clients {
+		cl, err := dialClient(ctx, addr, tlsConfig, worker, i)
+		if err != nil {
+			return fail(worker, fmt.Errorf("connection %d: %w", i, err))
+		}
+		clients[i] = cl
+	}
+	for _, cl := range clients {
+		go idleClient(cl, heartbeat)
+	}
+	report(workerReport{Worker: worker, Event: "connected", Conns: len(clients)})
+	select {} // until the parent kills us
 }
 
 // idleClient pings every interval (first at a random offset, so that the

@@ -1,7 +1,7 @@
 // Command tether is the tether node and its control tool: `tether serve`
 // runs a node; stop, reload and status find it by its pid file; push,
 // conn, rooms and nodes talk to a cluster through the admin API; bench
-// generates load.
+// generates load. Every command is declared in commands.go.
 package main
 
 import (
@@ -9,9 +9,6 @@ import (
 	"os"
 	"runtime"
 
-	"github.com/spf13/cobra"
-
-	"tether/config"
 	"tether/internal/buildinfo"
 )
 
@@ -21,38 +18,8 @@ var version string
 
 func init() { version = buildinfo.Get(version).String() }
 
-// configFlags are the flags every command that reads the configuration
-// shares: the file, and --set overrides.
-type configFlags struct {
-	file string
-	sets []string
-}
-
-func (f *configFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVarP(&f.file, "config", "c", "", "configuration file (default $TETHER_CONFIG; none: built-in defaults)")
-	cmd.Flags().StringArrayVar(&f.sets, "set", nil, "override one key, e.g. --set log.level=debug (repeatable)")
-}
-
-// load reads the configuration: defaults, file, TETHER_* environment,
-// --set flags.
-func (f *configFlags) load() (*config.Config, error) {
-	file := f.file
-	if file == "" {
-		file = os.Getenv(config.EnvPrefix + "CONFIG")
-	}
-	return config.Load(file, os.Environ(), f.sets)
-}
-
 func main() {
-	root := &cobra.Command{
-		Use:           "tether",
-		Short:         "tether holds many TCP and WebSocket connections open and fans messages out to rooms",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(serveCmd(), stopCmd(), reloadCmd(), statusCmd(), versionCmd(),
-		pushCmd(), connCmd(), roomsCmd(), nodesCmd(), tokenCmd(), benchCmd())
-	if err := root.Execute(); err != nil {
+	if err := rootCommand().Execute(); err != nil {
 		if code, ok := err.(exitCode); ok {
 			os.Exit(int(code)) // the command already said why
 		}
@@ -67,13 +34,7 @@ type exitCode int
 
 func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
-func versionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "print the version",
-		Args:  cobra.NoArgs,
-		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "tether %s %s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		},
-	}
+func runVersion(c *call) error {
+	fmt.Fprintf(c.out, "tether %s %s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return nil
 }

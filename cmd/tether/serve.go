@@ -9,8 +9,6 @@ import (
 	"runtime/debug"
 	"syscall"
 
-	"github.com/spf13/cobra"
-
 	"tether/actors/node"
 )
 
@@ -18,61 +16,50 @@ import (
 // GOGC is not set.
 const serveGCPercent = 50
 
-func serveCmd() *cobra.Command {
-	var cf configFlags
-	cmd := &cobra.Command{
-		Use:   "serve",
-		Short: "run a node (with the embedded NATS unless nats.url is set)",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			cfg, err := cf.load()
-			if err != nil {
-				return err
-			}
-			log := newLogger(cfg.Log, os.Stderr)
-			// A node's heap is mostly its idle connections, long-lived and
-			// small: GOGC=50 keeps its size at 1.5x what is live instead
-			// of 2x (a quarter less memory per idle connection), for
-			// collections that cost little, as the delivery path
-			// allocates per message, not per delivery. GOGC in the
-			// environment still decides.
-			if os.Getenv("GOGC") == "" {
-				debug.SetGCPercent(serveGCPercent)
-			}
-			if err := writePIDFile(cfg.PIDFile); err != nil {
-				return err
-			}
-			defer removePIDFile(cfg.PIDFile)
-
-			// Listen for signals before the node starts so that an early
-			// SIGTERM is not lost.
-			sigs := make(chan os.Signal, 1)
-			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-
-			n, err := node.Start(node.Options{Config: cfg, Log: log, Version: version})
-			if err != nil {
-				return err
-			}
-			for sig := range sigs {
-				if sig == syscall.SIGHUP {
-					newCfg, err := cf.load()
-					if err != nil {
-						log.Error().Err(err).Msg("reload: configuration rejected; keeping the running one")
-						continue
-					}
-					n.Reload(newCfg)
-					continue
-				}
-				log.Info().Str("signal", sig.String()).Msg("stopping")
-				break
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), n.Config().ShutdownTimeout.D())
-			defer cancel()
-			return n.Shutdown(ctx)
-		},
+func runServe(c *call) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
 	}
-	cf.register(cmd)
-	return cmd
+	log := newLogger(cfg.Log, os.Stderr)
+	// A node's heap is mostly its idle connections, long-lived and
+	// small: GOGC=50 keeps its size at 1.5x what is live instead of 2x
+	// (a quarter less memory per idle connection), for collections that
+	// cost little, as the delivery path allocates per message, not per
+	// delivery. GOGC in the environment still decides.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(serveGCPercent)
+	}
+	if err := writePIDFile(cfg.PIDFile); err != nil {
+		return err
+	}
+	defer removePIDFile(cfg.PIDFile)
+
+	// Listen for signals before the node starts so that an early SIGTERM
+	// is not lost.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+
+	n, err := node.Start(node.Options{Config: cfg, Log: log, Version: version})
+	if err != nil {
+		return err
+	}
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			newCfg, err := c.config()
+			if err != nil {
+				log.Error().Err(err).Msg("reload: configuration rejected; keeping the running one")
+				continue
+			}
+			n.Reload(newCfg)
+			continue
+		}
+		log.Info().Str("signal", sig.String()).Msg("stopping")
+		break
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.Config().ShutdownTimeout.D())
+	defer cancel()
+	return n.Shutdown(ctx)
 }
 
 // writePIDFile records this process, refusing to start over a live node.
