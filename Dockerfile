@@ -31,6 +31,10 @@ COPY --from=build --chown=65532:65532 /out/var/lib/tether /var/lib/tether
 # nonroot: uid and gid 65532.
 USER 65532:65532
 WORKDIR /var/lib/tether
+# Where serve writes its pid and status (the healthcheck) reads it: a
+# relative pid_file would be beside the configuration file, in a
+# directory this user may not write (/etc/tether).
+ENV TETHER_PID_FILE=/var/lib/tether/tether.pid
 # The rooms' history (nats.embedded.store_dir, tether-data/ here).
 VOLUME /var/lib/tether
 # 9501 TCP clients, 9502 WebSocket clients and the chat page. The admin
