@@ -2,9 +2,10 @@
 // given at build time with -ldflags, or else what the Go toolchain
 // recorded in the binary (runtime/debug.ReadBuildInfo): the module's
 // version under `go install tether/cmd/tether@v1.2.3`, and the VCS
-// revision, and whether the tree had changes, under `go build` or `go
-// run` in a git checkout (Go records those from a checkout whose .git is
-// a directory, unless -buildvcs=false).
+// revision, and whether the tree had changes, under `go build` in a git
+// checkout. Go records those only where .git is a directory (not in a
+// git worktree), not with -buildvcs=false, and under `go run` only with
+// -buildvcs=true.
 package buildinfo
 
 import (
