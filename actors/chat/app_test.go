@@ -1,0 +1,381 @@
+package chat
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"tether/actors/cluster"
+	"tether/actors/conn"
+	"tether/actors/listener"
+	"tether/actors/room"
+	"tether/auth"
+	"tether/client"
+	"tether/config"
+	"tether/test/check"
+	"tether/transport"
+)
+
+// These tests run chat as a node does: a TCP listener whose connections
+// run it, with the rooms manager, the cluster bridge and a nats-server in
+// process, wired as actors/node wires them. The test's clients speak the
+// protocol over loopback with tether's Go client; where another node
+// must answer, the test plays it on NATS. Each test guards one promise of
+// app.go or auth.go.
+
+// node is one node's chat listener and what the test needs of the rest.
+type node struct {
+	addr     string
+	registry *conn.Registry
+	peer     *nats.Conn // a client of the node's NATS, for the test to play another node
+}
+
+// start runs chat with au (nil: no authentication) on a node named "n"
+// whose connections may join two rooms each; rooms may join only with a
+// token in namespace "staff".
+func start(t *testing.T, au *auth.Listener) *node {
+	t.Helper()
+	natsCfg := config.Default().NATS
+	natsCfg.Embedded.Port = -1
+	natsCfg = transport.EmbeddedCredentials(natsCfg)
+	ns, err := transport.StartEmbeddedNATS(natsCfg, false, "n", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := transport.ConnectNATS(ns.ClientURL(), "n", natsCfg, transport.NATSAuth(natsCfg), zerolog.Nop(), transport.NATSEvents{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	peer, err := nats.Connect(ns.ClientURL(), transport.NATSAuth(natsCfg)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(peer.Close)
+	rooms := config.Default().Rooms
+	staff := config.Namespace{Prefix: "staff", RoomOptions: config.DefaultRoomOptions()}
+	staff.Join = config.JoinToken
+	rooms.Namespaces = append(rooms.Namespaces, staff)
+
+	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }))
+	t.Cleanup(system.Shutdown)
+	metrics := transport.NewMetrics()
+	bus := cluster.NewBus("n", "tether", metrics)
+	bus.Attach(nc)
+	registry := conn.NewRegistry()
+	bridge := system.Root.Spawn(cluster.NewBridge(cluster.BridgeOptions{
+		Bus: bus, Registry: registry, HeartbeatInterval: time.Second, DeadAfter: 5 * time.Second, Log: zerolog.Nop(),
+	}))
+	manager := system.Root.Spawn(room.NewManager(&room.Deps{
+		Node: "n", Registry: registry, Metrics: metrics, Log: zerolog.Nop(), AnnounceLimit: 100,
+		PresenceInterval: time.Second, Bridge: bridge, Cluster: bus, ResyncWindow: time.Second, Backlog: 1000, Rooms: &rooms,
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := config.DefaultListener(config.ProtocolTCP)
+	lc.Name = "tcp"
+	l, err := listener.New(listener.Options{
+		System: system, Config: lc, Listener: ln, Sockets: transport.NewNodeSockets(100), Node: "n",
+		Registry: registry, Budget: conn.NewBudget(1<<20, metrics.PartialBytes), Metrics: metrics, Log: zerolog.Nop(),
+		NewApp: New(&Deps{Rooms: manager, Registry: registry, MaxRooms: 2, Bus: bus, Options: &rooms}, au),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return l }))
+	t.Cleanup(func() { _ = system.Root.PoisonFuture(pid).Wait() }) // closes the socket and every connection
+	return &node{addr: ln.Addr().String(), registry: registry, peer: peer}
+}
+
+// dial connects a client and reads its welcome.
+func (n *node) dial(t *testing.T) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := client.DialTCP(ctx, n.addr, client.TCPOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// closed waits for connection id to close and returns why.
+func (n *node) closed(t *testing.T, id string) conn.Reason {
+	t.Helper()
+	var reason conn.Reason
+	check.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		info, ok := n.registry.ClosedInfo(id)
+		if !ok {
+			return errors.New(id + " is still open")
+		}
+		reason = info.Reason
+		return nil
+	})
+	return reason
+}
+
+// open fails the test if connection id closes within d.
+func (n *node) open(t *testing.T, id string, d time.Duration) {
+	t.Helper()
+	check.Never(t, d, 10*time.Millisecond, func() error {
+		if info, ok := n.registry.ClosedInfo(id); ok {
+			return fmt.Errorf("%s closed: %s", id, info.Reason)
+		}
+		return nil
+	})
+}
+
+// write sends the requests, each one frame, in one write: the connection
+// reads them together and handles them one after the other.
+func write(t *testing.T, c *client.Client, requests ...string) {
+	t.Helper()
+	var b []byte
+	for _, r := range requests {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(r)))
+		b = append(b, r...)
+	}
+	if _, err := c.Conn().Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recv returns the client's next event.
+func recv(t *testing.T, c *client.Client) *client.Event {
+	t.Helper()
+	_ = c.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+	ev, err := c.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// answer says what an event answers: "<id> ok", "<id> error <code>", or
+// its op for an event with no id.
+func answer(ev *client.Event) string {
+	s := ev.Op
+	if ev.Op == "error" {
+		s += " " + ev.Code
+	}
+	if ev.ID != nil {
+		s = string(ev.ID) + " " + s
+	}
+	return s
+}
+
+// TestWelcome guards Opened: the first frame is the welcome, with the
+// connection's id (the one the node registered), the node, the
+// listener's heartbeat rules, and no auth on a listener without it.
+func TestWelcome(t *testing.T) {
+	n := start(t, nil)
+	c := n.dial(t)
+	w := c.Welcome
+	if n.registry.Get(w.Conn) == nil || w.Node != "n" || w.Auth != "" {
+		t.Fatalf("welcome %+v: want a registered connection of node n, no auth", w)
+	}
+	want := client.Heartbeat{IdleTimeoutMS: 60000, PingNotResponseLimit: 2} // DefaultListener's, TCP: no pings
+	if w.Heartbeat == nil || *w.Heartbeat != want {
+		t.Fatalf("welcome heartbeat %+v, want %+v", w.Heartbeat, want)
+	}
+}
+
+// TestBadRequestsAreAnsweredAndTheConnectionStays guards Frame: a
+// request it cannot take is answered with an error (with its id when it
+// has one) and never closes the connection.
+func TestBadRequestsAreAnsweredAndTheConnectionStays(t *testing.T) {
+	n := start(t, nil)
+	c := n.dial(t)
+	write(t, c,
+		`not json`,
+		`{"op":"dance","id":2}`,
+		`{"op":"join","id":3}`,
+		`{"op":"send","id":4,"room":"lobby","data":1}`,
+		`{"op":"leave","id":5,"room":"lobby"}`,
+		`{"op":"auth","id":6,"token":"x"}`,
+		`{"op":"refresh","id":7,"token":"x"}`,
+		`{"op":"join","id":8,"room":"a"}`,
+		`{"op":"join","id":9,"room":"b"}`,
+		`{"op":"join","id":10,"room":"c"}`,
+		`{"op":"join","id":11,"room":"a","name":"again"}`, // in a already: not a third room
+		`{"op":"whisper","id":12,"to":"n.gone","data":1}`,
+		`{"op":"ping","id":13}`,
+	)
+	want := []string{
+		"error bad_request", "2 error unknown_op", "3 error bad_request", "4 error not_in_room",
+		"5 error not_in_room", "6 error bad_request", "7 error bad_request", "8 ok", "9 ok",
+		"10 error too_many_rooms", "11 ok", "12 error not_found", "13 pong",
+	}
+	var got []string
+	for len(got) < len(want) {
+		got = append(got, answer(recv(t, c)))
+	}
+	// The joins' oks come from the rooms, the rest from the connection:
+	// their order is each one's own.
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("answers %q, want %q", got, want)
+	}
+	n.open(t, c.ID(), 100*time.Millisecond)
+}
+
+// TestSendsWaitForTheirJoin guards joined.early: sends made before the
+// join is answered (in the same write even) wait for it and go to the
+// room in order; when the join fails, or the room is left before it is
+// done, they are answered not_in_room.
+func TestSendsWaitForTheirJoin(t *testing.T) {
+	n := start(t, nil)
+	c := n.dial(t)
+	write(t, c,
+		`{"op":"join","id":1,"room":"lobby"}`,
+		`{"op":"send","id":2,"room":"lobby","data":2,"echo":true}`,
+		`{"op":"send","id":3,"room":"lobby","data":3,"echo":true}`,
+		`{"op":"send","id":4,"room":"lobby","data":4,"echo":true}`,
+		`{"op":"join","id":5,"room":"staff:a"}`,
+		`{"op":"send","id":6,"room":"staff:a","data":6}`,
+		`{"op":"join","id":7,"room":"b"}`,
+		`{"op":"send","id":8,"room":"b","data":8}`,
+		`{"op":"leave","id":9,"room":"b"}`,
+	)
+	var oks, echoes []string
+	others := map[string]string{}
+	for len(oks) < 4 || len(echoes) < 3 || len(others) < 5 {
+		switch ev := recv(t, c); {
+		case ev.Op == "message":
+			echoes = append(echoes, string(ev.Data))
+		case slices.Contains([]string{"1", "2", "3", "4"}, string(ev.ID)):
+			oks = append(oks, answer(ev))
+		default:
+			others[string(ev.ID)] = answer(ev)
+		}
+	}
+	// The room writes the join's ok and the echoes, the connection the
+	// sends' oks: each in order, in no order between them.
+	if !slices.Equal(oks, []string{"1 ok", "2 ok", "3 ok", "4 ok"}) || !slices.Equal(echoes, []string{"2", "3", "4"}) {
+		t.Fatalf("lobby: answers %q and echoes %q; want 1 to 4 ok, and 2, 3, 4", oks, echoes)
+	}
+	for id, want := range map[string]string{"5": "5 error forbidden", "6": "6 error not_in_room", "8": "8 error not_in_room"} {
+		if others[id] != want {
+			t.Errorf("answer %q, want %q", others[id], want)
+		}
+	}
+}
+
+// TestMembersRequestsInFlightAreBounded guards MaxInFlight: members
+// requests that ask the cluster (rooms with no member here) are answered
+// up to MaxInFlight at a time; past it, busy at once.
+func TestMembersRequestsInFlightAreBounded(t *testing.T) {
+	n := start(t, nil)
+	c := n.dial(t)
+	const asks = 3 * MaxInFlight
+	var requests []string
+	for i := range asks {
+		requests = append(requests, fmt.Sprintf(`{"op":"members","id":%d,"room":"nobody-%d"}`, i, i))
+	}
+	write(t, c, requests...)
+	count := map[string]int{}
+	for range asks {
+		ev := recv(t, c)
+		count[ev.Op+" "+ev.Code]++
+	}
+	if count["members "] != MaxInFlight || count["error busy"] != asks-MaxInFlight {
+		t.Fatalf("answers %v; want %d members and the rest busy", count, MaxInFlight)
+	}
+}
+
+// TestWhispersReachTheirConnection guards whisper: to a connection of
+// this node it is delivered as a message from the sender; to another
+// node's it is asked of that node, whose refusal, or absence, is
+// not_found.
+func TestWhispersReachTheirConnection(t *testing.T) {
+	n := start(t, nil)
+	a, b := n.dial(t), n.dial(t)
+	if _, err := a.Call(client.Request{Op: "whisper", To: b.ID(), Data: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := recv(t, b); ev.Op != "message" || ev.From != a.ID() || string(ev.Data) != `"hi"` {
+		t.Fatalf("%s got %+v; want the whisper from %s", b.ID(), ev, a.ID())
+	}
+
+	// Node o knows o.here, and not o.gone.
+	sub, err := n.peer.Subscribe("tether.node.o", func(m *nats.Msg) {
+		r := nats.NewMsg(m.Reply)
+		if m.Header.Get(cluster.HeaderConn) != "o.here" {
+			r.Header.Set(cluster.HeaderReason, "not_found")
+		}
+		_ = m.RespondMsg(r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := n.peer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for to, code := range map[string]string{"o.here": "", "o.gone": "not_found", "z.nobody": "not_found"} {
+		if ev, _ := a.Call(client.Request{Op: "whisper", To: to, Data: "hi"}); ev == nil || ev.Code != code {
+			t.Errorf("whisper to %s: %+v; want code %q", to, ev, code)
+		}
+	}
+}
+
+// TestWhispersToAnotherNodeGoOneAtATime guards App.whispers: whispers to
+// other nodes' connections are asked one at a time, in the order sent
+// (two asked at once could overtake each other), and count against
+// MaxInFlight while they wait.
+func TestWhispersToAnotherNodeGoOneAtATime(t *testing.T) {
+	n := start(t, nil)
+	c := n.dial(t)
+	sub, err := n.peer.SubscribeSync("tether.node.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.peer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var requests []string
+	for i := 1; i <= MaxInFlight+1; i++ {
+		requests = append(requests, fmt.Sprintf(`{"op":"whisper","id":%d,"to":"o.x","data":%d}`, i, i))
+	}
+	write(t, c, requests...)
+	if got, want := answer(recv(t, c)), fmt.Sprintf("%d error busy", MaxInFlight+1); got != want {
+		t.Fatalf("first answer %q, want %q", got, want)
+	}
+	for i := 1; i <= MaxInFlight; i++ {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var whisper client.Event
+		if err := json.Unmarshal(m.Data, &whisper); err != nil || string(whisper.Data) != fmt.Sprint(i) || m.Header.Get(cluster.HeaderConn) != "o.x" {
+			t.Fatalf("asked %q for %s; want whisper %d to o.x", m.Data, m.Header.Get(cluster.HeaderConn), i)
+		}
+		check.Never(t, 50*time.Millisecond, 5*time.Millisecond, func() error {
+			if n, _, _ := sub.Pending(); n > 0 {
+				return fmt.Errorf("whisper %d asked before %d was answered", i+1, i)
+			}
+			return nil
+		})
+		if err := m.Respond(nil); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := answer(recv(t, c)), fmt.Sprintf("%d ok", i); got != want {
+			t.Fatalf("answer %q, want %q", got, want)
+		}
+	}
+}
