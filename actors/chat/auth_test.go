@@ -207,8 +207,9 @@ func (b *backend) asked(t *testing.T) {
 // the backend is asked, what the client sends waits (up to maxWaiting;
 // past it, busy) and is handled in order once the answer is in; a
 // refresh while one is asked is busy, and other requests go on meanwhile;
-// a refusal closes the connection unauthorized, a failing backend
-// unavailable.
+// a refresh answered for another user is refused unauthorized and
+// changes nothing; a refused auth closes the connection unauthorized, a
+// failing backend unavailable.
 func TestProxyAnswersAreTakenInOrder(t *testing.T) {
 	b := newBackend(t)
 	n := start(t, func() *auth.Listener {
@@ -253,6 +254,9 @@ func TestProxyAnswersAreTakenInOrder(t *testing.T) {
 	b.release <- struct{}{}
 	if got := answer(recv(t, c)); got != "20 ok" {
 		t.Fatalf("refresh: %q, want ok", got)
+	}
+	if ev, _ := c.Call(client.Request{Op: "refresh", Token: "allow:bob"}); ev == nil || ev.Code != "unauthorized" {
+		t.Fatalf("refresh answered for bob: %+v; want unauthorized (a refusal, not the backend failing)", ev)
 	}
 	n.open(t, c.ID(), 50*time.Millisecond)
 
