@@ -14,6 +14,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"tether/actors/cluster"
@@ -23,6 +24,7 @@ import (
 	"tether/auth"
 	"tether/client"
 	"tether/config"
+	"tether/history"
 	"tether/test/check"
 	"tether/transport"
 )
@@ -49,7 +51,7 @@ func start(t *testing.T, au *auth.Listener) *node {
 	natsCfg := config.Default().NATS
 	natsCfg.Embedded.Port = -1
 	natsCfg = transport.EmbeddedCredentials(natsCfg)
-	ns, err := transport.StartEmbeddedNATS(natsCfg, false, "n", zerolog.Nop())
+	ns, err := transport.StartEmbeddedNATS(natsCfg, true, "n", zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +69,15 @@ func start(t *testing.T, au *auth.Listener) *node {
 	rooms := config.Default().Rooms
 	staff := config.Namespace{Prefix: "staff", RoomOptions: config.DefaultRoomOptions()}
 	staff.Join = config.JoinToken
-	rooms.Namespaces = append(rooms.Namespaces, staff)
+	kept := config.Namespace{Prefix: "kept", RoomOptions: config.DefaultRoomOptions()}
+	kept.HistorySize = 10
+	rooms.Namespaces = append(rooms.Namespaces, staff, kept)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	store, err := history.Open(ctx, nc, history.Options{Prefix: "tether", Rooms: &rooms, Memory: true, Replicas: 1, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }))
 	t.Cleanup(system.Shutdown)
@@ -80,7 +90,7 @@ func start(t *testing.T, au *auth.Listener) *node {
 	}))
 	manager := system.Root.Spawn(room.NewManager(&room.Deps{
 		Node: "n", Registry: registry, Metrics: metrics, Log: zerolog.Nop(), AnnounceLimit: 100,
-		PresenceInterval: time.Second, Bridge: bridge, Cluster: bus, ResyncWindow: time.Second, Backlog: 1000, Rooms: &rooms,
+		PresenceInterval: time.Second, Bridge: bridge, Cluster: bus, ResyncWindow: time.Second, Backlog: 1000, Rooms: &rooms, History: store,
 	}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -236,8 +246,8 @@ func TestBadRequestsAreAnsweredAndTheConnectionStays(t *testing.T) {
 
 // TestSendsWaitForTheirJoin guards joined.early: sends made before the
 // join is answered (in the same write even) wait for it and go to the
-// room in order; when the join fails, or the room is left before it is
-// done, they are answered not_in_room.
+// room in order; when the join is refused or fails, or the room is left
+// before it is done, they are answered not_in_room.
 func TestSendsWaitForTheirJoin(t *testing.T) {
 	n := start(t, nil)
 	c := n.dial(t)
@@ -273,6 +283,28 @@ func TestSendsWaitForTheirJoin(t *testing.T) {
 		if others[id] != want {
 			t.Errorf("answer %q, want %q", others[id], want)
 		}
+	}
+
+	// A room whose history is gone cannot be joined: the room fails the
+	// join, after the sends that waited for it.
+	js, err := jetstream.New(n.peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(context.Background(), "tether_HIST_kept"); err != nil {
+		t.Fatal(err)
+	}
+	write(t, c,
+		`{"op":"join","id":10,"room":"kept:a"}`,
+		`{"op":"send","id":11,"room":"kept:a","data":11}`,
+		`{"op":"send","id":12,"room":"kept:a","data":12}`,
+	)
+	var got []string
+	for len(got) < 3 {
+		got = append(got, answer(recv(t, c)))
+	}
+	if want := []string{"10 error unavailable", "11 error not_in_room", "12 error not_in_room"}; !slices.Equal(got, want) {
+		t.Fatalf("a join that fails: %q, want %q", got, want)
 	}
 }
 

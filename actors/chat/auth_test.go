@@ -76,7 +76,7 @@ func TestOnlyAuthAndPingBeforeAuthentication(t *testing.T) {
 // unauthorized; one that authenticated (with a token that never
 // expires) has no deadline left.
 func TestTheAuthTimeoutEndsAtAuthentication(t *testing.T) {
-	n := start(t, tokens(t, 300*time.Millisecond))
+	n := start(t, tokens(t, 500*time.Millisecond))
 	idle, authed := n.dial(t), n.dial(t)
 	if _, err := authed.Authenticate(token(t, auth.Identity{User: "ann"}, 0)); err != nil {
 		t.Fatal(err)
