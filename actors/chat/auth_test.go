@@ -164,10 +164,7 @@ func newBackend(t *testing.T) *backend {
 	b := &backend{release: make(chan struct{})}
 	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req auth.ProxyRequest
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
+		_ = json.NewDecoder(r.Body).Decode(&req) // a body it cannot read has no token: a failure
 		verdict, user, _ := strings.Cut(req.Token, ":")
 		switch verdict {
 		case "hold":
