@@ -4,68 +4,42 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"tether/actors/cluster"
-	"tether/actors/conn"
-	"tether/actors/listener"
-	"tether/actors/room"
 	"tether/auth"
 	"tether/client"
 	"tether/config"
 	"tether/history"
 	"tether/test/check"
-	"tether/transport"
+	"tether/test/nodetest"
 )
 
 // These tests run chat as a node does: a TCP listener whose connections
 // run it, with the rooms manager, the cluster bridge and a nats-server in
-// process, wired as actors/node wires them. The test's clients speak the
-// protocol over loopback with tether's Go client; where another node
-// must answer, the test plays it on NATS. Each test guards one promise of
-// app.go or auth.go.
+// process (nodetest). The test's clients speak the protocol over loopback
+// with tether's Go client; where another node must answer, the test plays
+// it on NATS. Each test guards one promise of app.go or auth.go.
 
-// node is one node's chat listener and what the test needs of the rest.
+// node is a node whose TCP listener runs chat.
 type node struct {
-	addr     string
-	registry *conn.Registry
-	peer     *nats.Conn // a client of the node's NATS, for the test to play another node
+	*nodetest.Node
+	addr string
 }
 
-// start runs chat with au (nil: no authentication) on a node named "n"
-// whose connections may join two rooms each; rooms may join only with a
-// token in namespace "staff".
+// start runs chat with au (nil: no authentication) on a node whose
+// connections may join two rooms each; rooms in namespace "staff" may be
+// joined only with a token, and those in "kept" keep history.
 func start(t *testing.T, au *auth.Listener) *node {
 	t.Helper()
-	natsCfg := config.Default().NATS
-	natsCfg.Embedded.Port = -1
-	natsCfg = transport.EmbeddedCredentials(natsCfg)
-	ns, err := transport.StartEmbeddedNATS(natsCfg, true, "n", zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := transport.ConnectNATS(ns.ClientURL(), "n", natsCfg, transport.NATSAuth(natsCfg), zerolog.Nop(), transport.NATSEvents{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	peer, err := nats.Connect(ns.ClientURL(), transport.NATSAuth(natsCfg)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(peer.Close)
+	n := nodetest.Start(t, nodetest.Options{JetStream: true})
 	rooms := config.Default().Rooms
 	staff := config.Namespace{Prefix: "staff", RoomOptions: config.DefaultRoomOptions()}
 	staff.Join = config.JoinToken
@@ -74,41 +48,12 @@ func start(t *testing.T, au *auth.Listener) *node {
 	rooms.Namespaces = append(rooms.Namespaces, staff, kept)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	store, err := history.Open(ctx, nc, history.Options{Prefix: "tether", Rooms: &rooms, Memory: true, Replicas: 1, Log: zerolog.Nop()})
+	store, err := history.Open(ctx, n.Bus.Conn(), history.Options{Prefix: "tether", Rooms: &rooms, Memory: true, Replicas: 1, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }))
-	t.Cleanup(system.Shutdown)
-	metrics := transport.NewMetrics()
-	bus := cluster.NewBus("n", "tether", metrics)
-	bus.Attach(nc)
-	registry := conn.NewRegistry()
-	bridge := system.Root.Spawn(cluster.NewBridge(cluster.BridgeOptions{
-		Bus: bus, Registry: registry, HeartbeatInterval: time.Second, DeadAfter: 5 * time.Second, Log: zerolog.Nop(),
-	}))
-	manager := system.Root.Spawn(room.NewManager(&room.Deps{
-		Node: "n", Registry: registry, Metrics: metrics, Log: zerolog.Nop(), AnnounceLimit: 100,
-		PresenceInterval: time.Second, Bridge: bridge, Cluster: bus, ResyncWindow: time.Second, Backlog: 1000, Rooms: &rooms, History: store,
-	}))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lc := config.DefaultListener(config.ProtocolTCP)
-	lc.Name = "tcp"
-	l, err := listener.New(listener.Options{
-		System: system, Config: lc, Listener: ln, Sockets: transport.NewNodeSockets(100), Node: "n",
-		Registry: registry, Budget: conn.NewBudget(1<<20, metrics.PartialBytes), Metrics: metrics, Log: zerolog.Nop(),
-		NewApp: New(&Deps{Rooms: manager, Registry: registry, MaxRooms: 2, Bus: bus, Options: &rooms}, au),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid := system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return l }))
-	t.Cleanup(func() { _ = system.Root.PoisonFuture(pid).Wait() }) // closes the socket and every connection
-	return &node{addr: ln.Addr().String(), registry: registry, peer: peer}
+	deps := &Deps{Rooms: n.Rooms(&rooms, store), Registry: n.Registry, MaxRooms: 2, Bus: n.Bus, Options: &rooms}
+	return &node{Node: n, addr: n.Listen(t, "tcp", New(deps, au))}
 }
 
 // dial connects a client and reads its welcome.
@@ -124,26 +69,11 @@ func (n *node) dial(t *testing.T) *client.Client {
 	return c
 }
 
-// closed waits for connection id to close and returns why.
-func (n *node) closed(t *testing.T, id string) conn.Reason {
-	t.Helper()
-	var reason conn.Reason
-	check.For(t, 5*time.Second, 5*time.Millisecond, func() error {
-		info, ok := n.registry.ClosedInfo(id)
-		if !ok {
-			return errors.New(id + " is still open")
-		}
-		reason = info.Reason
-		return nil
-	})
-	return reason
-}
-
 // open fails the test if connection id closes within d.
 func (n *node) open(t *testing.T, id string, d time.Duration) {
 	t.Helper()
 	check.Never(t, d, 10*time.Millisecond, func() error {
-		if info, ok := n.registry.ClosedInfo(id); ok {
+		if info, ok := n.Registry.ClosedInfo(id); ok {
 			return fmt.Errorf("%s closed: %s", id, info.Reason)
 		}
 		return nil
@@ -195,7 +125,7 @@ func TestWelcome(t *testing.T) {
 	n := start(t, nil)
 	c := n.dial(t)
 	w := c.Welcome
-	if n.registry.Get(w.Conn) == nil || w.Node != "n" || w.Auth != "" {
+	if n.Registry.Get(w.Conn) == nil || w.Node != "n" || w.Auth != "" {
 		t.Fatalf("welcome %+v: want a registered connection of node n, no auth", w)
 	}
 	want := client.Heartbeat{IdleTimeoutMS: 60000, PingNotResponseLimit: 2} // DefaultListener's, TCP: no pings
@@ -287,7 +217,7 @@ func TestSendsWaitForTheirJoin(t *testing.T) {
 
 	// A room whose history is gone cannot be joined: the room fails the
 	// join, after the sends that waited for it.
-	js, err := jetstream.New(n.peer)
+	js, err := jetstream.New(n.Peer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +275,7 @@ func TestWhispersReachTheirConnection(t *testing.T) {
 	}
 
 	// Node o knows o.here, and not o.gone.
-	sub, err := n.peer.Subscribe("tether.node.o", func(m *nats.Msg) {
+	sub, err := n.Peer.Subscribe("tether.node.o", func(m *nats.Msg) {
 		r := nats.NewMsg(m.Reply)
 		if m.Header.Get(cluster.HeaderConn) != "o.here" {
 			r.Header.Set(cluster.HeaderReason, "not_found")
@@ -356,7 +286,7 @@ func TestWhispersReachTheirConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	if err := n.peer.Flush(); err != nil {
+	if err := n.Peer.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	for to, code := range map[string]string{"o.here": "", "o.gone": "not_found", "z.nobody": "not_found"} {
@@ -373,11 +303,11 @@ func TestWhispersReachTheirConnection(t *testing.T) {
 func TestWhispersToAnotherNodeGoOneAtATime(t *testing.T) {
 	n := start(t, nil)
 	c := n.dial(t)
-	sub, err := n.peer.SubscribeSync("tether.node.o")
+	sub, err := n.Peer.SubscribeSync("tether.node.o")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.peer.Flush(); err != nil {
+	if err := n.Peer.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	var requests []string

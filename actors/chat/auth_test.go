@@ -58,7 +58,7 @@ func TestOnlyAuthAndPingBeforeAuthentication(t *testing.T) {
 	if got := []string{answer(recv(t, c)), answer(recv(t, c))}; !slices.Equal(got, []string{"1 error unauthorized", "close"}) {
 		t.Fatalf("join before auth: %q; want unauthorized, then close (and no pong)", got)
 	}
-	if r := n.closed(t, c.ID()); r != conn.ReasonUnauthorized {
+	if r := n.Closed(t, c.ID()); r != conn.ReasonUnauthorized {
 		t.Fatalf("closed %s, want unauthorized", r)
 	}
 
@@ -66,7 +66,7 @@ func TestOnlyAuthAndPingBeforeAuthentication(t *testing.T) {
 	if ev, _ := bad.Authenticate(token(t, auth.Identity{User: "ann"}, time.Hour) + "x"); ev == nil || ev.Code != "unauthorized" {
 		t.Fatalf("a bad signature: %+v; want unauthorized", ev)
 	}
-	if r := n.closed(t, bad.ID()); r != conn.ReasonUnauthorized {
+	if r := n.Closed(t, bad.ID()); r != conn.ReasonUnauthorized {
 		t.Fatalf("closed %s, want unauthorized", r)
 	}
 }
@@ -81,7 +81,7 @@ func TestTheAuthTimeoutEndsAtAuthentication(t *testing.T) {
 	if _, err := authed.Authenticate(token(t, auth.Identity{User: "ann"}, 0)); err != nil {
 		t.Fatal(err)
 	}
-	if r := n.closed(t, idle.ID()); r != conn.ReasonUnauthorized {
+	if r := n.Closed(t, idle.ID()); r != conn.ReasonUnauthorized {
 		t.Fatalf("the idle connection closed %s, want unauthorized", r)
 	}
 	n.open(t, authed.ID(), 300*time.Millisecond)
@@ -114,7 +114,7 @@ func TestTheIdentityComesFromTheToken(t *testing.T) {
 	if err != nil || len(members.Members) != 1 || members.Members[0].Name != "Ann" || members.Members[0].Avatar != "ann.png" {
 		t.Fatalf("members %+v %v; want Ann with ann.png", members, err)
 	}
-	if users := n.registry.User("ann"); len(users) != 1 {
+	if users := n.Registry.User("ann"); len(users) != 1 {
 		t.Errorf("%d connections bound to ann, want 1", len(users))
 	}
 	if ev, _ := c.Authenticate(token(t, auth.Identity{User: "bob"}, time.Hour)); ev == nil || ev.Code != "bad_request" {
@@ -145,7 +145,7 @@ func TestRefreshMovesTheExpiry(t *testing.T) {
 	if err != nil || ok.User != "bob" || time.Until(time.Unix(ok.Expires, 0)) < 59*time.Minute {
 		t.Fatalf("refresh: %+v %v; want bob for an hour", ok, err)
 	}
-	if r := n.closed(t, expiring.ID()); r != conn.ReasonTokenExpired {
+	if r := n.Closed(t, expiring.ID()); r != conn.ReasonTokenExpired {
 		t.Fatalf("closed %s, want token_expired", r)
 	}
 	n.open(t, refreshed.ID(), 300*time.Millisecond)
@@ -239,7 +239,7 @@ func TestProxyAnswersAreTakenInOrder(t *testing.T) {
 		want = append(want, fmt.Sprintf("%d pong", i))
 	}
 	own := slices.DeleteFunc(slices.Clone(got), func(s string) bool { return strings.HasPrefix(s, "2 ") })
-	if slices.Index(got, "2 ok") < 1 || !slices.Equal(own, want) || len(n.registry.User("ann")) != 1 {
+	if slices.Index(got, "2 ok") < 1 || !slices.Equal(own, want) || len(n.Registry.User("ann")) != 1 {
 		t.Fatalf("answers %q; want %q with the join's ok after the auth's, as ann", got, want)
 	}
 
@@ -262,7 +262,7 @@ func TestProxyAnswersAreTakenInOrder(t *testing.T) {
 		if ev, _ := c.Authenticate(tok); ev == nil || ev.Code != code {
 			t.Errorf("auth %s: %+v; want %s", tok, ev, code)
 		}
-		if r := n.closed(t, c.ID()); r != conn.ReasonUnauthorized {
+		if r := n.Closed(t, c.ID()); r != conn.ReasonUnauthorized {
 			t.Errorf("auth %s: closed %s, want unauthorized", tok, r)
 		}
 	}

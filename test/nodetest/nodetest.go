@@ -1,0 +1,136 @@
+// Package nodetest runs, for an actor package's tests, the parts of a node
+// its actors work with, started and wired as actors/node does: the
+// embedded nats-server and the node's connection to it, the cluster bus
+// and bridge, the rooms manager, and TCP listeners whose connections run
+// an App. Tests drive them over real sockets and a real NATS; nothing is
+// mocked. Everything stops when the test ends.
+package nodetest
+
+import (
+	"cmp"
+	"errors"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"tether/actors/cluster"
+	"tether/actors/conn"
+	"tether/actors/listener"
+	"tether/actors/room"
+	"tether/config"
+	"tether/history"
+	"tether/test/check"
+	"tether/transport"
+)
+
+// ID is the node's id: its connections' ids are "n.<random>".
+const ID = "n"
+
+// Node is the parts of node ID that a test runs on.
+type Node struct {
+	System   *actor.ActorSystem
+	Registry *conn.Registry
+	Metrics  *transport.Metrics
+	Bus      *cluster.Bus
+	Bridge   *actor.PID
+	NATS     *server.Server // the embedded nats-server
+	Peer     *nats.Conn     // another client of it: the test plays other nodes, and workers, with it
+}
+
+// Options are what differs between tests.
+type Options struct {
+	JetStream bool          // the nats-server runs JetStream (rooms with history)
+	Heartbeat time.Duration // the bridge's heartbeat interval; 0: 1s
+	DeadAfter time.Duration // when the bridge declares a silent node dead; 0: 5s
+}
+
+// Start starts the nats-server, connects the node and the peer to it, and
+// spawns the cluster bridge.
+func Start(t testing.TB, o Options) *Node {
+	t.Helper()
+	cfg := config.Default().NATS
+	cfg.Embedded.Port = -1
+	cfg = transport.EmbeddedCredentials(cfg)
+	ns, err := transport.StartEmbeddedNATS(cfg, o.JetStream, ID, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := transport.ConnectNATS(ns.ClientURL(), ID, cfg, transport.NATSAuth(cfg), zerolog.Nop(), transport.NATSEvents{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	peer, err := nats.Connect(ns.ClientURL(), transport.NATSAuth(cfg)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(peer.Close)
+
+	n := &Node{
+		System:   actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) })),
+		Registry: conn.NewRegistry(), Metrics: transport.NewMetrics(), NATS: ns, Peer: peer,
+	}
+	t.Cleanup(n.System.Shutdown)
+	n.Bus = cluster.NewBus(ID, "tether", n.Metrics)
+	n.Bus.Attach(nc)
+	n.Bridge = n.System.Root.Spawn(cluster.NewBridge(cluster.BridgeOptions{
+		Bus: n.Bus, Registry: n.Registry, HeartbeatInterval: cmp.Or(o.Heartbeat, time.Second), DeadAfter: cmp.Or(o.DeadAfter, 5*time.Second),
+		Log: zerolog.Nop(),
+	}))
+	return n
+}
+
+// Rooms spawns the rooms manager, with rooms' options, and store for the
+// rooms with history (nil: none).
+func (n *Node) Rooms(rooms *config.Rooms, store *history.Store) *actor.PID {
+	return n.System.Root.Spawn(room.NewManager(&room.Deps{
+		Node: ID, Registry: n.Registry, Metrics: n.Metrics, Log: zerolog.Nop(), AnnounceLimit: 100,
+		PresenceInterval: time.Second, Bridge: n.Bridge, Cluster: n.Bus, ResyncWindow: time.Second, Backlog: 1000,
+		Rooms: rooms, History: store,
+	}))
+}
+
+// Listen serves a TCP listener named name, with the default settings, on
+// a free loopback port; its connections run newApp. It returns the
+// address.
+func (n *Node) Listen(t testing.TB, name string, newApp conn.NewApp) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := config.DefaultListener(config.ProtocolTCP)
+	lc.Name = name
+	l, err := listener.New(listener.Options{
+		System: n.System, Config: lc, Listener: ln, Sockets: transport.NewNodeSockets(100), Node: ID, Registry: n.Registry,
+		Budget: conn.NewBudget(1<<20, n.Metrics.PartialBytes), Metrics: n.Metrics, Log: zerolog.Nop(), NewApp: newApp,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := n.System.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return l }))
+	t.Cleanup(func() { _ = n.System.Root.PoisonFuture(pid).Wait() }) // closes the socket and every connection
+	return ln.Addr().String()
+}
+
+// Closed waits for connection id to close, and returns why.
+func (n *Node) Closed(t testing.TB, id string) conn.Reason {
+	t.Helper()
+	var reason conn.Reason
+	check.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		info, ok := n.Registry.ClosedInfo(id)
+		if !ok {
+			return errors.New(id + " is still open")
+		}
+		reason = info.Reason
+		return nil
+	})
+	return reason
+}
