@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -57,17 +56,7 @@ func start(t *testing.T, au *auth.Listener) *node {
 }
 
 // dial connects a client and reads its welcome.
-func (n *node) dial(t *testing.T) *client.Client {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := client.DialTCP(ctx, n.addr, client.TCPOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
+func (n *node) dial(t *testing.T) *client.Client { return nodetest.Dial(t, n.addr) }
 
 // open fails the test if connection id closes within d.
 func (n *node) open(t *testing.T, id string, d time.Duration) {
@@ -274,21 +263,7 @@ func TestWhispersReachTheirConnection(t *testing.T) {
 		t.Fatalf("%s got %+v; want the whisper from %s", b.ID(), ev, a.ID())
 	}
 
-	// Node o knows o.here, and not o.gone.
-	sub, err := n.Peer.Subscribe("tether.node.o", func(m *nats.Msg) {
-		r := nats.NewMsg(m.Reply)
-		if m.Header.Get(cluster.HeaderConn) != "o.here" {
-			r.Header.Set(cluster.HeaderReason, "not_found")
-		}
-		_ = m.RespondMsg(r)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	if err := n.Peer.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	n.Other(t, "o", "o.here")
 	for to, code := range map[string]string{"o.here": "", "o.gone": "not_found", "z.nobody": "not_found"} {
 		if ev, _ := a.Call(client.Request{Op: "whisper", To: to, Data: "hi"}); ev == nil || ev.Code != code {
 			t.Errorf("whisper to %s: %+v; want code %q", to, ev, code)

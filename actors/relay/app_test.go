@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"tether/actors/cluster"
 	"tether/actors/conn"
@@ -42,13 +41,6 @@ func start(t *testing.T) *relayNode {
 		Node: n, addr: n.Listen(t, "game", relay.New(n.Bus, n.Metrics, "game")),
 		unbound: n.Metrics.RelayUnbound.WithLabelValues("game"), dropped: n.Metrics.RelayDropped.WithLabelValues("game"),
 	}
-}
-
-// value reads a counter.
-func value(c prometheus.Counter) float64 {
-	var m dto.Metric
-	_ = c.Write(&m)
-	return m.GetCounter().GetValue()
 }
 
 // dial connects a client to the relay listener.
@@ -260,7 +252,7 @@ func TestFramesWaitForAWorker(t *testing.T) {
 	send(t, gone, "g0", "g1")
 	gone.Close()
 	check.For(t, 5*time.Second, 5*time.Millisecond, func() error {
-		if u, d := value(n.unbound), value(n.dropped); u < 2 || d != 3+2 {
+		if u, d := nodetest.Count(n.unbound), nodetest.Count(n.dropped); u < 2 || d != 3+2 {
 			return fmt.Errorf("%v connects unbound, %v frames dropped; want 2 or more, and 5", u, d)
 		}
 		return nil
@@ -293,7 +285,7 @@ func TestAGoneWorkersConnectionIsOfferedAgain(t *testing.T) {
 	w2 := n.worker(t, "w2", nil)
 	send(t, c, "b") // to w1, gone
 	check.For(t, 5*time.Second, 5*time.Millisecond, func() error {
-		if d := value(n.dropped); d != 1 {
+		if d := nodetest.Count(n.dropped); d != 1 {
 			return fmt.Errorf("%v events dropped, want 1", d)
 		}
 		return nil
@@ -308,7 +300,7 @@ func TestAGoneWorkersConnectionIsOfferedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	check.For(t, 5*time.Second, 5*time.Millisecond, func() error {
-		if d := value(n.dropped); d != 2 {
+		if d := nodetest.Count(n.dropped); d != 2 {
 			return fmt.Errorf("%v events dropped, want 2", d)
 		}
 		return nil

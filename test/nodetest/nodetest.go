@@ -8,21 +8,27 @@ package nodetest
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"log/slog"
 	"net"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 
 	"tether/actors/cluster"
 	"tether/actors/conn"
 	"tether/actors/listener"
 	"tether/actors/room"
+	"tether/client"
 	"tether/config"
 	"tether/history"
 	"tether/test/check"
@@ -51,7 +57,7 @@ type Options struct {
 }
 
 // Start starts the nats-server, connects the node and the peer to it, and
-// spawns the cluster bridge.
+// spawns the cluster bridge, which the registry tells of its users.
 func Start(t testing.TB, o Options) *Node {
 	t.Helper()
 	cfg := config.Default().NATS
@@ -84,6 +90,13 @@ func Start(t testing.TB, o Options) *Node {
 		Bus: n.Bus, Registry: n.Registry, HeartbeatInterval: cmp.Or(o.Heartbeat, time.Second), DeadAfter: cmp.Or(o.DeadAfter, 5*time.Second),
 		Log: zerolog.Nop(),
 	}))
+	n.Registry.OnUser = func(user string, present bool) {
+		if present {
+			n.System.Root.Send(n.Bridge, &cluster.WatchUser{User: user})
+		} else {
+			n.System.Root.Send(n.Bridge, &cluster.UnwatchUser{User: user})
+		}
+	}
 	return n
 }
 
@@ -120,6 +133,20 @@ func (n *Node) Listen(t testing.TB, name string, newApp conn.NewApp) string {
 	return ln.Addr().String()
 }
 
+// Dial connects tether's Go client to a chat listener at addr, and reads
+// its welcome.
+func Dial(t testing.TB, addr string) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := client.DialTCP(ctx, addr, client.TCPOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // Closed waits for connection id to close, and returns why.
 func (n *Node) Closed(t testing.TB, id string) conn.Reason {
 	t.Helper()
@@ -133,4 +160,43 @@ func (n *Node) Closed(t testing.TB, id string) conn.Reason {
 		return nil
 	})
 	return reason
+}
+
+// Other plays another node on NATS, one that holds the connections
+// known: it answers each question on its node subject (deliver, kick,
+// info...), not_found for a connection it does not hold. It returns the
+// questions it got so far, in order.
+func (n *Node) Other(t testing.TB, node string, known ...string) (asked func() []*nats.Msg) {
+	t.Helper()
+	var mu sync.Mutex
+	var got []*nats.Msg
+	sub, err := n.Peer.Subscribe("tether.node."+node, func(m *nats.Msg) {
+		mu.Lock()
+		got = append(got, m)
+		mu.Unlock()
+		r := nats.NewMsg(m.Reply)
+		if !slices.Contains(known, m.Header.Get(cluster.HeaderConn)) {
+			r.Header.Set(cluster.HeaderReason, "not_found")
+		}
+		_ = m.RespondMsg(r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := n.Peer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return func() []*nats.Msg {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
+
+// Count reads a counter of the node's metrics.
+func Count(c prometheus.Counter) float64 {
+	var m dto.Metric
+	_ = c.Write(&m)
+	return m.GetCounter().GetValue()
 }
