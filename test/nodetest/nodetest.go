@@ -57,7 +57,8 @@ type Options struct {
 }
 
 // Start starts the nats-server, connects the node and the peer to it, and
-// spawns the cluster bridge, which the registry tells of its users.
+// spawns the cluster bridge, which the registry tells of its users; it
+// returns once NATS has the bridge's subscriptions.
 func Start(t testing.TB, o Options) *Node {
 	t.Helper()
 	cfg := config.Default().NATS
@@ -96,6 +97,14 @@ func Start(t testing.TB, o Options) *Node {
 		} else {
 			n.System.Root.Send(n.Bridge, &cluster.UnwatchUser{User: user})
 		}
+	}
+	// Once the bridge answers it has started, and subscribed to the
+	// node's subjects; once the flush is answered NATS has them.
+	if _, err := n.System.Root.RequestFuture(n.Bridge, &cluster.Nodes{}, 5*time.Second).Result(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
 	}
 	return n
 }
