@@ -3,6 +3,20 @@
 // the connection's rooms, and talks to the room actors; it runs inside the
 // connection actor and never blocks it: every question to another actor
 // is a message whose answer comes back through Receive.
+//
+// Concurrency rules (guarded by this package's tests, test/room_test.go
+// and test/auth_test.go):
+//   - App is touched only inside its connection actor; what is asked
+//     elsewhere (another node, a proxy backend) comes back as a message.
+//   - Sends made before their join is answered wait for it and go to the
+//     room in order; when the join is refused, fails or is left first,
+//     they are answered not_in_room.
+//   - A connection has at most MaxInFlight questions crossing the
+//     cluster; its whispers to other nodes are asked one at a time, in
+//     the order sent.
+//   - Until authenticated, what a client sends while the proxy backend is
+//     asked waits (at most maxWaiting) and is handled in order after the
+//     answer; a refresh for the same user replaces the deadline.
 package chat
 
 import (

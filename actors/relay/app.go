@@ -15,6 +15,8 @@
 //
 // # One worker per connection, in order
 //
+// This package's tests and test/relay_test.go guard what follows.
+//
 // A queue group picks a member per message, so a connection's events
 // published to the group would reach different workers and be handled
 // out of order. As GatewayWorker keeps a client on one BusinessWorker,
