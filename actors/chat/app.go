@@ -167,8 +167,17 @@ func (a *App) Frame(c *conn.Actor, data []byte) {
 		a.join(c, req)
 	case "leave":
 		if a.checkRoom(c, req) {
-			a.refuseEarly(c, a.rooms[req.Room], "left "+req.Room+" before its join was done")
+			j := a.rooms[req.Room]
+			a.refuseEarly(c, j, "left "+req.Room+" before its join was done")
 			delete(a.rooms, req.Room)
+			if j.room == nil {
+				// The join is on its way: the room may not know the
+				// member yet, and would answer not_in_room, then add it.
+				// The leave is done here; the join, once done, is undone
+				// (JoinReply).
+				a.ok(c, req.ID)
+				return
+			}
 			c.Context().Request(a.deps.Rooms, &room.Leave{Room: req.Room, Conn: c.ID(), Ref: req.ID})
 		}
 	case "send":
@@ -351,6 +360,9 @@ func (a *App) Receive(c *conn.Actor, msg any) {
 		j, in := a.rooms[m.Name]
 		switch {
 		case !in: // left meanwhile; the leave answered its early sends
+			if m.Room != nil { // and the room took the member: take it out
+				c.Context().Request(a.deps.Rooms, &room.Leave{Room: m.Name, Conn: c.ID()})
+			}
 		case m.Room == nil: // the join failed
 			delete(a.rooms, m.Name)
 			a.refuseEarly(c, j, "the join of "+m.Name+" failed")

@@ -316,3 +316,48 @@ func TestWhispersToAnotherNodeGoOneAtATime(t *testing.T) {
 		}
 	}
 }
+
+// TestALeaveBeforeItsJoinIsDone guards a leave sent right behind its
+// join, before the room answered it: the leave is answered ok, and the
+// connection ends up out of the room (the room's join, once done, is
+// undone), so it gets none of the room's messages and is no member.
+func TestALeaveBeforeItsJoinIsDone(t *testing.T) {
+	n := start(t, nil)
+	c := n.dial(t)
+	write(t, c, `{"op":"join","id":1,"room":"r"}`, `{"op":"leave","id":2,"room":"r"}`)
+	got := map[string]string{}
+	for len(got) < 2 {
+		if ev := recv(t, c); ev.ID != nil {
+			got[string(ev.ID)] = answer(ev)
+		}
+	}
+	if got["2"] != "2 ok" {
+		t.Fatalf("the leave: %q; want ok", got["2"])
+	}
+	other := n.dial(t)
+	write(t, other, `{"op":"join","id":1,"room":"r"}`)
+	if a := answer(recv(t, other)); a != "1 ok" {
+		t.Fatalf("other's join: %s", a)
+	}
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		ev, err := other.Call(client.Request{Op: "members", Room: "r"})
+		if err != nil {
+			return err
+		}
+		if len(ev.Members) != 1 || ev.Members[0].Conn != other.ID() {
+			return fmt.Errorf("members %+v; want only %s", ev.Members, other.ID())
+		}
+		return nil
+	})
+	write(t, other, `{"op":"send","id":3,"room":"r","data":"after the leave"}`)
+	write(t, c, `{"op":"join","id":4,"room":"elsewhere"}`)
+	for {
+		ev := recv(t, c)
+		if ev.Op == "message" {
+			t.Fatalf("the connection that left got %s", ev.Data)
+		}
+		if string(ev.ID) == "4" {
+			break
+		}
+	}
+}
