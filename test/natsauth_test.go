@@ -165,13 +165,7 @@ func TestEmbeddedNATSClusterWithCredentials(t *testing.T) {
 		nodes = append(nodes, startNode(t, func(c *config.Config) {
 			c.Node.Name = name
 			clusterTiming(c)
-			c.NATS.User, c.NATS.Password = "tether", "s3cret"
-			c.NATS.Embedded.Cluster = config.EmbeddedCluster{Name: "tether-test", Host: "127.0.0.1", Port: ports[i]}
-			for j, p := range ports {
-				if j != i {
-					c.NATS.Embedded.Cluster.Routes = append(c.NATS.Embedded.Cluster.Routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
-				}
-			}
+			routed(ports, i)(c)
 		}))
 	}
 	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {

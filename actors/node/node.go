@@ -93,6 +93,7 @@ func Start(opts Options) (_ *Node, err error) {
 	}
 	n.log = opts.Log.With().Str("node", n.id).Logger()
 	setLogLevel(cfg.Log.Level)
+	n.logWarnings(cfg)
 	defer func() {
 		if err != nil {
 			_ = n.Shutdown(context.Background())
@@ -292,9 +293,17 @@ func (n *Node) Reload(cfg *config.Config) {
 	n.cfg = cfg
 	n.mu.Unlock()
 	setLogLevel(cfg.Log.Level)
+	n.logWarnings(cfg)
 	n.reloadCertificates(cfg)
 	n.system.Root.Send(n.root, &reload{cfg: cfg})
 	n.log.Info().Str("log_level", cfg.Log.Level).Msg("configuration reloaded")
+}
+
+// logWarnings logs what loading cfg found wrong but went on with.
+func (n *Node) logWarnings(cfg *config.Config) {
+	for _, w := range cfg.Warnings() {
+		n.log.Warn().Msg(w)
+	}
 }
 
 // Shutdown stops the node: the admin server, then the actor tree (which
