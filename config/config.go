@@ -39,13 +39,18 @@ type Config struct {
 	// Listeners are the sockets clients connect to. Default: one TCP
 	// listener "tcp" on 0.0.0.0:9501 with length-prefix framing and one
 	// WebSocket listener "ws" on 0.0.0.0:9502 serving the chat page.
-	// A file that lists listeners replaces both defaults.
+	// A file that lists listeners replaces both defaults; each listener
+	// it lists starts from the defaults of its protocol (DefaultListener),
+	// address included, and overrides what it names.
 	Listeners []Listener `yaml:"listeners"`
 	// Shutdown is how a node stops serving: how long a stop may take, and
 	// how the node drains its connections (in batches, each client told
 	// when and where to come back), for `tether stop` (SIGTERM) and
 	// `tether drain`.
 	Shutdown Shutdown `yaml:"shutdown"`
+
+	// warnings are what Load found wrong but went on with.
+	warnings []string
 }
 
 // Shutdown configures draining and stopping. The top-level key
@@ -76,6 +81,10 @@ type Shutdown struct {
 	// RetryDelay.
 	RetryJitter Duration `yaml:"retry_jitter"`
 }
+
+// Warnings are what Load found wrong but went on with (a TETHER_*
+// variable that names no key), one line each, for the caller to log.
+func (c *Config) Warnings() []string { return c.warnings }
 
 // Node identifies this process.
 type Node struct {
@@ -393,8 +402,10 @@ type Listener struct {
 	Name string `yaml:"name"`
 	// Protocol is tcp or websocket. Default tcp.
 	Protocol string `yaml:"protocol"`
-	// Address is host:port to listen on. Required; the defaults use
-	// 0.0.0.0:9501 (tcp) and 0.0.0.0:9502 (websocket).
+	// Address is host:port to listen on. Default: its protocol's,
+	// 0.0.0.0:9501 (tcp) or 0.0.0.0:9502 (websocket), like every other
+	// key a listener leaves out; two listeners of one protocol need an
+	// address each.
 	Address string `yaml:"address"`
 	// Path is the URL path of the WebSocket upgrade. Default /ws.
 	// WebSocket only.
@@ -612,8 +623,8 @@ func Default() *Config {
 		Rooms: Rooms{MaxPerConnection: 32, AnnounceLimit: 1000, PresenceInterval: Duration(time.Second), MaxBacklog: 1000,
 			Default: DefaultRoomOptions()},
 		Listeners: []Listener{
-			withNameAddress(DefaultListener(ProtocolTCP), "tcp", "0.0.0.0:9501"),
-			withNameAddress(DefaultListener(ProtocolWebSocket), "ws", "0.0.0.0:9502"),
+			withName(DefaultListener(ProtocolTCP), "tcp"),
+			withName(DefaultListener(ProtocolWebSocket), "ws"),
 		},
 		Shutdown: Shutdown{
 			Timeout: Duration(30 * time.Second), DrainBatch: 1000, DrainInterval: Duration(time.Second),
@@ -622,12 +633,19 @@ func Default() *Config {
 	}
 }
 
+// Default addresses of listeners, by protocol.
+const (
+	DefaultTCPAddress       = "0.0.0.0:9501"
+	DefaultWebSocketAddress = "0.0.0.0:9502"
+)
+
 // DefaultListener returns the defaults of a listener of the given
-// protocol; a listener in a file starts from these and overrides what it
-// names.
+// protocol, its address included; a listener in a file starts from these
+// and overrides what it names.
 func DefaultListener(protocol string) Listener {
 	l := Listener{
 		Protocol: ProtocolTCP,
+		Address:  DefaultTCPAddress,
 		App:      AppChat,
 		Framing: Framing{
 			Type: FramingLength, EOF: "\r\n", LengthType: "N",
@@ -646,6 +664,7 @@ func DefaultListener(protocol string) Listener {
 	}
 	if protocol == ProtocolWebSocket {
 		l.Protocol = ProtocolWebSocket
+		l.Address = DefaultWebSocketAddress
 		l.Path = "/ws"
 		l.AllowedOrigins = []string{"*"}
 		l.HandshakeTimeout = Duration(10 * time.Second)
@@ -665,8 +684,8 @@ func (c *Config) Listener(name string) *Listener {
 	return nil
 }
 
-func withNameAddress(l Listener, name, address string) Listener {
-	l.Name, l.Address = name, address
+func withName(l Listener, name string) Listener {
+	l.Name = name
 	return l
 }
 

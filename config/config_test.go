@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -162,6 +163,60 @@ func TestPrecedenceFileEnvSet(t *testing.T) {
 	}
 }
 
+// TestListenerStartsFromItsProtocolsDefaultsAddressIncluded: a file that
+// lists one listener and changes one key of it gets the rest from the
+// protocol's defaults, the address too (it failed with
+// `listeners.tcp.address: "" is not host:port`). Two listeners of one
+// protocol without an address would share it: that names the key.
+func TestListenerStartsFromItsProtocolsDefaultsAddressIncluded(t *testing.T) {
+	cfg, err := Load(writeFile(t, "listeners: [{name: tcp, heartbeat: {idle_timeout: 30s}}, {name: page, protocol: websocket}]\n"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, page := cfg.Listener("tcp"), cfg.Listener("page")
+	if tcp.Address != "0.0.0.0:9501" || tcp.Heartbeat.IdleTimeout.D() != 30*time.Second || tcp.Framing.Type != FramingLength {
+		t.Errorf("tcp: address %q, heartbeat %+v, framing %+v", tcp.Address, tcp.Heartbeat, tcp.Framing)
+	}
+	if page.Address != "0.0.0.0:9502" || page.Path != "/ws" {
+		t.Errorf("page: address %q, path %q", page.Address, page.Path)
+	}
+	_, err = Load(writeFile(t, "listeners: [{name: a}, {name: b}]\n"), nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "listeners.b.address: 0.0.0.0:9501 is also the address of listener a") {
+		t.Errorf("two tcp listeners without an address: %v", err)
+	}
+}
+
+// TestUnrelatedEnvironmentIsAWarning: a TETHER_* variable that names no
+// key (TETHER_HOME of a wrapper script) does not stop the node: Load goes
+// on and says so in Warnings, naming the closest key when the variable
+// looks like a typo of one. A key's bad value stays an error.
+func TestUnrelatedEnvironmentIsAWarning(t *testing.T) {
+	cfg, err := Load("", []string{"TETHER_HOME=/opt/tether", "TETHER_LOG_LEVLE=debug", "TETHER_LOG_FORMAT=json"}, nil)
+	if err != nil {
+		t.Fatalf("an unrelated TETHER_* variable stopped Load: %v", err)
+	}
+	want := []string{
+		"environment TETHER_HOME: not a configuration key; ignored",
+		"environment TETHER_LOG_LEVLE: no such key, ignored; did you mean TETHER_LOG_LEVEL?",
+	}
+	if !reflect.DeepEqual(cfg.Warnings(), want) {
+		t.Errorf("warnings %q, want %q", cfg.Warnings(), want)
+	}
+	if cfg.Log.Level != "info" || cfg.Log.Format != "json" {
+		t.Errorf("log %+v: the typo must change nothing, the real key must apply", cfg.Log)
+	}
+	if cfg, err := Load("", []string{"TETHER_LOG_LEVEL=debug"}, nil); err != nil || len(cfg.Warnings()) != 0 {
+		t.Errorf("a known key: %v, warnings %q", err, cfg.Warnings())
+	}
+	// Warnings are no key: a file cannot set them, and Keys does not list them.
+	if _, err := Parse([]byte(`"": [x]` + "\n")); err == nil || !strings.Contains(err.Error(), "unknown key") {
+		t.Errorf("an empty key: %v", err)
+	}
+	if slices.Contains(cfg.Keys(), "") {
+		t.Errorf("Keys lists an empty key")
+	}
+}
+
 func TestLoadErrorsNameTheKey(t *testing.T) {
 	cases := []struct {
 		name, file string
@@ -181,7 +236,6 @@ func TestLoadErrorsNameTheKey(t *testing.T) {
 			want: `listeners.t.framing.type: unknown value "lenght" (allowed: length, eof)`},
 		{name: "wrong type", file: "rooms: {announce_limit: many}\n", want: `rooms.announce_limit: want a whole number, got "many"`},
 		{name: "mapping where value expected", file: "log: {level: {x: 1}}\n", want: "log.level: want a single value, got a mapping"},
-		{name: "unknown env key", env: []string{"TETHER_LOG_LEVLE=debug"}, want: "environment TETHER_LOG_LEVLE: no such key; did you mean TETHER_LOG_LEVEL?"},
 		{name: "bad env value", env: []string{"TETHER_ROOMS_ANNOUNCE_LIMIT=x"}, want: `environment TETHER_ROOMS_ANNOUNCE_LIMIT: rooms.announce_limit: want a whole number, got "x"`},
 		{name: "unknown set key", sets: []string{"log.levle=debug"}, want: "--set log.levle: no such key; did you mean level?"},
 		{name: "set without value", sets: []string{"log.level"}, want: `--set "log.level": want key=value`},

@@ -37,6 +37,8 @@ func keyErr(key, format string, args ...any) *KeyError {
 // them, e.g. TETHER_LOG_LEVEL=debug or TETHER_LISTENERS_TCP_ADDRESS=:7000);
 // and sets, "key=value" strings as given to --set (log.level=debug,
 // listeners.tcp.heartbeat.idle_timeout=30s). The result is validated.
+// A TETHER_* variable that names no key is not an error but one of the
+// result's Warnings, for the caller to log.
 func Load(path string, env, sets []string) (*Config, error) {
 	cfg := Default()
 	if path != "" {
@@ -224,10 +226,20 @@ func scalarField(node *yaml.Node, key string) string {
 // inline is the tag of a struct field whose keys are its parent's.
 const inline = ",inline"
 
+// keyTag is the yaml tag of a field; ok is false for the fields that are
+// no key (unexported: what Load found along the way, say).
+func keyTag(f reflect.StructField) (tag string, ok bool) {
+	return f.Tag.Get("yaml"), f.IsExported()
+}
+
 func fieldByTag(v reflect.Value, tag string) (reflect.Value, bool) {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
-		switch t.Field(i).Tag.Get("yaml") {
+		ft, ok := keyTag(t.Field(i))
+		if !ok {
+			continue
+		}
+		switch ft {
 		case tag:
 			return v.Field(i), true
 		case inline:
@@ -242,9 +254,12 @@ func fieldByTag(v reflect.Value, tag string) (reflect.Value, bool) {
 func tags(t reflect.Type) []string {
 	out := make([]string, 0, t.NumField())
 	for i := 0; i < t.NumField(); i++ {
-		if tag := t.Field(i).Tag.Get("yaml"); tag == inline {
+		tag, ok := keyTag(t.Field(i))
+		switch {
+		case !ok:
+		case tag == inline:
 			out = append(out, tags(t.Field(i).Type)...)
-		} else {
+		default:
 			out = append(out, tag)
 		}
 	}
@@ -300,18 +315,24 @@ func kindWord(k reflect.Kind) string {
 	}
 }
 
-// suggest names the closest known key when a typo is likely.
+// suggest names the closest known key when a typo is likely, else every
+// known key.
 func suggest(k string, known []string) string {
+	if best := closest(k, known); best != "" {
+		return fmt.Sprintf("; did you mean %s?", best)
+	}
+	return fmt.Sprintf(" (known: %s)", strings.Join(known, ", "))
+}
+
+// closest is the known key k is a likely typo of, or "".
+func closest(k string, known []string) string {
 	best, bestDist := "", 3 // more than two edits away is not a typo
 	for _, c := range known {
 		if d := editDistance(k, c); d < bestDist {
 			best, bestDist = c, d
 		}
 	}
-	if best != "" {
-		return fmt.Sprintf("; did you mean %s?", best)
-	}
-	return fmt.Sprintf(" (known: %s)", strings.Join(known, ", "))
+	return best
 }
 
 func editDistance(a, b string) int {
@@ -343,7 +364,10 @@ func (c *Config) Keys() []string {
 	walk = func(v reflect.Value, key string) {
 		if v.Kind() == reflect.Struct && !v.Addr().Type().Implements(textUnmarshaler) {
 			for i := 0; i < v.NumField(); i++ {
-				tag := v.Type().Field(i).Tag.Get("yaml")
+				tag, ok := keyTag(v.Type().Field(i))
+				if !ok {
+					continue
+				}
 				if tag == inline {
 					walk(v.Field(i), key)
 				} else {
@@ -447,8 +471,11 @@ func EnvName(key string) string {
 	return EnvPrefix + strings.NewReplacer(".", "_", "-", "_").Replace(strings.ToUpper(key))
 }
 
-// applyEnv applies every TETHER_* entry of env. One that names no key is
-// an error, so a typo in a deployment manifest is not silently ignored.
+// applyEnv applies every TETHER_* entry of env that names a key. One
+// that names none is left alone: the prefix is not tether's alone
+// (TETHER_HOME of a wrapper script, of another program), so it is a
+// warning, which names the closest key when it looks like a typo of one.
+// A value a key does not take is an error.
 func (c *Config) applyEnv(env []string) error {
 	var byName map[string]string
 	var names []string
@@ -466,7 +493,12 @@ func (c *Config) applyEnv(env []string) error {
 		}
 		key, ok := byName[name]
 		if !ok {
-			return fmt.Errorf("environment %s: no such key%s", name, suggest(name, names))
+			warning := fmt.Sprintf("environment %s: not a configuration key; ignored", name)
+			if near := closest(name, names); near != "" {
+				warning = fmt.Sprintf("environment %s: no such key, ignored; did you mean %s?", name, near)
+			}
+			c.warnings = append(c.warnings, warning)
+			continue
 		}
 		if err := c.Set(key, value); err != nil {
 			return fmt.Errorf("environment %s: %w", name, err)

@@ -1,22 +1,13 @@
 package test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +20,7 @@ import (
 	"tether/client"
 	"tether/config"
 	"tether/test/check"
+	"tether/test/testca"
 )
 
 // natsRefuses checks that a client of url with opts is refused with an
@@ -165,13 +157,7 @@ func TestEmbeddedNATSClusterWithCredentials(t *testing.T) {
 		nodes = append(nodes, startNode(t, func(c *config.Config) {
 			c.Node.Name = name
 			clusterTiming(c)
-			c.NATS.User, c.NATS.Password = "tether", "s3cret"
-			c.NATS.Embedded.Cluster = config.EmbeddedCluster{Name: "tether-test", Host: "127.0.0.1", Port: ports[i]}
-			for j, p := range ports {
-				if j != i {
-					c.NATS.Embedded.Cluster.Routes = append(c.NATS.Embedded.Cluster.Routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
-				}
-			}
+			routed(ports, i)(c)
 		}))
 	}
 	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
@@ -295,24 +281,21 @@ func TestExternalNATSCredentials(t *testing.T) {
 // and key_file; without the client certificate, or without the CA, its
 // start fails.
 func TestExternalNATSOverTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca, caKey := newCert(t, dir, "ca", nil, nil)
-	newCert(t, dir, "server", ca, caKey)
-	newCert(t, dir, "client", ca, caKey)
-	file := func(name string) string { return filepath.Join(dir, name) }
-	serverCert, err := tls.LoadX509KeyPair(file("server.pem"), file("server-key.pem"))
+	ca := testca.New(t)
+	serverFile, serverKey := ca.Issue(t, 2)
+	clientFile, clientKey := ca.Issue(t, 3)
+	serverCert, err := tls.LoadX509KeyPair(serverFile, serverKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
+	pool := ca.Pool()
 	ns := runNATS(t, &server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, TLSVerify: true,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: pool,
 			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}})
 	if !strings.HasPrefix(ns.ClientURL(), "tls://") {
 		t.Fatalf("the server does not require TLS: %s", ns.ClientURL())
 	}
-	full := config.NATSTLS{CAFile: file("ca.pem"), CertFile: file("client.pem"), KeyFile: file("client-key.pem")}
+	full := config.NATSTLS{CAFile: ca.File, CertFile: clientFile, KeyFile: clientKey}
 	for _, c := range []struct {
 		name string
 		tls  config.NATSTLS
@@ -339,49 +322,4 @@ func TestExternalNATSOverTLS(t *testing.T) {
 	if code := api(t, n, http.MethodGet, "/readyz", nil, nil); code != http.StatusOK {
 		t.Errorf("readyz %d", code)
 	}
-}
-
-// newCert writes name.pem and name-key.pem in dir: a CA when parent is
-// nil, else a certificate for 127.0.0.1 signed by parent.
-func newCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-	}
-	if parent == nil {
-		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-		tmpl.KeyUsage |= x509.KeyUsageCertSign
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for file, block := range map[string]*pem.Block{
-		name + ".pem":     {Type: "CERTIFICATE", Bytes: der},
-		name + "-key.pem": {Type: "EC PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(filepath.Join(dir, file), pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
 }

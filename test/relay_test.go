@@ -298,3 +298,37 @@ func TestRelayCloseWhileTheConnectIsOut(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayWithoutAWorkerIsNotSilent: clients of a relay listener with no
+// worker that connect, send and close at once (echo hi | nc) lose their
+// frames. That is counted (tether_relay_dropped_total) and logged,
+// though at most once a relay.WarnEvery for the listener: twenty such
+// clients make one warning, not twenty (and before, none).
+func TestRelayWithoutAWorkerIsNotSilent(t *testing.T) {
+	ns := startNATS(t, -1)
+	n := startRelayNode(t, ns.ClientURL())
+	const clients = 20
+	for i := range clients {
+		c, err := net.Dial("tcp", n.addr("game"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(append(packN(fmt.Sprintf("c%d-a", i)), packN(fmt.Sprintf("c%d-b", i))...)); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := counterValue(t, n, `tether_relay_dropped_total{listener="game"}`); got != 2*clients {
+			return fmt.Errorf("dropped %v, want %d", got, 2*clients)
+		}
+		return nil
+	})
+	lines := n.logLines(`"level":"warn"`, "relay connection closed before a worker took it: its frames are dropped")
+	if len(lines) != 1 || !strings.Contains(lines[0], `"frames":2`) || !strings.Contains(lines[0], `"reason":"client_closed"`) {
+		t.Errorf("want one warning with frames 2 and the reason, got:\n%s", strings.Join(lines, "\n"))
+	}
+	if got := len(n.logLines(`"level":"warn"`, "no relay worker took the connection")); got > 1 {
+		t.Errorf("%d warnings of connections without a worker within %s", got, relay.WarnEvery)
+	}
+}

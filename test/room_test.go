@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -529,5 +530,58 @@ func TestSendRightAfterJoin(t *testing.T) {
 			t.Fatalf("round %d: answers %v, echoes %v; want %v and [2 3 4]", round, answers, echoed, want)
 		}
 		c.Close()
+	}
+}
+
+// TestLateJoinerIsToldOnlyWhatChangesAfterItsJoin: joined and left tell a
+// member what changed after its own join, and members tells who is
+// there; the same on one node and across nodes. A member that joins a
+// room where another already is gets no joined for it (across nodes it
+// got one, when its node's view of the room came in), then a joined for
+// the next one to come and a left for the first one going; the first
+// gets a joined for it.
+func TestLateJoinerIsToldOnlyWhatChangesAfterItsJoin(t *testing.T) {
+	for _, nodes := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d nodes", nodes), func(t *testing.T) {
+			first := startNode(t, nil)
+			second := first
+			if nodes == 2 {
+				cluster := startCluster(t, startNATS(t, -1).ClientURL(), "a", "b")
+				first, second = cluster[0], cluster[1]
+			}
+			early := first.dial(t, "tcp")
+			join(t, early, "r", "early")
+			late := second.dial(t, "tcp")
+			join(t, late, "r", "late")
+			if ev, err := early.Expect("joined", 5*time.Second); err != nil || ev.Conn != late.ID() {
+				t.Fatalf("early: %+v %v, want late's joined", ev, err)
+			}
+			check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+				if ev, err := late.Call(client.Request{Op: "members", Room: "r"}); err != nil || len(ev.Members) != 2 {
+					return fmt.Errorf("late's members: %+v %v", ev, err)
+				}
+				return nil
+			})
+
+			next := first.dial(t, "tcp")
+			join(t, next, "r", "next")
+			if _, err := early.Call(client.Request{Op: "leave", Room: "r"}); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			_ = late.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+			for len(got) < 2 {
+				ev, err := late.Recv()
+				if err != nil {
+					t.Fatalf("late after %q: %v", got, err)
+				}
+				if ev.Op == "joined" || ev.Op == "left" {
+					got = append(got, ev.Op+" "+ev.Conn)
+				}
+			}
+			if want := []string{"joined " + next.ID(), "left " + early.ID()}; !slices.Equal(got, want) {
+				t.Errorf("late was told %q, want %q (early %s was there before it)", got, want, early.ID())
+			}
+		})
 	}
 }

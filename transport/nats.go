@@ -63,7 +63,9 @@ func StartEmbeddedNATS(cfg config.NATS, jetstream bool, name string, log zerolog
 			user, password = embeddedUser, cfg.Token
 		}
 		opts.Cluster = server.ClusterOpts{Name: e.Cluster.Name, Host: e.Cluster.Host, Port: e.Cluster.Port, Username: user, Password: password}
-		opts.Routes = server.RoutesFromStr(strings.Join(e.Cluster.Routes, ","))
+		if len(e.Cluster.Routes) > 0 { // of none, RoutesFromStr makes one empty route, tried for ever
+			opts.Routes = server.RoutesFromStr(strings.Join(e.Cluster.Routes, ","))
+		}
 		for _, r := range opts.Routes {
 			if r.User == nil {
 				r.User = url.UserPassword(user, password)
@@ -72,6 +74,7 @@ func StartEmbeddedNATS(cfg config.NATS, jetstream bool, name string, log zerolog
 	}
 	if jetstream {
 		opts.JetStream = true
+		opts.DisableJetStreamBanner = true
 		opts.StoreDir = filepath.Join(e.StoreDir, name)
 		if e.StoreDir == "" {
 			dir, err := os.MkdirTemp("", "tether-jetstream")
@@ -86,7 +89,7 @@ func StartEmbeddedNATS(cfg config.NATS, jetstream bool, name string, log zerolog
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	fatal := make(chan string, 1)
-	ns.SetLogger(natsLogger{log: log.With().Str("component", "nats-server").Logger(), fatal: fatal}, false, false)
+	ns.SetLogger(newNATSLogger(log.With().Str("component", "nats-server").Logger(), fatal), false, false)
 	go ns.Start()
 	// Until it accepts clients, or says why it cannot (a port in use,
 	// say): nats-server logs that as fatal and gives up.
@@ -94,7 +97,7 @@ func StartEmbeddedNATS(cfg config.NATS, jetstream bool, name string, log zerolog
 		select {
 		case why := <-fatal:
 			ns.Shutdown()
-			return nil, fmt.Errorf("embedded nats: %s", why)
+			return nil, fmt.Errorf("embedded nats: %s", fatalKey(why, cfg))
 		default:
 		}
 		if ns.ReadyForConnections(50 * time.Millisecond) {
@@ -208,15 +211,79 @@ func ConnectNATS(urls, name string, cfg config.NATS, auth []nats.Option, log zer
 	return nc, nil
 }
 
-// natsLogger writes nats-server's log lines through zerolog, and hands
-// the first fatal one to fatal.
-type natsLogger struct {
-	log   zerolog.Logger
-	fatal chan string
+// fatalKey names the configuration key behind what nats-server gave up
+// on: a port it cannot listen on, a store it cannot use.
+func fatalKey(why string, cfg config.NATS) string {
+	e := cfg.Embedded
+	switch {
+	case strings.HasPrefix(why, "Error listening on port:"):
+		return fmt.Sprintf("nats.embedded.port %d: cannot listen on %s:%d (in use by another process? -1 takes any free port): %s", e.Port, e.Host, e.Port, why)
+	case strings.HasPrefix(why, "Error listening on router port:"):
+		return fmt.Sprintf("nats.embedded.cluster.port %d: cannot listen on %s:%d (in use by another process?): %s", e.Cluster.Port, e.Cluster.Host, e.Cluster.Port, why)
+	case strings.HasPrefix(why, "Can't start JetStream:"):
+		return fmt.Sprintf("nats.embedded.store_dir %q: %s", e.StoreDir, why)
+	}
+	return why
 }
 
-func (l natsLogger) Noticef(format string, v ...any) { l.log.Info().Msgf(format, v...) }
-func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
+// natsLogger writes nats-server's log lines through zerolog, and hands
+// the first fatal one to fatal. What the server says of itself as it
+// starts and stops (natsBanner) goes to debug: the node's own lines say
+// it ("embedded nats listening", "node stopped"). A route it cannot
+// reach is tried every second for as long as it stays configured, and
+// each failure is an error of nats-server's: those go to debug, and a
+// warning says so at most once a routeWarnEvery.
+type natsLogger struct {
+	log       zerolog.Logger
+	fatal     chan string
+	routeWarn *LogEvery
+}
+
+func newNATSLogger(log zerolog.Logger, fatal chan string) natsLogger {
+	return natsLogger{log: log, fatal: fatal, routeWarn: NewLogEvery(routeWarnEvery)}
+}
+
+// routeWarnEvery is the most often a failing route is warned of.
+const routeWarnEvery = time.Minute
+
+// natsBanner are the formats of nats-server's notices as it starts and
+// stops (server.go Start and Shutdown, route.go StartRouting, jetstream.go
+// enableJetStream), and its warning about plain-text passwords, which
+// tether's configuration has by design.
+var natsBanner = map[string]bool{
+	"Starting nats-server": true, "  Version:  %s": true, "  Git:      [%s]": true,
+	"  Cluster:  %s": true, "  Name:     %s": true, "  Node:     %s": true, "  ID:       %s": true,
+	"Listening for client connections on %s": true, "Server is ready": true,
+	"Cluster name is %s": true, "Listening for route connections on %s": true,
+	"Starting JetStream": true, "Took %s to start JetStream": true,
+	"---------------- JETSTREAM ----------------": true, "  Strict:          %t": true,
+	"  Max Memory:      %s": true, "  Max Storage:     %s": true, "  Store Directory: \"%s\"": true,
+	"  Domain:          %s": true, "  API Level:       %d": true, "-------------------------------------------": true,
+	"Initiating Shutdown...": true, "Server Exiting..": true,
+	"Initiating JetStream Shutdown...": true, "JetStream Shutdown": true,
+	"Plaintext passwords detected, use nkeys or bcrypt": true,
+}
+
+// routeConnectError starts nats-server's message for a failed attempt to
+// connect to a route (route.go connectToRoute).
+const routeConnectError = "Error trying to connect to route"
+
+func (l natsLogger) Noticef(format string, v ...any) {
+	if natsBanner[format] {
+		l.log.Debug().Msgf(format, v...)
+		return
+	}
+	l.log.Info().Msgf(format, v...)
+}
+
+func (l natsLogger) Warnf(format string, v ...any) {
+	if natsBanner[format] {
+		l.log.Debug().Msgf(format, v...)
+		return
+	}
+	l.log.Warn().Msgf(format, v...)
+}
+
 func (l natsLogger) Fatalf(format string, v ...any) {
 	l.log.Error().Msgf(format, v...)
 	select {
@@ -224,6 +291,20 @@ func (l natsLogger) Fatalf(format string, v ...any) {
 	default:
 	}
 }
-func (l natsLogger) Errorf(format string, v ...any) { l.log.Error().Msgf(format, v...) }
+
+func (l natsLogger) Errorf(format string, v ...any) {
+	if strings.HasPrefix(format, routeConnectError) {
+		if held, ok := l.routeWarn.Allow(); ok {
+			l.log.Warn().Int("held_back", held).
+				Str("then", "tried again every second, failures logged at debug level, warned again after "+routeWarnEvery.String()).
+				Msgf(format, v...)
+			return
+		}
+		l.log.Debug().Msgf(format, v...)
+		return
+	}
+	l.log.Error().Msgf(format, v...)
+}
+
 func (l natsLogger) Debugf(format string, v ...any) { l.log.Debug().Msgf(format, v...) }
 func (l natsLogger) Tracef(format string, v ...any) { l.log.Trace().Msgf(format, v...) }

@@ -3,6 +3,20 @@
 // the connection's rooms, and talks to the room actors; it runs inside the
 // connection actor and never blocks it: every question to another actor
 // is a message whose answer comes back through Receive.
+//
+// Concurrency rules (guarded by this package's tests, test/room_test.go
+// and test/auth_test.go):
+//   - App is touched only inside its connection actor; what is asked
+//     elsewhere (another node, a proxy backend) comes back as a message.
+//   - Sends made before their join is answered wait for it and go to the
+//     room in order; when the join is refused, fails or is left first,
+//     they are answered not_in_room.
+//   - A connection has at most MaxInFlight questions crossing the
+//     cluster; its whispers to other nodes are asked one at a time, in
+//     the order sent.
+//   - Until authenticated, what a client sends while the proxy backend is
+//     asked waits (at most maxWaiting) and is handled in order after the
+//     answer; a refresh for the same user replaces the deadline.
 package chat
 
 import (
@@ -153,8 +167,17 @@ func (a *App) Frame(c *conn.Actor, data []byte) {
 		a.join(c, req)
 	case "leave":
 		if a.checkRoom(c, req) {
-			a.refuseEarly(c, a.rooms[req.Room], "left "+req.Room+" before its join was done")
+			j := a.rooms[req.Room]
+			a.refuseEarly(c, j, "left "+req.Room+" before its join was done")
 			delete(a.rooms, req.Room)
+			if j.room == nil {
+				// The join is on its way: the room may not know the
+				// member yet, and would answer not_in_room, then add it.
+				// The leave is done here; the join, once done, is undone
+				// (JoinReply).
+				a.ok(c, req.ID)
+				return
+			}
 			c.Context().Request(a.deps.Rooms, &room.Leave{Room: req.Room, Conn: c.ID(), Ref: req.ID})
 		}
 	case "send":
@@ -337,6 +360,9 @@ func (a *App) Receive(c *conn.Actor, msg any) {
 		j, in := a.rooms[m.Name]
 		switch {
 		case !in: // left meanwhile; the leave answered its early sends
+			if m.Room != nil { // and the room took the member: take it out
+				c.Context().Request(a.deps.Rooms, &room.Leave{Room: m.Name, Conn: c.ID()})
+			}
 		case m.Room == nil: // the join failed
 			delete(a.rooms, m.Name)
 			a.refuseEarly(c, j, "the join of "+m.Name+" failed")

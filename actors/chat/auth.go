@@ -117,6 +117,9 @@ func (a *App) authenticate(c *conn.Actor, ref json.RawMessage, token string, ref
 // authenticated takes the verdict on an auth or a refresh.
 func (a *App) authenticated(c *conn.Actor, m *proxyAnswered) {
 	a.asking = false
+	// The backend is unavailable when asking it failed; what it answered
+	// and this node refuses (an expiry past, another user) is a refusal.
+	unavailable := m.err != nil && a.auth.Proxy != nil && !errors.Is(m.err, auth.ErrDenied) && !errors.Is(m.err, auth.ErrExpired)
 	if m.err == nil && !m.who.Expires.IsZero() && !m.who.Expires.After(time.Now()) {
 		m.err = fmt.Errorf("%w: the backend's expires_at has passed", auth.ErrExpired)
 	}
@@ -125,9 +128,8 @@ func (a *App) authenticated(c *conn.Actor, m *proxyAnswered) {
 	}
 	if m.err != nil {
 		code := protocol.CodeUnauthorized
-		var unavailable bool
-		if a.auth.Proxy != nil && !errors.Is(m.err, auth.ErrDenied) && !errors.Is(m.err, auth.ErrExpired) {
-			code, unavailable = protocol.CodeUnavailable, true
+		if unavailable {
+			code = protocol.CodeUnavailable
 		}
 		c.Log().Info().Err(m.err).Bool("refresh", m.refresh).Msg("authentication refused")
 		if m.refresh {

@@ -2,6 +2,19 @@
 // actor holds the subscriptions and knows which nodes are alive; the Bus
 // publishes and asks, counting what it could not send.
 //
+// Concurrency rules (guarded by this package's tests and
+// test/cluster_test.go):
+//   - Subscriptions are made and ended by the bridge actor only; a room's
+//     events go from its subscription straight to the room's Handle.
+//   - A node subscribes to a room's subject once, while the room has a
+//     member on it, and to a user's while it holds a connection of the
+//     user; an Unsubscribe or UnwatchUser that crossed a newer Subscribe
+//     or WatchUser changes nothing.
+//   - A node silent for dead_after is declared dead once: every room
+//     drops its members, one left (node_down) each.
+//   - The Bus bounds each Asker's questions in flight apart: clients
+//     cannot use up the admin API's slots.
+//
 // The wire format is NATS messages whose body is what a client would see
 // (the room event or pushed message, encoded once, delivered by every node
 // as it is) and whose headers route it:

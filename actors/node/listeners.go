@@ -101,9 +101,30 @@ func (n *Node) startListeners(opts Options) error {
 			b.ws, b.addr = ws, ws.Addr()
 		}
 		n.log.Info().Str("listener", b.cfg.Name).Str("protocol", b.cfg.Protocol).Str("address", b.addr.String()).
-			Str("app", b.cfg.App).Bool("tls", b.cert != nil).Msg("listening")
+			Str("app", b.cfg.App).Str("auth", b.cfg.Auth.Mode).Bool("tls", b.cert != nil).Msg("listening")
+		if b.ws != nil && b.cfg.StaticDir == "" {
+			n.log.Info().Str("listener", b.cfg.Name).Msg("chat page: " + pageURL(b.addr, b.cert != nil))
+		}
 	}
 	return nil
+}
+
+// pageURL is where a browser on this machine finds the pages of a
+// WebSocket listener bound to addr: a listener on every interface
+// (0.0.0.0, ::) is reached on 127.0.0.1.
+func pageURL(addr net.Addr, tls bool) string {
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return scheme + "://" + addr.String() + "/"
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port) + "/"
 }
 
 // tlsConfig is the listener's TLS configuration, nil without tls.

@@ -96,6 +96,7 @@ func Start(opts Options) (_ *Node, err error) {
 	}
 	n.log = opts.Log.With().Str("node", n.id).Logger()
 	setLogLevel(cfg.Log.Level)
+	n.logWarnings(cfg)
 	defer func() {
 		if err != nil {
 			_ = n.Shutdown(context.Background())
@@ -295,12 +296,20 @@ func (n *Node) Reload(cfg *config.Config) {
 	n.cfg = cfg
 	n.mu.Unlock()
 	setLogLevel(cfg.Log.Level)
+	n.logWarnings(cfg)
 	n.reloadCertificates(cfg)
 	if n.gate != nil {
 		n.gate.SetLimits(cfg.Node.AcceptsPerSecond, cfg.Node.AcceptQueue)
 	}
 	n.system.Root.Send(n.root, &reload{cfg: cfg})
 	n.log.Info().Str("log_level", cfg.Log.Level).Msg("configuration reloaded")
+}
+
+// logWarnings logs what loading cfg found wrong but went on with.
+func (n *Node) logWarnings(cfg *config.Config) {
+	for _, w := range cfg.Warnings() {
+		n.log.Warn().Msg(w)
+	}
 }
 
 // Shutdown stops the node: the admin server, then the actor tree (which

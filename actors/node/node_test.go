@@ -306,8 +306,8 @@ func TestHistoryAfterNATSConnectionReplaced(t *testing.T) {
 }
 
 // TestStartFailureIsAnError: a node that cannot start (here its embedded
-// NATS port is taken) returns the error, and tears down what it had
-// started, without panicking.
+// NATS port is taken) returns the error at once, naming the key, and
+// tears down what it had started, without panicking.
 func TestStartFailureIsAnError(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -319,13 +319,17 @@ func TestStartFailureIsAnError(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
 	n, err := Start(Options{Config: cfg, Log: zerolog.New(zerolog.NewTestWriter(t)), Version: "test"})
 	if err == nil {
 		_ = n.Shutdown(context.Background())
 		t.Fatal("started on a taken port")
 	}
-	if !strings.Contains(err.Error(), "embedded nats") {
-		t.Errorf("error %q does not say what failed", err)
+	if want := fmt.Sprintf("embedded nats: nats.embedded.port %d: cannot listen on 127.0.0.1:%[1]d", cfg.NATS.Embedded.Port); !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("the start failed after %s", took)
 	}
 }
 

@@ -15,6 +15,8 @@
 //
 // # One worker per connection, in order
 //
+// This package's tests and test/relay_test.go guard what follows.
+//
 // A queue group picks a member per message, so a connection's events
 // published to the group would reach different workers and be handled
 // out of order. As GatewayWorker keeps a client on one BusinessWorker,
@@ -40,7 +42,8 @@
 //     offers the connection again after 100ms, doubling up to 2s, for as
 //     long as it lives. A frame past the wait's bounds (MaxWaitingFrames,
 //     MaxWaitingBytes, MaxListenerWaitingBytes) is dropped, counted in
-//     tether_relay_dropped_total and logged once per connection. The
+//     tether_relay_dropped_total and logged once per connection; so are
+//     the frames still waiting when the connection closes. The
 //     connection is not closed, so that a restart of every worker does
 //     not also disconnect every client; the price is a gap in what the
 //     worker gets, bounded, counted and logged. (GatewayWorker's gateway
@@ -64,6 +67,11 @@
 // took but had not handled when it ended are lost, and so are the events
 // sent to its subject between the end of its subscription and the notice
 // (a round trip's worth, each counted), and its connections' closes.
+// The warnings of a listener (no worker took a connection, frames
+// dropped, a worker gone) each go out at most once a WarnEvery: when
+// every worker restarts, thousands of connections would say the same at
+// once. Each says how many of its kind were held back since the last.
+//
 // Acknowledging each event would make delivery at-least-once at the cost
 // of a round trip per event, and a periodic probe would notice later and
 // cost traffic for every idle connection. NATS answers no-responders only
@@ -87,6 +95,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"tether/actors/cluster"
 	"tether/actors/conn"
@@ -110,6 +119,9 @@ const (
 	MaxListenerWaitingBytes = 64 << 20 // all the listener's connections together
 )
 
+// WarnEvery is the most often a listener logs a warning of one kind.
+const WarnEvery = 10 * time.Second
+
 // The wait before offering a connection again after no worker took it:
 // firstRetry, doubling up to maxRetry.
 const (
@@ -124,6 +136,9 @@ type listener struct {
 	unbound prometheus.Counter
 	dropped prometheus.Counter
 	waiting atomic.Int64 // bytes of frames waiting for a worker, every connection's
+
+	// Its warnings, by kind, at most once a WarnEvery.
+	noWorkerLog, droppedLog, goneLog *transport.LogEvery
 }
 
 // hold counts n more bytes waiting, or returns false when that would go
@@ -149,7 +164,7 @@ type App struct {
 	waiting      [][]byte      // frames waiting for a worker, in order
 	waitingBytes int
 	warned       bool // the lack of a worker is logged, and not yet its end
-	dropping     bool // a dropped frame is logged
+	dropping     bool // a dropped frame of the connection is logged
 }
 
 // offered is the answer to a connect: the subject of the worker that took
@@ -172,8 +187,11 @@ var retryMsg = &retryConnect{}
 func New(bus *cluster.Bus, metrics *transport.Metrics, name string) conn.NewApp {
 	l := &listener{
 		bus: bus, events: bus.Subjects.Events(name),
-		unbound: metrics.RelayUnbound.WithLabelValues(name),
-		dropped: metrics.RelayDropped.WithLabelValues(name),
+		unbound:     metrics.RelayUnbound.WithLabelValues(name),
+		dropped:     metrics.RelayDropped.WithLabelValues(name),
+		noWorkerLog: transport.NewLogEvery(WarnEvery),
+		droppedLog:  transport.NewLogEvery(WarnEvery),
+		goneLog:     transport.NewLogEvery(WarnEvery),
 	}
 	return func(c *conn.Actor) conn.App {
 		return &App{l: l, remote: c.RemoteAddr()}
@@ -219,9 +237,11 @@ func (a *App) Frame(c *conn.Actor, data []byte) {
 	if len(a.waiting) >= MaxWaitingFrames || a.waitingBytes+len(data) > MaxWaitingBytes || !a.l.hold(len(data)) {
 		a.l.dropped.Inc()
 		if !a.dropping {
-			a.dropping = true
-			c.Log().Warn().Int("waiting", len(a.waiting)).Int("waiting_bytes", a.waitingBytes).
-				Msg("relay frames dropped: too many wait for a worker (logged once per connection)")
+			if held, ok := a.l.droppedLog.Allow(); ok {
+				a.dropping = true
+				c.Log().Warn().Int("waiting", len(a.waiting)).Int("waiting_bytes", a.waitingBytes).Int("held_back", held).
+					Msg("relay frames dropped: too many wait for a worker (logged once per connection)")
+			}
 		}
 		return
 	}
@@ -261,7 +281,9 @@ func (a *App) Receive(c *conn.Actor, msg any) {
 	case *cluster.WorkerGone:
 		a.l.dropped.Inc()
 		if m.Binding == a.binding && a.worker != "" { // not about an earlier worker
-			c.Log().Warn().Str("worker", a.worker).Msg("relay worker gone: offering the connection again")
+			if held, ok := a.l.goneLog.Allow(); ok {
+				c.Log().Warn().Str("worker", a.worker).Int("held_back", held).Msg("relay worker gone: offering the connection again")
+			}
 			a.worker = ""
 			a.connect(c)
 		}
@@ -288,9 +310,11 @@ func (a *App) bind(c *conn.Actor, worker string) {
 func (a *App) unbound(c *conn.Actor, err error) {
 	a.l.unbound.Inc()
 	if !a.warned {
-		a.warned = true
-		c.Log().Warn().Err(err).Int("waiting", len(a.waiting)).
-			Msg("no relay worker took the connection: its frames wait, and it is offered again until one does")
+		if held, ok := a.l.noWorkerLog.Allow(); ok {
+			a.warned = true
+			c.Log().Warn().Err(err).Int("waiting", len(a.waiting)).Int("held_back", held).
+				Msg("no relay worker took the connection: its frames wait, and it is offered again until one does")
+		}
 	}
 	a.backoff = min(max(2*a.backoff, firstRetry), maxRetry)
 	system, self := c.Context().ActorSystem(), c.Context().Self()
@@ -309,7 +333,9 @@ func (a *App) Closing(*conn.Actor, conn.Reason) {}
 
 // Closed sends close, with the reason, to the connection's worker. With
 // the connect still out, the worker that answers it gets the waiting
-// frames first; without a worker the frames are dropped.
+// frames first; without a worker the frames are dropped, counted and
+// logged (a client that connects, sends and closes at once, with no
+// worker, would otherwise leave no trace in the log).
 func (a *App) Closed(c *conn.Actor, reason conn.Reason) {
 	if a.retry != nil {
 		a.retry.Stop()
@@ -326,10 +352,10 @@ func (a *App) Closed(c *conn.Actor, reason conn.Reason) {
 				a.close(c, reason)
 				return
 			}
-			a.drop()
+			a.drop(log, reason)
 		}, func(v any) { log.Error().Str("panic", fmt.Sprint(v)).Msg("relay close panicked") })
 	default:
-		a.drop()
+		a.drop(c.Log(), reason)
 	}
 }
 
@@ -340,10 +366,16 @@ func (a *App) close(c *conn.Actor, reason conn.Reason) {
 	a.l.bus.Publish(m)
 }
 
-// drop counts the waiting frames of a connection that closed without a
-// worker, and lets go of them.
-func (a *App) drop() {
-	a.l.dropped.Add(float64(len(a.waiting)))
+// drop counts and logs the waiting frames of a connection that closed
+// without a worker, and lets go of them.
+func (a *App) drop(log *zerolog.Logger, reason conn.Reason) {
+	if len(a.waiting) > 0 {
+		a.l.dropped.Add(float64(len(a.waiting)))
+		if held, ok := a.l.droppedLog.Allow(); ok {
+			log.Warn().Int("frames", len(a.waiting)).Int("bytes", a.waitingBytes).Str("reason", reason.String()).Int("held_back", held).
+				Msg("relay connection closed before a worker took it: its frames are dropped")
+		}
+	}
 	a.release()
 }
 

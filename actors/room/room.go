@@ -103,6 +103,12 @@ type Actor struct {
 	remote map[string]map[string]protocol.Member // node id → conn id → member
 	joins  int                                   // joins handled, for the manager's stop decision
 
+	// viewed are the nodes whose list of members the room has had (a
+	// sync or state), or whose members it dropped: what a node's first
+	// list holds was there before this room's members came, and is news
+	// to none of them.
+	viewed map[string]bool
+
 	// A resync's generation, and the nodes that answered it.
 	resyncGen  int
 	resyncSeen map[string]bool
@@ -134,7 +140,7 @@ func newActor(name string, deps *Deps, handle *Handle) *Actor {
 	r := &Actor{
 		name: name, deps: deps, handle: handle, opts: deps.Rooms.Options(name),
 		local: map[string]*member{}, byPID: map[string]string{}, remote: map[string]map[string]protocol.Member{},
-		seen: map[string]uint64{},
+		viewed: map[string]bool{}, seen: map[string]uint64{},
 	}
 	if deps.History != nil && deps.History.Has(name) {
 		r.hist = &roomHistory{store: deps.History, size: deps.History.Size(name), epoch: deps.History.Epoch(name)}
@@ -523,16 +529,22 @@ func (r *Actor) gap(ctx actor.Context) {
 
 // replace sets a node's members of the room to ms and announces the
 // difference: joined for new ones, left for those gone (while this node
-// did not hear of it).
+// did not hear of it). The first list of a node is the room as this
+// node's members found it, not news: joined and left tell a member what
+// changed after its join, on one node as across nodes (members answers
+// who is there), so the members it holds that this node did not know of
+// are not announced.
 func (r *Actor) replace(ctx actor.Context, node string, ms []protocol.Member) {
 	if r.resyncSeen != nil {
 		r.resyncSeen[node] = true
 	}
+	news := r.viewed[node]
+	r.viewed[node] = true
 	old := r.remote[node]
 	next := make(map[string]protocol.Member, len(ms))
 	for _, m := range ms {
 		next[m.Conn] = m
-		if _, known := old[m.Conn]; !known {
+		if _, known := old[m.Conn]; !known && news {
 			r.announceJoined(ctx, m, protocol.Encode(&protocol.Joined{
 				Op: "joined", Room: r.name, Conn: m.Conn, Name: m.Name, Avatar: m.Avatar,
 			}), "")
@@ -559,6 +571,8 @@ func (r *Actor) nodeDown(ctx actor.Context, node, reason string) {
 	}
 	delete(r.remote, node)
 	delete(r.seen, node) // what it sends until it syncs again is dropped, not missed
+	// Its members, when it is back, are news: they were told left.
+	r.viewed[node] = true
 }
 
 // resync asks every node for its members again. Nodes that do not answer

@@ -43,6 +43,7 @@ type workers struct {
 	cmds    []*exec.Cmd
 	reports chan workerReport
 	wg      sync.WaitGroup
+	prog    []workerProgress // the latest progress report of each worker
 }
 
 func startWorkers(n int, args ...string) (*workers, error) {
@@ -50,7 +51,7 @@ func startWorkers(n int, args ...string) (*workers, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &workers{reports: make(chan workerReport, 64)}
+	w := &workers{reports: make(chan workerReport, 64), prog: make([]workerProgress, n)}
 	for i := range n {
 		cmd := exec.Command(self, append([]string{"bench", "worker"}, append(args, "--worker", strconv.Itoa(i))...)...)
 		cmd.Stderr = os.Stderr
@@ -72,6 +73,12 @@ func startWorkers(n int, args ...string) (*workers, error) {
 				var r workerReport
 				if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 					r = workerReport{Worker: i, Event: "error", Error: "bad report: " + sc.Text()}
+				}
+				if r.Event == "progress" || r.Event == "connected" {
+					w.prog[i].note(r)
+				}
+				if r.Event == "progress" {
+					continue
 				}
 				w.reports <- r
 			}
@@ -141,42 +148,11 @@ func runBenchIdle(c *call) error {
 		return fmt.Errorf("the server's RSS cannot be measured: %w", err)
 	}
 	fmt.Fprintf(out, "server              pid %d (%s)\n", pid, from)
-	// The server at rest: its RSS moves by itself (a collection, memory
-	// returned to the system in the background), and that is the noise
-	// every figure after carries.
-	rest, err := sampleRSS(c.ctx(), pid, baseline, baseline/20)
+	h, err := holdIdle(c.ctx(), "idle", pid, procs, conns, baseline, settle, "idle", "--addr", addr, "--ca", ca, "--heartbeat", heartbeat.String())
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	per := (conns + procs - 1) / procs
-	w, err := startWorkers(procs, "idle", "--addr", addr, "--ca", ca, "--conns", strconv.Itoa(per), "--heartbeat", heartbeat.String())
-	if err != nil {
-		return err
-	}
-	defer w.stop()
-	ctx, cancel := context.WithTimeout(c.ctx(), 10*time.Minute)
-	defer cancel()
-	reports, err := w.waitAll(ctx, "connected")
-	if err != nil {
-		return err
-	}
-	total := 0
-	for _, r := range reports {
-		total += r.Conns
-	}
-	connectTime := time.Since(start)
-	// Let the server settle with heartbeats flowing, then take the lowest
-	// RSS seen over the last half: the steady state, not a moment of
-	// garbage before a collection.
-	if err := sleepCtx(c.ctx(), settle-settle/2); err != nil {
-		return err
-	}
-	held, err := sampleRSS(c.ctx(), pid, settle/2, time.Second)
-	if err != nil {
-		return err
-	}
-	f := measureRSS(rest, held, total)
+	total, connectTime, f := h.conns, h.connectTime, h.fig
 	fmt.Fprintf(out, "connections         %d (in %s, %d worker processes)\n", total, connectTime.Round(time.Millisecond), procs)
 	fmt.Fprintf(out, "server RSS before   %.1f MiB (lowest over %s at rest; it moved %.2f MiB by itself)\n", mib(f.before), baseline, mib(f.noise))
 	fmt.Fprintf(out, "server RSS after    %.1f MiB (lowest over the last %s of %s)\n", mib(f.after), settle/2, settle)
@@ -190,6 +166,72 @@ func runBenchIdle(c *call) error {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// idleHold is one hold of idle connections.
+type idleHold struct {
+	conns       int
+	connectTime time.Duration
+	fig         rssFigure
+	samples     [][2]float64 // connections, RSS bytes: at rest, as the workers report connecting, then held
+}
+
+// holdIdle watches the server's RSS at rest for baseline, starts procs
+// workers with args and --conns (a worker command holding idle
+// connections until killed: conns in all), lets the server settle once
+// they are all connected, and makes the figure of its RSS. label names
+// it in the progress line.
+func holdIdle(ctx context.Context, label string, pid, procs, conns int, baseline, settle time.Duration, args ...string) (*idleHold, error) {
+	h := &idleHold{}
+	// The server at rest: its RSS moves by itself (a collection, memory
+	// returned to the system in the background), and that is the noise
+	// every figure after carries.
+	rest, err := sampleRSS(ctx, pid, baseline, baseline/20)
+	if err != nil {
+		return nil, err
+	}
+	h.samples = append(h.samples, [2]float64{0, float64(slices.Min(rest))})
+	start := time.Now()
+	w, err := startWorkers(procs, append(args, "--conns", strconv.Itoa((conns+procs-1)/procs))...)
+	if err != nil {
+		return nil, err
+	}
+	defer w.stop()
+	defer showProgress(label, conns, w, nil)()
+	// While connecting, a reading whenever the workers' count moved.
+	stopSampling := every(100*time.Millisecond, func() {
+		if n := w.connected(); n > int(h.samples[len(h.samples)-1][0]) {
+			if rss, err := rssBytes(pid); err == nil {
+				h.samples = append(h.samples, [2]float64{float64(n), float64(rss)})
+			}
+		}
+	})
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	reports, err := w.waitAll(wctx, "connected")
+	stopSampling()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range reports {
+		h.conns += r.Conns
+	}
+	h.connectTime = time.Since(start)
+	// Let the server settle with heartbeats flowing, then take the lowest
+	// RSS seen over the last half: the steady state, not a moment of
+	// garbage before a collection.
+	if err := sleepCtx(ctx, settle-settle/2); err != nil {
+		return nil, err
+	}
+	held, err := sampleRSS(ctx, pid, settle/2, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	for _, rss := range held {
+		h.samples = append(h.samples, [2]float64{float64(h.conns), float64(rss)})
+	}
+	h.fig = measureRSS(rest, held, h.conns)
+	return h, nil
+}
 
 // rssFigure is what bench idle makes of the server's RSS: before, the
 // lowest at rest (what the server needs without the connections); after,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,50 +29,12 @@ func runBenchConnect(c *call) error {
 	}
 	pid := benchServer(c)
 	per := (conns + procs - 1) / procs
-	// run measures one batch: connects a second, and the server's
-	// CPU time per connect (with --pid), which a shared machine's
-	// noise moves much less than the rate.
 	run := func(url, secret string) (rate, cpu float64, err error) {
 		args := []string{"connect", "--url", url, "--conns", strconv.Itoa(per), "--parallel", strconv.Itoa(parallel)}
 		if secret != "" {
 			args = append(args, "--secret", secret)
 		}
-		w, err := startWorkers(procs, args...)
-		if err != nil {
-			return 0, 0, err
-		}
-		var before float64
-		if pid != 0 {
-			if before, err = cpuSeconds(pid); err != nil {
-				return 0, 0, err
-			}
-		}
-		defer w.stop()
-		ctx, cancel := context.WithTimeout(c.ctx(), 5*time.Minute)
-		defer cancel()
-		// Each worker reports its window (after minting its tokens):
-		// the rate is every connect over the union of the windows.
-		reports, err := w.waitAll(ctx, "result")
-		if err != nil {
-			return 0, 0, err
-		}
-		var first, last int64
-		total := 0
-		for _, r := range reports {
-			total += r.Conns
-			if first == 0 || r.Started < first {
-				first = r.Started
-			}
-			last = max(last, r.LastRecv)
-		}
-		if pid != 0 {
-			after, err := cpuSeconds(pid)
-			if err != nil {
-				return 0, 0, err
-			}
-			cpu = (after - before) / float64(total) * 1e6
-		}
-		return float64(total) / time.Duration(last-first).Seconds(), cpu, nil
+		return connectRound(c.ctx(), "connect", procs, pid, args)
 	}
 	var plain, authed, plainCPU, authCPU []float64
 	for i := range rounds {
@@ -102,6 +65,50 @@ func runBenchConnect(c *call) error {
 		fmt.Fprintf(out, "token/plain per round: connects/s %s, CPU per connect %s\n", spreadf(rates, "%.2f"), spreadf(cpus, "%.2f"))
 	}
 	return nil
+}
+
+// connectRound measures one batch of connects by procs workers started
+// with args: connects a second, and the server's CPU time per connect
+// (with pid), which a shared machine's noise moves much less than the
+// rate.
+func connectRound(ctx context.Context, label string, procs, pid int, args []string) (rate, cpu float64, err error) {
+	w, err := startWorkers(procs, args...)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer w.stop()
+	defer showProgress(label, 0, w, nil)()
+	var before float64
+	if pid != 0 {
+		if before, err = cpuSeconds(pid); err != nil {
+			return 0, 0, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	// Each worker reports its window (after minting its tokens): the rate
+	// is every connect over the union of the windows.
+	reports, err := w.waitAll(ctx, "result")
+	if err != nil {
+		return 0, 0, err
+	}
+	var first, last int64
+	total := 0
+	for _, r := range reports {
+		total += r.Conns
+		if first == 0 || r.Started < first {
+			first = r.Started
+		}
+		last = max(last, r.LastRecv)
+	}
+	if pid != 0 {
+		after, err := cpuSeconds(pid)
+		if err != nil {
+			return 0, 0, err
+		}
+		cpu = (after - before) / float64(total) * 1e6
+	}
+	return float64(total) / time.Duration(last-first).Seconds(), cpu, nil
 }
 
 // spread writes the lowest and highest of xs: "7120-7480".
@@ -138,6 +145,8 @@ func runConnectWorker(c *call) error {
 	var firstErr error
 	var errOnce sync.Once
 	var wg sync.WaitGroup
+	var done atomic.Int64
+	reportProgress(worker, &done, nil)
 	start := time.Now()
 	for range parallel {
 		wg.Add(1)
@@ -152,6 +161,7 @@ func runConnectWorker(c *call) error {
 					errOnce.Do(func() { firstErr = fmt.Errorf("connection %d: %w", i, err) })
 					return
 				}
+				done.Add(1)
 			}
 		}()
 	}
@@ -171,6 +181,9 @@ func connectOnce(ctx context.Context, url, token string, worker, i int) error {
 	}
 	// Source addresses cycle over 4,000 per worker: the client closes
 	// first, and each close leaves a TIME_WAIT on its address and port.
+	if strings.HasPrefix(url, "http://") { // a Socket.IO server (bench peer)
+		return connectPeer(ctx, url, sourceIP(worker, i%4000))
+	}
 	c, err := client.DialWebSocketFrom(ctx, url, sourceIP(worker, i%4000))
 	if err != nil {
 		return err

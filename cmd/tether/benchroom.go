@@ -3,14 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"maps"
 	"math"
 	"net"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,15 +26,26 @@ import (
 // runBenchRoom measures one room's fan-out (see its help in commands.go):
 // members WebSocket clients in worker processes join one room; the parent
 // sends messages at a fixed rate, each carrying its send time; every
-// worker records, per message, when its last member had it.
+// worker records, per message, when its last member had it. With the
+// cluster's flags (--pids, --metrics, --kill-pid, --out: benchcluster.go)
+// it also takes the figures of a cluster.
 func runBenchRoom(c *call) error {
+	cl := clusterOpts{
+		pids: c.String("pids"), metrics: c.String("metrics"), killPID: c.Int("kill-pid"),
+		killURL: c.String("kill-url"), deadline: c.Duration("kill-wait"), out: c.String("out"),
+	}
+	pid := 0
+	if cl.pids == "" { // the cluster's figures name their processes
+		pid = benchServer(c)
+	}
 	o := roomBench{
 		url: c.String("url"), sendURL: c.String("send-url"), room: c.String("room"),
-		historyRoom: c.String("history-room"), pid: benchServer(c), floor: c.Bool("floor"),
+		historyRoom: c.String("history-room"), pid: pid, floor: c.Bool("floor"),
 		members: c.Int("members"), procs: c.Int("procs"),
 		messages: c.Int("messages"), rate: c.Int("rate"), size: c.Int("size"),
+		sent: new(atomic.Int64),
 	}
-	return o.run(c.ctx(), c.out)
+	return o.runCluster(c.ctx(), c.out, &cl)
 }
 
 type roomBench struct {
@@ -45,6 +55,11 @@ type roomBench struct {
 	floor                bool
 	members, procs       int
 	messages, rate, size int
+
+	label        string                      // of the progress line; default "room"
+	sent         *atomic.Int64               // messages sent so far (progress); nil: not counted
+	beforeSend   func() error                // run just before the first send
+	afterMeasure func(res *roomResult) error // run at the end of a measure, the members still joined
 }
 
 // roomResult is one run's figures.
@@ -95,12 +110,8 @@ func (o *roomBench) run(ctx context.Context, out io.Writer) error {
 	o.print(out, res)
 	if floor != nil {
 		fmt.Fprintln(out)
-		cpu := "unknown (no server pid)"
-		if res.cpu >= 0 {
-			cpu = fmt.Sprintf("%.2fx", res.cpuPerDelivery()/floor.cpuPerDelivery())
-		}
-		fmt.Fprintf(out, "tether / floor      CPU per delivery %s, send to last member p50 %.2fx, p99 %.2fx\n",
-			cpu, res.latency(0.50)/floor.latency(0.50), res.latency(0.99)/floor.latency(0.99))
+		fmt.Fprintf(out, "tether / floor      CPU per delivery %.2fx, send to last member p50 %.2fx, p99 %.2fx\n",
+			res.cpuPerDelivery()/floor.cpuPerDelivery(), res.latency(0.50)/floor.latency(0.50), res.latency(0.99)/floor.latency(0.99))
 	}
 	if res.delivered != o.members*o.messages {
 		return fmt.Errorf("%d deliveries missing", o.members*o.messages-res.delivered)
@@ -178,59 +189,44 @@ func replay(ctx context.Context, url, room string, since *client.Position) (time
 // startFloor runs the floor server in a process of its own and returns
 // its URL and pid.
 func startFloor() (url string, pid int, stop func(), err error) {
-	self, err := os.Executable()
-	if err != nil {
-		return "", 0, nil, err
-	}
-	cmd := exec.Command(self, "bench", "floor")
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return "", 0, nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", 0, nil, err
-	}
-	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		stop()
-		return "", 0, nil, fmt.Errorf("floor server: %w", err)
-	}
-	return strings.TrimSpace(line), cmd.Process.Pid, stop, nil
+	return startHelper("bench", "floor")
 }
 
 // measure runs the scenario once against url.
 func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (*roomResult, error) {
-	res := &roomResult{cpu: -1, sendURL: sendURL}
-	per := (o.members + o.procs - 1) / o.procs
-	w, err := startWorkers(o.procs, "room", "--url", url, "--members", strconv.Itoa(per), "--room", o.room,
-		"--messages", strconv.Itoa(o.messages))
-	if err != nil {
-		return nil, err
-	}
-	defer w.stop()
-	joinStart := time.Now()
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	if _, err := w.waitAll(wctx, "connected"); err != nil {
-		return nil, err
-	}
-	res.joinTime = time.Since(joinStart)
+	return o.measureOn(ctx, tetherRoom{}, url, sendURL, pid)
+}
 
+// roomServer is a server the room bench measures: the worker command
+// that holds its members, and how the parent's sender joins and sends.
+type roomServer interface {
+	worker() string
+	// joinSender connects a sender to url and joins room. It returns the
+	// send of one message's data, and the room's history position when
+	// it has one.
+	joinSender(ctx context.Context, url, room string) (send func(data string) error, start *client.Position, closer io.Closer, err error)
+}
+
+// tetherRoom is tether's chat protocol.
+type tetherRoom struct{}
+
+func (tetherRoom) worker() string { return "room" }
+
+func (tetherRoom) joinSender(ctx context.Context, url, room string) (func(string) error, *client.Position, io.Closer, error) {
 	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-	sender, err := client.DialWebSocket(dctx, sendURL)
+	sender, err := client.DialWebSocket(dctx, url)
 	dcancel()
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	defer sender.Close()
-	ok, err := sender.Call(client.Request{Op: "join", Room: o.room, Name: "sender"})
+	ok, err := sender.Call(client.Request{Op: "join", Room: room, Name: "sender"})
 	if err != nil {
-		return nil, err
+		sender.Close()
+		return nil, nil, nil, err
 	}
+	var start *client.Position
 	if ok.Epoch != "" {
-		res.start = &client.Position{Offset: ok.Offset, Epoch: ok.Epoch}
+		start = &client.Position{Offset: ok.Offset, Epoch: ok.Epoch}
 	}
 	go func() { // the sender reads nothing of interest; keep its queue empty
 		for {
@@ -239,25 +235,51 @@ func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (
 			}
 		}
 	}()
+	send := func(data string) error {
+		return sender.SendRaw([]byte(`{"op":"send","room":"` + room + `","data":` + data + `}`))
+	}
+	return send, start, sender, nil
+}
+
+// measureOn runs the scenario once against srv at url.
+func (o *roomBench) measureOn(ctx context.Context, srv roomServer, url, sendURL string, pid int) (*roomResult, error) {
+	res := &roomResult{cpu: -1, sendURL: sendURL}
+	per := (o.members + o.procs - 1) / o.procs
+	w, err := startWorkers(o.procs, srv.worker(), "--url", url, "--members", strconv.Itoa(per), "--room", o.room,
+		"--messages", strconv.Itoa(o.messages))
+	if err != nil {
+		return nil, err
+	}
+	defer w.stop()
+	defer showProgress(cmp.Or(o.label, "room"), o.members, w, o.sent)()
+	joinStart := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	if _, err := w.waitAll(wctx, "connected"); err != nil {
+		return nil, err
+	}
+	res.joinTime = time.Since(joinStart)
+
+	send, start, sender, err := srv.joinSender(ctx, sendURL, o.room)
+	if err != nil {
+		return nil, err
+	}
+	defer sender.Close()
+	res.start = start
 	cpuBefore := 0.0
 	if pid != 0 {
 		if cpuBefore, err = cpuSeconds(pid); err != nil {
 			return nil, err
 		}
 	}
-	pad := strings.Repeat("x", max(0, o.size-len(`{"seq":0000,"t":0000000000000000000,"pad":""}`)))
-	// Pace in steps of a millisecond: at 10,000/s a sleep per message
-	// would overshoot; each step sends what the rate owes by then.
-	first := time.Now()
-	for seq := 0; seq < o.messages; {
-		owed := min(o.messages, int(time.Since(first).Seconds()*float64(o.rate))+1)
-		for ; seq < owed; seq++ {
-			data := fmt.Sprintf(`{"seq":%d,"t":%d,"pad":"%s"}`, seq, time.Now().UnixNano(), pad)
-			if err := sender.SendRaw([]byte(`{"op":"send","room":"` + o.room + `","data":` + data + `}`)); err != nil {
-				return nil, err
-			}
+	if o.beforeSend != nil {
+		if err := o.beforeSend(); err != nil {
+			return nil, err
 		}
-		time.Sleep(time.Millisecond)
+	}
+	first, err := o.pace(send)
+	if err != nil {
+		return nil, err
 	}
 	res.sendTime = time.Since(first)
 	results, err := w.waitAll(wctx, "result")
@@ -271,9 +293,40 @@ func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (
 		}
 		res.cpu = after - cpuBefore
 	}
+	o.collect(res, results, first)
+	if o.afterMeasure != nil { // with the members still there
+		if err := o.afterMeasure(res); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
 
-	// Per node and for the whole room: per message, when its last member
-	// had it.
+// pace sends the run's messages at the rate, each a JSON object with its
+// sequence number and send time (data), and returns when it started.
+func (o *roomBench) pace(send func(data string) error) (time.Time, error) {
+	pad := strings.Repeat("x", max(0, o.size-len(`{"seq":0000,"t":0000000000000000000,"pad":""}`)))
+	// Pace in steps of a millisecond: at 10,000/s a sleep per message
+	// would overshoot; each step sends what the rate owes by then.
+	first := time.Now()
+	for seq := 0; seq < o.messages; {
+		owed := min(o.messages, int(time.Since(first).Seconds()*float64(o.rate))+1)
+		for ; seq < owed; seq++ {
+			if err := send(fmt.Sprintf(`{"seq":%d,"t":%d,"pad":"%s"}`, seq, time.Now().UnixNano(), pad)); err != nil {
+				return first, err
+			}
+			if o.sent != nil {
+				o.sent.Add(1)
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return first, nil
+}
+
+// collect adds the workers' results to res: per node and for the whole
+// room, per message, when its last member had it.
+func (o *roomBench) collect(res *roomResult, results []workerReport, first time.Time) {
 	res.lastMember = map[string][]float64{"": make([]float64, o.messages)}
 	lastRecv := int64(0)
 	for _, r := range results {
@@ -288,7 +341,6 @@ func (o *roomBench) measure(ctx context.Context, url, sendURL string, pid int) (
 		}
 	}
 	res.elapsed = time.Duration(lastRecv - first.UnixNano())
-	return res, nil
 }
 
 func (o *roomBench) print(out io.Writer, res *roomResult) {
@@ -323,6 +375,19 @@ func percentile(sorted []float64, p float64) float64 {
 
 // runRoomWorker holds members of the room bench.
 func runRoomWorker(c *call) error {
+	return runMemberWorker(c, func(url, room string, worker, i int, rec *recorder) (func(), error) {
+		nc, r, err := joinMember(url, room, worker, i)
+		if err != nil {
+			return nil, err
+		}
+		return func() { rec.member(nc, r) }, nil
+	})
+}
+
+// runMemberWorker holds members of the room bench: join connects member
+// i and joins it to the room, and returns what reads its messages into
+// rec until it has them all.
+func runMemberWorker(c *call, join func(url, room string, worker, i int, rec *recorder) (read func(), err error)) error {
 	var (
 		room              = c.String("room")
 		members, messages = c.Int("members"), c.Int("messages")
@@ -332,13 +397,16 @@ func runRoomWorker(c *call) error {
 	)
 	rec := newRecorder(messages)
 	var done sync.WaitGroup
+	var joined atomic.Int64
+	reportProgress(worker, &joined, &rec.received)
 	for i := range members {
-		nc, r, err := joinMember(url, room, worker, i)
+		read, err := join(url, room, worker, i, rec)
 		if err != nil {
 			return fail(worker, fmt.Errorf("member %d: %w", i, err))
 		}
+		joined.Add(1)
 		done.Add(1)
-		go func() { defer done.Done(); rec.member(nc, r) }()
+		go func() { defer done.Done(); read() }()
 	}
 	report(workerReport{Worker: worker, Event: "connected", Conns: members})
 	done.Wait()
@@ -421,26 +489,39 @@ func (r *recorder) member(c net.Conn, in io.Reader) {
 		if h.OpCode != ws.OpText || !bytes.HasPrefix(p, []byte(`{"op":"message"`)) {
 			continue
 		}
-		seq, okS := number(p, seqKey)
-		sent, okT := number(p, tKey)
-		if !okS || !okT || seq < 0 || seq >= int64(len(r.maxNanos)) {
-			continue
+		if r.note(p, now) {
+			got++
 		}
-		lat := now - sent
-		for {
-			old := r.maxNanos[seq].Load()
-			if lat <= old || r.maxNanos[seq].CompareAndSwap(old, lat) {
-				break
-			}
+	}
+}
+
+// note records the delivery at now of the message in p, by the seq and
+// t (its send time) of its data; false if p has none.
+func (r *recorder) note(p []byte, now int64) bool {
+	seq, okS := number(p, seqKey)
+	sent, okT := number(p, tKey)
+	if !okS || !okT || seq < 0 || seq >= int64(len(r.maxNanos)) {
+		return false
+	}
+	r.record(seq, now-sent, now)
+	return true
+}
+
+// record notes one delivery of message seq, lat nanoseconds after its
+// send, at now.
+func (r *recorder) record(seq, lat, now int64) {
+	for {
+		old := r.maxNanos[seq].Load()
+		if lat <= old || r.maxNanos[seq].CompareAndSwap(old, lat) {
+			break
 		}
-		r.received.Add(1)
-		for {
-			old := r.lastRecv.Load()
-			if now <= old || r.lastRecv.CompareAndSwap(old, now) {
-				break
-			}
+	}
+	r.received.Add(1)
+	for {
+		old := r.lastRecv.Load()
+		if now <= old || r.lastRecv.CompareAndSwap(old, now) {
+			break
 		}
-		got++
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"tether/client"
@@ -88,12 +89,15 @@ func runIdleWorker(c *call) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	clients := make([]*client.Client, conns)
+	var n atomic.Int64
+	reportProgress(worker, &n, nil)
 	for i := range clients {
 		cl, err := dialClient(ctx, addr, tlsConfig, worker, i)
 		if err != nil {
 			return fail(worker, fmt.Errorf("connection %d: %w", i, err))
 		}
 		clients[i] = cl
+		n.Add(1)
 	}
 	for _, cl := range clients {
 		go idleClient(cl, heartbeat)

@@ -204,6 +204,12 @@ others delivery across NATS, in the same run.`,
 			fl("size", 128, "bytes of data per message"),
 			fl("room", "bench", "room name"),
 			fl("history-room", "", "also run in this room with history (its namespace keeps at least --messages), and time the replay of the run's messages"),
+			fl("pids", "", "the nodes' process ids, comma separated: server CPU summed over them, RSS of each (bench/cluster-90k)"),
+			fl("metrics", "", "the nodes' admin servers (http://host:port), comma separated: NATS messages per room message"),
+			fl("kill-pid", 0, "after the sends, SIGKILL this node, its members still joined, and time until they are gone from every other node"),
+			fl("kill-url", "", "the WebSocket listener (one of --url) of the node --kill-pid kills"),
+			fl("kill-wait", 2*time.Minute, "how long to wait for the killed node's members to be gone"),
+			fl("out", "", "append the figures (with the cluster's, and the latency per message) to this JSON file (a list)"),
 		},
 	},
 	{
@@ -259,6 +265,80 @@ configuration names), and the delivery latency of a probe room on B
 		},
 	},
 	{
+		name: "peer", run: runBenchPeer,
+		short: "tether against a Socket.IO 4 server in one run: idle RSS per connection, connects/s, room fan-out",
+		long: `Measure tether against a Socket.IO 4 server (bench/peer/server.js) in one run,
+with the same worker processes, the same clients' work and the same figures,
+each with its ratio tether / Socket.IO: idle memory per connection (the
+server process's RSS, made as bench idle makes it), connects per second and
+the server's CPU per connect, and one room's fan-out (the server's CPU per
+delivery, send to last member p50/p99, deliveries per second). The clients
+speak Socket.IO through the bench's own client (bench/sio: Engine.IO v4 over
+WebSocket).
+
+Start tether (a WebSocket listener; --tether-pid its pid), and either start
+the peer (node bench/peer/server.js; its pid) and give --peer and --peer-pid,
+or give neither and the bench starts it (installing it with
+bench/peer/install when needed). bench/run-peer does all of it and draws the
+charts.
+
+A progress line a second goes to stderr; at the end of each scenario a
+summary table (tether, socket.io, ratio); with --out the results are appended
+to JSON (with the raw series, for bench/charts.py) or CSV files.`,
+		flags: []flagDef{
+			fl("scenario", "idle,connect,room", "scenarios to run, comma separated: idle, connect, room"),
+			fl("tether", "ws://127.0.0.1:9502/ws", "tether's WebSocket listener (chat app)"),
+			fl("tether-pid", 0, "tether's process id"),
+			fl("peer", "", "the Socket.IO server, http://host:port (default: start node bench/peer/server.js)"),
+			fl("peer-pid", 0, "the Socket.IO server's process id (required with --peer)"),
+			fl("peer-dir", "bench/peer", "where bench/peer is (server.js, install, node_modules)"),
+			fl("procs", 2, "worker processes"),
+			fl("conns", 2000, "idle: connections held"),
+			fl("baseline", 5*time.Second, "idle: how long to watch each server's RSS at rest before connecting"),
+			fl("settle", 20*time.Second, "idle: how long to hold them before measuring (the lowest RSS of its last half counts)"),
+			fl("connects", 4000, "connect: connections per round, in all"),
+			fl("parallel", 32, "connect: connects in flight per worker"),
+			fl("rounds", 2, "connect: rounds of tether then the peer"),
+			fl("members", 1000, "room: members"),
+			fl("messages", 200, "room: messages sent"),
+			fl("rate", 20, "room: messages per second"),
+			fl("size", 128, "room: bytes of data per message"),
+			fl("out", "", "append the results to these files, comma separated: JSON (a list of results, with the raw series) or, ending in .csv, CSV rows"),
+		},
+		required: []string{"tether-pid"},
+	},
+	{
+		name: "echo", config: true, run: runBenchEcho,
+		short: "framed ping/pong round trips per second over TCP: tether against a bare Go server, in one run",
+		long: `Measure request and answer over TCP with the length framing (4-byte big-endian
+length, then the body: tether's N, body_offset 4): every client sends a chat
+ping of --size bytes and waits for its pong, over and over, for --duration;
+then the same clients do the same against a bare Go server of the bench's
+(bench echo-server, in a process of its own: the same framing, one JSON
+decode and one write(2) per message, a goroutine per connection). Reports
+round trips a second, the server's CPU per message and the round trip's
+p50/p99, with tether / bare. The server is --pid, or the node the
+configuration names.`,
+		flags: []flagDef{
+			fl("addr", "127.0.0.1:9501", "tether's TCP listener (chat app, framing length N, body_offset 4)"),
+			fl("pid", 0, "tether's process id: report its CPU per message (default: the node the configuration names)"),
+			fl("bare", "", "a running bare echo server (default: start `tether bench echo-server`)"),
+			fl("bare-pid", 0, "its process id"),
+			fl("conns", 200, "connections, each with one request in flight"),
+			fl("procs", 2, "worker processes"),
+			fl("size", 128, "bytes of each ping frame's body"),
+			fl("duration", 5*time.Second, "how long each side is measured"),
+			fl("ramp", 3*time.Second, "time the workers have to connect before the clock starts"),
+			fl("rounds", 1, "rounds of tether then the bare server"),
+			fl("out", "", "append the results to these files, comma separated: JSON (a list of results, with the raw series) or, ending in .csv, CSV rows"),
+		},
+	},
+	{
+		name: "echo-server", hidden: true, run: runBenchEchoServer,
+		short: "the bare framed ping/pong server the echo bench compares tether with",
+		flags: []flagDef{fl("addr", "127.0.0.1:0", "where to listen")},
+	},
+	{
 		name: "floor", hidden: true, run: runBenchFloor,
 		short: "the bare fan-out server the room bench compares tether with",
 		flags: []flagDef{fl("addr", "127.0.0.1:0", "where to listen")},
@@ -284,6 +364,18 @@ configuration names), and the delivery latency of a probe room on B
 			{
 				name: "connect", run: runConnectWorker, short: "connect and close clients",
 				flags: []flagDef{fl("url", "", ""), fl("secret", "", ""), fl("conns", 0, ""), fl("parallel", 32, ""), fl("worker", 0, "")},
+			},
+			{
+				name: "sio-idle", run: runSioIdleWorker, short: "hold idle Socket.IO clients",
+				flags: []flagDef{fl("url", "", ""), fl("conns", 0, ""), fl("worker", 0, "")},
+			},
+			{
+				name: "sio-room", run: runSioRoomWorker, short: "hold Socket.IO members of the room bench",
+				flags: []flagDef{fl("url", "", ""), fl("room", "", ""), fl("members", 0, ""), fl("messages", 0, ""), fl("worker", 0, "")},
+			},
+			{
+				name: "echo", run: runEchoWorker, short: "ping and wait for the pong, over and over",
+				flags: []flagDef{fl("addr", "", ""), fl("conns", 0, ""), fl("size", 128, ""), fl("start", "", ""), fl("duration", 5*time.Second, ""), fl("worker", 0, "")},
 			},
 		},
 	},

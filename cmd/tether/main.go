@@ -8,10 +8,15 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+
+	"tether/internal/buildinfo"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3".
-var version = "dev"
+// version is set at build time with -ldflags "-X main.version=v1.2.3";
+// init adds the commit, and finds both when it is not set (buildinfo).
+var version string
+
+func init() { version = buildinfo.Get(version).String() }
 
 func main() {
 	if err := rootCommand().Execute(); err != nil {
