@@ -18,17 +18,24 @@ type gateRecord struct {
 	refused  map[int]string
 }
 
+// pass hands socket i to the gate; one that goes at once counts as
+// released too.
 func (r *gateRecord) pass(g *AcceptGate, i int) bool {
-	return g.pass(func() {
+	release := func() {
 		r.mu.Lock()
 		r.released = append(r.released, i)
 		r.at = append(r.at, time.Now())
 		r.mu.Unlock()
-	}, func(why string) {
+	}
+	now := g.pass(release, func(why string) {
 		r.mu.Lock()
 		r.refused[i] = why
 		r.mu.Unlock()
 	})
+	if now {
+		release()
+	}
+	return now
 }
 
 func (r *gateRecord) snapshot() ([]int, []time.Time, map[int]string) {
@@ -76,14 +83,14 @@ func TestAcceptGate(t *testing.T) {
 		}
 	}
 	check.For(t, 5*time.Second, 5*time.Millisecond, func() error {
-		if released, _, _ := r.snapshot(); len(released) < queue {
-			return fmt.Errorf("%d of %d released", len(released), queue)
+		if released, _, _ := r.snapshot(); len(released) < rate/10+queue {
+			return fmt.Errorf("%d of %d released", len(released), rate/10+queue)
 		}
 		return nil
 	})
 	released, at, _ := r.snapshot()
 	for k, i := range released {
-		if i != rate/10+k {
+		if i != k {
 			t.Fatalf("released in the order %v", released)
 		}
 	}
@@ -107,6 +114,20 @@ func TestAcceptGate(t *testing.T) {
 			t.Errorf("socket %d refused %q when the gate closed", i, why)
 		}
 	}
+
+	// A reload that lifts the rate lets every socket waiting go.
+	g = NewAcceptGate(1, queue, m)
+	r = &gateRecord{refused: map[int]string{}}
+	for i := range queue {
+		r.pass(g, i)
+	}
+	g.SetLimits(0, queue)
+	check.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if released, _, refused := r.snapshot(); len(released) != queue || len(refused) != 0 {
+			return fmt.Errorf("rate lifted: %d of %d released, %v refused", len(released), queue, refused)
+		}
+		return nil
+	})
 
 	g = NewAcceptGate(0, 0, m)
 	for i := range 1000 {
