@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -131,6 +132,30 @@ func (a *Admission) rejected(why string, remote net.Addr) {
 	if logNow {
 		a.log.Warn().Str("why", why).Str("remote", remote.String()).Int("rejected", rejected).
 			Int("connections", count).Int("node_connections", int(a.node.count.Load())).Msg("connection rejected")
+	}
+}
+
+// Serve accepts on ln until it is closed, admits each socket (Admit)
+// and hands the admitted ones to take, with their tickets. Failing to
+// accept (out of descriptors, say) is not fatal: it backs off and tries
+// again, as net/http does. It returns the error that ended it.
+func (a *Admission) Serve(ln net.Listener, log zerolog.Logger, take func(net.Conn, Ticket)) error {
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			log.Error().Err(err).Dur("retry_in", backoff).Msg("accept failed")
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		if t, ok := a.Admit(c); ok {
+			take(c, t)
+		}
 	}
 }
 

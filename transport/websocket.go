@@ -205,26 +205,7 @@ func newGuardedListener(ln net.Listener, admission *Admission, log zerolog.Logge
 }
 
 func (l *guardedListener) accept() {
-	backoff := 5 * time.Millisecond
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				l.err = err
-				close(l.done)
-				return
-			}
-			// Out of descriptors, say: as net/http does, try again.
-			l.log.Error().Err(err).Dur("retry_in", backoff).Msg("accept failed")
-			time.Sleep(backoff)
-			backoff = min(2*backoff, time.Second)
-			continue
-		}
-		backoff = 5 * time.Millisecond
-		t, ok := l.admission.Admit(c)
-		if !ok {
-			continue
-		}
+	l.err = l.admission.Serve(l.Listener, l.log, func(c net.Conn, t Ticket) {
 		hc := &handshakeConn{Conn: c, ticket: t}
 		deliver := func() {
 			select {
@@ -236,7 +217,8 @@ func (l *guardedListener) accept() {
 		if l.admission.Pace(c.RemoteAddr(), func() { _ = hc.Close() }, deliver) {
 			deliver()
 		}
-	}
+	})
+	close(l.done)
 }
 
 // Accept returns the next socket admitted and paced.

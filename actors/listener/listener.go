@@ -7,7 +7,6 @@ package listener
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -286,23 +285,7 @@ func (a *Actor) acceptLoop(system *actor.ActorSystem, self *actor.PID) {
 			system.Root.Send(self, &acceptPanicked{v: v})
 		}
 	}()
-	backoff := 5 * time.Millisecond
-	for {
-		c, err := a.opts.Listener.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			a.log.Error().Err(err).Dur("retry_in", backoff).Msg("accept failed")
-			time.Sleep(backoff)
-			backoff = min(2*backoff, time.Second)
-			continue
-		}
-		backoff = 5 * time.Millisecond
-		t, ok := a.admission.Admit(c)
-		if !ok {
-			continue
-		}
+	_ = a.admission.Serve(a.opts.Listener, a.log, func(c net.Conn, t transport.Ticket) {
 		s := &transport.Accepted{Conn: c, Ticket: t}
 		goOn := func() {
 			if a.opts.TLS != nil {
@@ -316,7 +299,7 @@ func (a *Actor) acceptLoop(system *actor.ActorSystem, self *actor.PID) {
 		if a.admission.Pace(c.RemoteAddr(), s.Close, goOn) {
 			goOn()
 		}
-	}
+	})
 }
 
 // tlsHandshakeTimeout bounds the TLS handshake of a TCP listener's
