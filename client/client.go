@@ -6,6 +6,10 @@
 // with an id and returns its reply, keeping the events that arrive
 // meanwhile for later Recv calls. Send and SendRaw may be called from any
 // goroutine; Recv, Expect and Call (which receive) from one at a time.
+//
+// Connect makes a client that stays connected (Reconnecting): it
+// reconnects when its connection is lost, honouring a draining node's
+// reconnect hint (Hint), and joins its rooms again with since.
 package client
 
 import (
