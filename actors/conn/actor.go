@@ -136,7 +136,6 @@ type Actor struct {
 	sentBefore        uint64 // written before the actor (the 101 response)
 
 	reason Reason // set once closing
-	hint   *Hint  // with the closing reason, when the node drains
 	done   bool   // socket closed and actor stopping
 }
 
@@ -225,10 +224,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *readEnd:
 		a.readFailed(m.err)
 	case *Close:
-		if !a.closing() {
-			a.hint = m.Hint
-		}
-		a.Close(m.Reason)
+		a.Close(m.Reason) // with m.Hint (Actor.Hint)
 	case *InfoRequest:
 		ctx.Respond(a.info())
 	case *Reload:
@@ -653,7 +649,7 @@ func (a *Actor) closeWS(reason Reason, code uint16) {
 	switch {
 	case a.settings.WebSocket:
 		text := reason.String()
-		if a.hint != nil {
+		if a.Hint() != nil {
 			// The hint as the close reason; when its URLs do not fit, the
 			// App sends the whole hint first (chat: its close message) and
 			// the reason keeps the delay.
@@ -689,8 +685,18 @@ const drainLinger = 2 * time.Second
 // frame's 125 bytes less the code (RFC 6455 section 5.5).
 const maxCloseReason = 123
 
-// Hint is the reconnect hint the connection is closing with, or nil.
-func (a *Actor) Hint() *Hint { return a.hint }
+// Hint is the reconnect hint the connection is closing with, or nil: the
+// hint of the Close message being handled (the close frame and the App's
+// last words go out while it is), so that no connection holds a field
+// for it.
+func (a *Actor) Hint() *Hint {
+	if a.ctx != nil {
+		if m, ok := a.ctx.Message().(*Close); ok {
+			return m.Hint
+		}
+	}
+	return nil
+}
 
 // CloseMessage is what tells the client why the server closes the
 // connection: {"op":"close","reason":...}, and the reconnect hint when
@@ -699,7 +705,7 @@ func (a *Actor) CloseMessage() []byte { return []byte(a.closeMessage(true)) }
 
 func (a *Actor) closeMessage(urls bool) string {
 	m := &protocol.Close{Op: "close", Reason: a.reason.String()}
-	if h := a.hint; h != nil {
+	if h := a.Hint(); h != nil {
 		ms := h.Retry.Milliseconds()
 		m.RetryMS = &ms
 		if urls {
