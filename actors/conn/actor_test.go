@@ -119,7 +119,7 @@ func start(t *testing.T, app App, mutate func(*config.Listener)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.pid = system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return f.actor }))
+	f.pid = system.Root.Spawn(Props(func() actor.Actor { return f.actor }))
 	// Others write to a connection once it has started (a room, after
 	// the join): its socket's events address the actor by then.
 	check.For(t, 5*time.Second, time.Millisecond, func() error {

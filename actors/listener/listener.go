@@ -138,8 +138,7 @@ func New(opts Options) (*Actor, error) {
 		told:      map[string]struct{}{},
 	}
 	a.handshakes, a.stopHandshakes = context.WithCancel(context.Background())
-	a.connProps = actor.PropsFromProducer(func() actor.Actor { return a.spawning },
-		actor.WithMailbox(actor.UnboundedLockfree()))
+	a.connProps = conn.Props(func() actor.Actor { return a.spawning })
 	return a, nil
 }
 
