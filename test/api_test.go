@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,7 +15,9 @@ import (
 
 	"tether/actors/cluster"
 	"tether/actors/node"
+	"tether/actors/protocol"
 	"tether/client"
+	"tether/config"
 	"tether/test/check"
 )
 
@@ -172,6 +175,7 @@ func TestAdminAPIAcrossNodes(t *testing.T) {
 		{"POST", "/api/push", node.APIRequest{User: "a b", Data: json.RawMessage(`1`)}, 400},
 		{"POST", "/api/push", node.APIRequest{Room: "x>y", Data: json.RawMessage(`1`)}, 400},
 		{"GET", "/api/rooms/a.b/members", nil, 400},
+		{"GET", "/api/rooms/a.b", nil, 400},
 	} {
 		if code := api(t, a, c.method, c.path, c.body, nil); code != c.want {
 			t.Errorf("%s %s %+v: %d, want %d", c.method, c.path, c.body, code, c.want)
@@ -258,5 +262,108 @@ func TestAdminCLI(t *testing.T) {
 				t.Errorf("%v: %d %s, want %q", args, code, stderr, c.want)
 			}
 		}
+	}
+}
+
+// quietRooms adds the namespace quiet: rooms without presence, whose
+// members list is forbidden.
+func quietRooms(c *config.Config) {
+	o := config.DefaultRoomOptions()
+	o.Presence = false
+	c.Rooms.Namespaces = append(c.Rooms.Namespaces, config.Namespace{Prefix: "quiet", RoomOptions: o})
+}
+
+// roomSizeIs checks a node's GET /api/rooms/{room}: the room's members
+// over the cluster, and by node.
+func roomSizeIs(t *testing.T, n *testNode, room string, members int, nodes map[string]int) error {
+	t.Helper()
+	var got node.RoomInfo
+	if code := api(t, n, "GET", "/api/rooms/"+room, nil, &got); code != 200 || got.Room != room || got.Members != members || !maps.Equal(got.Nodes, nodes) {
+		return fmt.Errorf("%s: GET /api/rooms/%s: %d %+v, want %d members, by node %v", n.ID(), room, code, got, members, nodes)
+	}
+	return nil
+}
+
+// TestRoomSizeAPI: GET /api/rooms/{room} answers a room's size, over the
+// cluster and by node, on a node with members (its room's view) as on
+// one without (the nodes' counts); in a room without presence too, whose
+// members list is refused. Over NATS the same, and a room nobody is in
+// has no member on no node.
+func TestRoomSizeAPI(t *testing.T) {
+	ns := startNATS(t, -1)
+	nodes := startClusterWith(t, ns.ClientURL(), quietRooms, "a", "b", "c")
+	a, b, c := nodes[0], nodes[1], nodes[2] // c has no member
+	ca, cb1, cb2 := a.dial(t, "tcp"), b.dial(t, "tcp"), b.dial(t, "tcp")
+	for _, room := range []string{"r", "quiet:r"} {
+		for _, m := range []*client.Client{ca, cb1, cb2} {
+			join(t, m, room, m.ID())
+		}
+		for _, n := range nodes {
+			check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+				return roomSizeIs(t, n, room, 3, map[string]int{a.ID(): 1, b.ID(): 2})
+			})
+		}
+	}
+	if code := api(t, c, "GET", "/api/rooms/quiet:r/members", nil, nil); code != 400 {
+		t.Errorf("members of a room without presence: %d, want 400", code)
+	}
+
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for _, q := range []struct{ op, room, want string }{
+		{"room", "quiet:r", fmt.Sprintf(`{"room":"quiet:r","members":3,"nodes":{%q:1,%q:2}}`, a.ID(), b.ID())},
+		{"room", "nobody", `{"room":"nobody","members":0,"nodes":{}}`},
+		{"members", "quiet:r", `{"error":"forbidden",`},
+	} {
+		msg, err := nc.Request("tether.api."+q.op, []byte(fmt.Sprintf(`{"room":%q}`, q.room)), 5*time.Second)
+		if err != nil || !strings.HasPrefix(string(msg.Data), q.want) {
+			t.Errorf("%s %s over NATS: %v %s, want %s", q.op, q.room, err, msg.Data, q.want)
+		}
+	}
+}
+
+// TestRoomSizeAPIAfterNodeDeath: node b, a process of its own, is killed
+// without a goodbye. The surviving nodes' GET /api/rooms/{room} counts b's
+// members until the cluster declares b dead and the rooms drop them, and
+// not after. GET /api/rooms cannot tell that moment: it sums the counts
+// of the nodes that answer, and a dead node just stops answering.
+func TestRoomSizeAPIAfterNodeDeath(t *testing.T) {
+	const deadAfter = 3 * time.Second // long enough to ask before it
+	ns := startNATS(t, -1)
+	nodes := startClusterWith(t, ns.ClientURL(), func(c *config.Config) {
+		quietRooms(c)
+		c.Cluster.DeadAfter = config.Duration(deadAfter)
+	}, "a", "c")
+	a, c := nodes[0], nodes[1]
+	join(t, a.dial(t, "tcp"), "quiet:r", "ma")
+	join(t, c.dial(t, "tcp"), "quiet:r", "mc")
+
+	b := startClusterProcess(t, "b", ns.ClientURL(), "rooms: {namespaces: [{prefix: quiet, presence: false}]}\n")
+	var bID string
+	for i := range 2 {
+		cb := dialRetry(t, b.tcpAddr)
+		join(t, cb, "quiet:r", fmt.Sprintf("mb%d", i))
+		bID = protocol.NodeOf(cb.ID())
+	}
+	for _, n := range nodes {
+		check.For(t, 5*time.Second, 50*time.Millisecond, func() error {
+			return roomSizeIs(t, n, "quiet:r", 4, map[string]int{a.ID(): 1, c.ID(): 1, bID: 2})
+		})
+	}
+
+	killed := time.Now()
+	b.kill()
+	if err := roomSizeIs(t, a, "quiet:r", 4, map[string]int{a.ID(): 1, c.ID(): 1, bID: 2}); err != nil && time.Since(killed) < deadAfter {
+		t.Errorf("b not yet declared dead: %v", err)
+	}
+	// dead_after, a heartbeat check's period, and slack for a loaded
+	// machine.
+	for _, n := range nodes {
+		check.For(t, deadAfter+5*time.Second, 50*time.Millisecond, func() error {
+			return roomSizeIs(t, n, "quiet:r", 2, map[string]int{a.ID(): 1, c.ID(): 1})
+		})
 	}
 }

@@ -151,22 +151,12 @@ func TestChaos(t *testing.T) {
 		}))
 	}
 	a, b := nodes[0], nodes[1]
-	cAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	c := startServeProcess(t, fmt.Sprintf(`
-node: {name: c}
-log: {format: json}
-http: {address: ""}
-nats: {url: %q, reconnect_wait: 100ms}
-cluster: {heartbeat_interval: 100ms, dead_after: 1s}
-rooms: {namespaces: [{prefix: news, history_size: %d}]}
-listeners:
-  - {name: tcp, address: %q}
-`, url, total, cAddr), cAddr)
+	c := startClusterProcess(t, "c", url, fmt.Sprintf("rooms: {namespaces: [{prefix: news, history_size: %d}]}\n", total))
 
 	members := []*member{
 		{name: "on-a", c: a.dial(t, "tcp")},
 		{name: "on-b", c: b.dial(t, "tcp")},
-		{name: "on-c", c: dialRetry(t, cAddr)},
+		{name: "on-c", c: dialRetry(t, c.tcpAddr)},
 	}
 	for _, m := range members {
 		m.room = room

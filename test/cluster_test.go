@@ -57,12 +57,22 @@ func clusterTiming(c *config.Config) {
 // startCluster starts nodes on one NATS server, each with a TCP listener.
 func startCluster(t *testing.T, natsURL string, names ...string) []*testNode {
 	t.Helper()
+	return startClusterWith(t, natsURL, nil, names...)
+}
+
+// startClusterWith is startCluster with every node's configuration
+// changed by mutate too (nil: not).
+func startClusterWith(t *testing.T, natsURL string, mutate func(*config.Config), names ...string) []*testNode {
+	t.Helper()
 	var nodes []*testNode
 	for _, name := range names {
 		nodes = append(nodes, startNode(t, func(c *config.Config) {
 			c.Node.Name = name
 			c.NATS.URL = natsURL
 			clusterTiming(c)
+			if mutate != nil {
+				mutate(c)
+			}
 		}))
 	}
 	// Every node has heard every other before the test starts.
@@ -200,16 +210,7 @@ func TestNodeDeathRemovesItsMembers(t *testing.T) {
 	join(t, ma, "room", "ma")
 	join(t, mc, "room", "mc")
 
-	bAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	b := startServeProcess(t, fmt.Sprintf(`
-node: {name: b}
-log: {format: json}
-http: {address: ""}
-nats: {url: %q, reconnect_wait: 100ms}
-cluster: {heartbeat_interval: 100ms, dead_after: 1s}
-listeners:
-  - {name: tcp, address: %q}
-`, ns.ClientURL(), bAddr), bAddr)
+	b := startClusterProcess(t, "b", ns.ClientURL(), "")
 	var onB []*client.Client
 	for i := range 2 {
 		cb := dialRetry(t, b.tcpAddr)

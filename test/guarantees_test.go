@@ -59,17 +59,8 @@ func TestNodeThoughtDeadTillItSyncs(t *testing.T) {
 		c.NATS.URL = ns.ClientURL()
 		clusterTiming(c)
 	})
-	aAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	a := startServeProcess(t, fmt.Sprintf(`
-node: {name: a}
-log: {format: json}
-http: {address: ""}
-nats: {url: %q, reconnect_wait: 100ms}
-cluster: {heartbeat_interval: 100ms, dead_after: 1s}
-listeners:
-  - {name: tcp, address: %q}
-`, ns.ClientURL(), aAddr), aAddr)
-	am := dialRetry(t, aAddr)
+	a := startClusterProcess(t, "a", ns.ClientURL(), "")
+	am := dialRetry(t, a.tcpAddr)
 	bm := b.dial(t, "tcp")
 	join(t, am, "r", "am")
 	join(t, bm, "r", "bm")

@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,6 +64,23 @@ func startServeProcessFile(t *testing.T, dir, path, tcpAddr string, before ...st
 		}
 	})
 	return p
+}
+
+// startClusterProcess runs node name in a process of its own on the NATS
+// server at natsURL, with the cluster timing of clusterTiming and a TCP
+// listener; extra is more configuration (YAML lines), or "".
+func startClusterProcess(t *testing.T, name, natsURL, extra string) *serveProcess {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	return startServeProcess(t, fmt.Sprintf(`
+node: {name: %s}
+log: {format: json}
+http: {address: ""}
+nats: {url: %q, reconnect_wait: 100ms}
+cluster: {heartbeat_interval: 100ms, dead_after: 1s}
+listeners:
+  - {name: tcp, address: %q}
+%s`, name, natsURL, addr, extra), addr)
 }
 
 // stop ends the process the way tether stop does (SIGTERM) and waits for

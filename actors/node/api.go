@@ -35,6 +35,7 @@ import (
 //	bind     POST /api/bind                    {"conn", "user"}
 //	info     GET  /api/conns/{conn}            {"conn"}
 //	conns    GET  /api/users/{user}/conns      {"user"}
+//	room     GET  /api/rooms/{room}            {"room"}
 //	members  GET  /api/rooms/{room}/members    {"room"}
 //	rooms    GET  /api/rooms                   {}
 //	nodes    GET  /api/nodes                   {}
@@ -227,6 +228,11 @@ func (n *Node) Call(ctx context.Context, op string, req *APIRequest) (any, error
 			return nil, &APIError{Code: r.Err, Message: "the cluster could not be asked"}
 		}
 		return res.(*room.MembersReply).Members, nil
+	case "room":
+		if err := protocol.CheckRoom(req.Room); err != nil {
+			return nil, badRequest("%v", err)
+		}
+		return n.roomOfCluster(ctx, req.Room)
 	case "rooms":
 		return n.roomsOfCluster(ctx)
 	case "nodes":
@@ -524,7 +530,7 @@ func (n *Node) alivePeers() int {
 	return alive
 }
 
-func (n *Node) roomsOfCluster(ctx context.Context) (any, error) {
+func (n *Node) roomsOfCluster(ctx context.Context) ([]*RoomInfo, error) {
 	replies, err := n.bus.Gather(ctx, "rooms", n.alivePeers(), gatherWindow)
 	if err != nil {
 		return nil, &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
@@ -553,6 +559,31 @@ func (n *Node) roomsOfCluster(ctx context.Context) (any, error) {
 		out = append(out, rooms[name])
 	}
 	return out, nil
+}
+
+// roomOfCluster is one room's size as its room actor on this node sees
+// it: the nodes' members until they leave or the cluster declares their
+// node dead. roomsOfCluster cannot tell that: a dead node just stops
+// answering it. A room without a member here has no such view; then the
+// nodes that answer say.
+func (n *Node) roomOfCluster(ctx context.Context, name string) (*RoomInfo, error) {
+	res, err := n.system.Root.RequestFuture(n.rooms, &room.Stats{Room: name}, apiTimeout).Result()
+	if err != nil {
+		return nil, &APIError{Code: protocol.CodeUnavailable, Message: err.Error()}
+	}
+	if s := res.(*room.StatsReply); s.Found {
+		return &RoomInfo{Room: s.Room, Members: s.Members, Nodes: s.Nodes}, nil
+	}
+	rooms, err := n.roomsOfCluster(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rooms {
+		if r.Room == name {
+			return r, nil
+		}
+	}
+	return &RoomInfo{Room: name, Nodes: map[string]int{}}, nil
 }
 
 func (n *Node) statsOfCluster(ctx context.Context) (any, error) {
@@ -656,6 +687,7 @@ func (n *Node) adminHandler() http.Handler {
 	handle("POST /api/bind", "bind", nil)
 	handle("GET /api/conns/{conn}", "info", func(r *http.Request, req *APIRequest) { req.Conn = r.PathValue("conn") })
 	handle("GET /api/users/{user}/conns", "conns", func(r *http.Request, req *APIRequest) { req.User = r.PathValue("user") })
+	handle("GET /api/rooms/{room}", "room", func(r *http.Request, req *APIRequest) { req.Room = r.PathValue("room") })
 	handle("GET /api/rooms/{room}/members", "members", func(r *http.Request, req *APIRequest) { req.Room = r.PathValue("room") })
 	handle("GET /api/rooms", "rooms", nil)
 	handle("GET /api/nodes", "nodes", nil)

@@ -97,6 +97,13 @@ func (m *Manager) Receive(ctx actor.Context) {
 			}
 			reply.Members = ms
 		}()
+	case *Stats:
+		// Counts, no identities: answered whatever the room's presence.
+		if e, ok := m.rooms[msg.Room]; ok {
+			ctx.Forward(e.pid)
+		} else {
+			ctx.Respond(&StatsReply{Room: msg.Room})
+		}
 	case *Push:
 		reply := &PushReply{}
 		if e, ok := m.rooms[msg.Room]; ok && !e.handle.TrySend(ctx.ActorSystem(), msg) {

@@ -98,6 +98,23 @@ type MembersReply struct {
 	Err     string
 }
 
+// Stats asks for a room's size as the room sees it: its members here and
+// on each other node, counts only (the admin API's room). A node's
+// members stay counted until they leave or the cluster declares the node
+// dead, the moment the room's members are told. Send it to the Manager;
+// the answer is StatsReply.
+type Stats struct{ Room string }
+
+// StatsReply answers Stats. Found is false when the room has no member
+// on this node, and so no view of the others: the asker counts another
+// way. Nodes holds the nodes with members only.
+type StatsReply struct {
+	Room    string
+	Members int
+	Nodes   map[string]int // node id → members there
+	Found   bool
+}
+
 // emptied tells the manager that a room has no member left. Joins counts
 // the joins the room has handled, so the manager can tell whether one is
 // still on its way.

@@ -196,6 +196,8 @@ func (r *Actor) Receive(ctx actor.Context) {
 		r.send(ctx, m)
 	case *Members:
 		ctx.Respond(&MembersReply{Room: r.name, Members: r.members(), Ref: m.Ref})
+	case *Stats:
+		ctx.Respond(r.stats())
 	case *Push:
 		r.handle.handled()
 		r.push(ctx, m)
@@ -438,6 +440,22 @@ func (r *Actor) size() int {
 		n += len(ms)
 	}
 	return n
+}
+
+// stats counts the room's members by node, as size does. A room with no
+// member here (its joins still waiting, or it is stopping) is not
+// following the others: it answers not found rather than a stale view.
+func (r *Actor) stats() *StatsReply {
+	if len(r.local) == 0 {
+		return &StatsReply{Room: r.name}
+	}
+	reply := &StatsReply{Room: r.name, Members: r.size(), Nodes: map[string]int{r.deps.Node: len(r.local)}, Found: true}
+	for node, ms := range r.remote {
+		if len(ms) > 0 { // all its members left one by one: none there
+			reply.Nodes[node] = len(ms)
+		}
+	}
+	return reply
 }
 
 func (r *Actor) large() bool { return r.size() > r.deps.AnnounceLimit }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -407,4 +408,48 @@ func TestJoinAnsweredOnceSubscribed(t *testing.T) {
 	if got := m.messages(t, 1); got[0] != "welcome" {
 		t.Fatalf("got %v", got)
 	}
+}
+
+// stats asks the manager for a room's size.
+func (r *rooms) stats(t *testing.T, name string) *room.StatsReply {
+	t.Helper()
+	res, err := r.system.Root.RequestFuture(r.manager, &room.Stats{Room: name}, 5*time.Second).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.(*room.StatsReply)
+}
+
+// TestStatsIsTheRoomsView: a room's size is its members here and what it
+// knows of each other node's, which it drops only when told the node is
+// down; a node whose members all left is no longer listed, and a room
+// with no member here is not found.
+func TestStatsIsTheRoomsView(t *testing.T) {
+	r := newRooms(t)
+	if s := r.stats(t, "lobby"); s.Found {
+		t.Fatalf("a room without members: %+v", s)
+	}
+	a, b := r.connect(t), r.connect(t)
+	joined(t, a, r.join(t, a, "lobby"))
+	joined(t, b, r.join(t, b, "lobby"))
+	// Other nodes' events, as the bridge posts them.
+	for _, ev := range []*room.Remote{
+		{Kind: room.KindState, Node: "p", Members: []protocol.Member{{Conn: "p.1", Node: "p"}, {Conn: "p.2", Node: "p"}}},
+		{Kind: room.KindJoined, Node: "q", Member: protocol.Member{Conn: "q.1", Node: "q"}},
+		{Kind: room.KindLeft, Node: "q", Member: protocol.Member{Conn: "q.1", Node: "q"}},
+	} {
+		if !a.room.Send(r.system, ev) {
+			t.Fatal("the room stopped")
+		}
+	}
+	want := func(members int, nodes map[string]int) {
+		t.Helper()
+		s := r.stats(t, "lobby")
+		if !s.Found || s.Room != "lobby" || s.Members != members || !maps.Equal(s.Nodes, nodes) {
+			t.Fatalf("stats %+v, want %d members, by node %v", s, members, nodes)
+		}
+	}
+	want(4, map[string]int{"n": 2, "p": 2})
+	r.system.Root.Send(a.room.PID, &room.NodeDown{Node: "p", Reason: "node_down"})
+	want(2, map[string]int{"n": 2})
 }
