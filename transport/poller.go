@@ -12,13 +12,16 @@ import (
 )
 
 // Sockets are watched by a few shared pollers (one epoll set each, one
-// per processor) instead of a goroutine each. A registration is one-shot
-// (EPOLLONESHOT): once an event is reported the socket is disabled until
-// its owner says what it waits for next (readable, writable, or both), so
-// no two goroutines ever handle one socket's events at once. Each
-// poller's epoll descriptor is itself parked in Go's netpoller, so
-// waiting blocks no OS thread. An idle socket costs its registration
-// here and nothing else: no stack, no buffer.
+// per processor) instead of a goroutine each. A socket is registered once,
+// edge-triggered (EPOLLET), for everything it may wait for: readable, the
+// peer's hang-up, writable. An event is reported once per change (bytes
+// arrived, the send buffer drained after a write found it full), and the
+// Socket remembers what it has not acted on yet (readable while its owner
+// holds a chunk), so no system call is spent re-arming a registration after
+// each read, as a one-shot registration needs. This is the scheme of Go's
+// own netpoller. Each poller's epoll descriptor is itself parked in Go's
+// netpoller, so waiting blocks no OS thread. An idle socket costs its
+// registration here and nothing else: no stack, no buffer.
 
 // poller is one epoll set and the goroutine that waits on it.
 type poller struct {
@@ -75,11 +78,11 @@ func newPoller() (*poller, error) {
 	return &poller{epfd: epfd, rc: rc}, nil
 }
 
-// add registers s, waiting for events (readable, writable or neither).
+// add registers s for every event it may wait for (edge-triggered).
 // Events carry the descriptor; one of a socket already closed can reach a
 // new socket with the same descriptor, which then finds nothing to read
 // or write yet and waits again: harmless.
-func (p *poller) add(s *Socket, events uint32) error {
+func (p *poller) add(s *Socket) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fd := int(s.fd)
@@ -88,22 +91,12 @@ func (p *poller) add(s *Socket, events uint32) error {
 	}
 	s.p = p
 	p.regs[fd] = s
-	ev := unix.EpollEvent{Events: events | baseEvents, Fd: s.fd}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLOUT | unix.EPOLLET, Fd: s.fd}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		p.regs[fd] = nil
 		return fmt.Errorf("epoll_ctl add: %w", err)
 	}
 	return nil
-}
-
-// baseEvents are in every registration: one-shot.
-const baseEvents = unix.EPOLLONESHOT
-
-// arm re-enables s's one-shot registration for events. An error means
-// the socket is gone; its owner is closing it.
-func (p *poller) arm(s *Socket, events uint32) {
-	ev := unix.EpollEvent{Events: events | baseEvents, Fd: s.fd}
-	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, int(s.fd), &ev)
 }
 
 func (p *poller) remove(s *Socket) {

@@ -23,8 +23,9 @@ import (
 //
 // Reading: the poller reads one chunk when the socket is readable and
 // hands it to the owner (SocketEvents.Chunk); it reads again only once the
-// owner calls Resume, so a peer that sends faster than its actor handles
-// frames fills its own TCP window, not the node's memory.
+// owner calls Resume (which reads at once what is already waiting), so a
+// peer that sends faster than its actor handles frames fills its own TCP
+// window, not the node's memory.
 //
 // Writing: any goroutine may Push frames (shared, immutable: a fan-out
 // hands every member the same bytes) and Flush them; a flush writes
@@ -51,12 +52,17 @@ type Socket struct {
 	mu sync.Mutex
 	// flags, guarded by mu
 	reading bool // the owner waits for bytes: no chunk in flight
-	closed  bool
-	drop    bool // on a full queue drop the frame (and count it) instead of telling the owner
-	writing bool // registered for EPOLLOUT
-	sealed  bool // nothing more may be pushed; Drained once the queue is empty
-	full    bool // QueueFull was told
-	delayed bool // on the delayer's list
+	// readable: an event said there are bytes (or the end) to read that
+	// no read has taken yet. With an edge-triggered registration there is
+	// no second event for them: the next read must look.
+	readable bool
+	hungUp   bool // an event reported the peer's hang-up or an error: read until the end
+	closed   bool
+	drop     bool // on a full queue drop the frame (and count it) instead of telling the owner
+	writing  bool // a write found the kernel's buffer full: the poller writes the rest once the socket is writable
+	sealed   bool // nothing more may be pushed; Drained once the queue is empty
+	full     bool // QueueFull was told
+	delayed  bool // on the delayer's list
 
 	chunk    Chunk    // the one chunk in flight
 	q        [][]byte // frames queued, oldest first; q[0][off:] is next
@@ -176,17 +182,7 @@ func (s *Socket) Start(paused bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reading = !paused
-	return p.add(s, s.interest())
-}
-
-// arm waits for what the socket wants now. With nothing wanted the
-// one-shot registration stays disabled: a peer's hang-up (which epoll
-// reports whatever the mask) must not wake the poller again and again
-// while the owner holds a chunk.
-func (s *Socket) arm() {
-	if ev := s.interest(); ev != 0 {
-		s.p.arm(s, ev)
-	}
+	return p.add(s)
 }
 
 // Remote is the peer's address.
@@ -198,21 +194,9 @@ func (s *Socket) LocalPort() int { return int(s.local) }
 // LastRead is when the socket last read bytes (Now()), 0 before any.
 func (s *Socket) LastRead() int64 { return s.lastRead.Load() }
 
-// interest is what the socket waits for now. Called with mu held.
-func (s *Socket) interest() uint32 {
-	var ev uint32
-	if s.reading || s.discard != nil {
-		ev |= unix.EPOLLIN | unix.EPOLLRDHUP
-	}
-	if s.writing {
-		ev |= unix.EPOLLOUT
-	}
-	return ev
-}
-
-// dispatch handles a poller event: reads if the owner waits for bytes
-// (or a lingering close reads them away), writes if a flush waits for the
-// peer, then waits for what is still wanted.
+// dispatch handles a poller event: writes if a flush waits for the peer,
+// and notes bytes to read, reading them if the owner waits for them (or a
+// lingering close reads them away).
 func (s *Socket) dispatch(events uint32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -227,27 +211,44 @@ func (s *Socket) dispatch(events uint32) {
 		}
 	}
 	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-		switch {
-		case s.discard != nil:
-			if s.readAway() {
-				return
-			}
-		case s.reading:
-			s.read()
+		s.readable = true
+		if events&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			s.hungUp = true
 		}
+		s.readIfWanted()
 	}
-	if !s.closed {
-		s.arm()
+}
+
+// readIfWanted reads what an event reported, if the owner waits for
+// bytes or a lingering close reads them away. Called with mu held.
+func (s *Socket) readIfWanted() {
+	switch {
+	case !s.readable:
+	case s.discard != nil:
+		s.readAway()
+	case s.reading:
+		s.read()
 	}
 }
 
 // read reads one chunk, and hands it to the owner, or its end. Called
 // with mu held.
+//
+// A short read took all the kernel held (a stream socket's read copies
+// until the buffer is full or the receive queue is empty), so whatever
+// arrives next comes with an event of its own: the socket is no longer
+// readable. Not so for the peer's FIN: a read that returns the last bytes
+// may consume the FIN behind them without saying so, and no event follows
+// it; once an event has reported the hang-up, reads go on until the end.
 func (s *Socket) read() {
 	buf := chunkPool.Get().(*[]byte)
 	n, err := unix.Read(int(s.fd), *buf)
-	if err == unix.EAGAIN || err == unix.EINTR {
-		chunkPool.Put(buf) // spurious: wait again, without a buffer
+	for err == unix.EINTR {
+		n, err = unix.Read(int(s.fd), *buf)
+	}
+	if err == unix.EAGAIN {
+		chunkPool.Put(buf) // nothing after all: wait for the next event, without a buffer
+		s.readable = false
 		return
 	}
 	s.reading = false
@@ -259,6 +260,7 @@ func (s *Socket) read() {
 		s.ev.ReadEnded(err)
 		return
 	}
+	s.readable = n == len(*buf) || s.hungUp
 	now := Now()
 	s.lastRead.Store(now)
 	s.chunk = Chunk{buf: buf, n: n, At: now}
@@ -275,7 +277,7 @@ func (s *Socket) Resume() {
 	}
 	s.releaseChunk()
 	s.reading = true
-	s.arm()
+	s.readIfWanted()
 }
 
 func (s *Socket) releaseChunk() {
@@ -391,8 +393,7 @@ func (s *Socket) flushNow() {
 				s.blocked = Now()
 				s.ev.WriteBlocked()
 			}
-			s.writing = true
-			s.arm()
+			s.writing = true // the registration's EPOLLOUT tells when the peer has taken some
 			s.report()
 			return
 		case err != nil:
@@ -558,23 +559,24 @@ func (s *Socket) CloseLingering(bound time.Duration) {
 		defer s.mu.Unlock()
 		s.closeNow()
 	})
-	s.arm()
+	s.readIfWanted()
 }
 
-// readAway reads and drops what the peer sends during a lingering close;
-// at its end of stream (or an error) the socket closes. It reports whether
-// it closed. Called with mu held.
-func (s *Socket) readAway() bool {
+// readAway reads and drops what the peer sends during a lingering close,
+// until there is nothing more for now; at its end of stream (or an error)
+// the socket closes. Called with mu held.
+func (s *Socket) readAway() {
 	var buf [4096]byte
 	for {
 		n, err := unix.Read(int(s.fd), buf[:])
 		switch {
 		case err == unix.EAGAIN:
-			return false
+			s.readable = false
+			return
 		case err == unix.EINTR:
 		case err != nil || n == 0:
 			s.closeNow()
-			return true
+			return
 		}
 	}
 }

@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -177,6 +178,90 @@ func TestSocketReadsAndEnds(t *testing.T) {
 	if s.LastRead() == 0 {
 		t.Error("no read time")
 	}
+}
+
+// TestHeldChunkLosesNoByteNorTheEnd guards what an edge-triggered
+// registration requires of the socket: an event comes once per change, so
+// what arrives while the owner holds a chunk (no read then) must be read
+// on Resume without another event, and a peer's FIN that a read takes
+// together with the last bytes must still end the stream. The owner here
+// resumes only once the peer has sent everything, more than one chunk,
+// and closed; it must get every byte, in order, then the end. A paused
+// Start with bytes already waiting is the same case.
+func TestHeldChunkLosesNoByteNorTheEnd(t *testing.T) {
+	for _, paused := range []bool{false, true} {
+		client, server := loopback(t)
+		ev := &heldEvents{}
+		s, err := Adopt(&Accepted{Conn: server}, ev, NewMetrics().Listener("t", "tcp"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.Close(); s.Close() })
+		want := bytes.Repeat([]byte("0123456789abcdef"), 3*ChunkSize/16+7) // three chunks and a bit
+		if !paused {
+			if err := s.Start(false); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := client.Write(want[:10]); err != nil {
+				t.Fatal(err)
+			}
+			check.For(t, 5*time.Second, time.Millisecond, func() error { // the owner holds a chunk now
+				if len(ev.got()) == 0 {
+					return errors.New("no chunk yet")
+				}
+				return nil
+			})
+		}
+		if _, err := client.Write(want[len(ev.got()):]); err != nil {
+			t.Fatal(err)
+		}
+		_ = client.(*net.TCPConn).CloseWrite()
+		check.For(t, 5*time.Second, time.Millisecond, func() error { // all of it waits in the kernel
+			if n := s.Unread(); n != len(want)-len(ev.got()) {
+				return fmt.Errorf("%d bytes unread", n)
+			}
+			return nil
+		})
+		if paused {
+			if err := s.Start(true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check.For(t, 5*time.Second, time.Millisecond, func() error {
+			ev.mu.Lock()
+			ended := ev.ended
+			ev.mu.Unlock()
+			if !ended {
+				s.Resume() // the owner is done with what it holds
+				return errors.New("not ended")
+			}
+			return nil
+		})
+		if got := ev.got(); !bytes.Equal(got, want) {
+			t.Fatalf("paused %v: got %d bytes of %d (or out of order)", paused, len(got), len(want))
+		}
+	}
+}
+
+// heldEvents is an owner that holds each chunk until the test resumes.
+type heldEvents struct {
+	events
+	mu    sync.Mutex
+	bytes []byte
+	ended bool
+}
+
+func (e *heldEvents) Chunk(c *Chunk) {
+	e.mu.Lock()
+	e.bytes = append(e.bytes, c.Bytes()...)
+	e.mu.Unlock()
+}
+func (e *heldEvents) ReadEnded(error) { e.mu.Lock(); e.ended = true; e.mu.Unlock() }
+
+func (e *heldEvents) got() []byte {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return bytes.Clone(e.bytes)
 }
 
 // TestCloseLingeringReadsAwayThenCloses: a lingering close sends a FIN,
