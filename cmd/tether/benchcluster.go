@@ -8,13 +8,12 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"tether/client"
 )
 
 // The room bench across a cluster (bench/cluster-90k): with --pids (one
@@ -24,8 +23,8 @@ import (
 // tether_nats_published_total and tether_nats_received_total over the
 // sends; with --kill-pid (a node of --url, --kill-url) that node is
 // SIGKILLed once the figures are taken, its members still joined, and
-// the bench measures how long until every other node has told its
-// members that they left.
+// the bench measures how long until the room on every other node (its
+// admin API, so --metrics too) no longer counts them.
 
 // clusterOpts are bench room's flags for a cluster (commands.go).
 type clusterOpts struct {
@@ -87,6 +86,9 @@ func (o *roomBench) runCluster(ctx context.Context, out io.Writer, c *clusterOpt
 	if c.killPID != 0 && !slices.Contains(urls, c.killURL) {
 		return fmt.Errorf("--kill-url %q: not one of --url", c.killURL)
 	}
+	if c.killPID != 0 && len(metrics) != len(urls) {
+		return fmt.Errorf("--kill-pid needs --metrics: the admin servers of the --url nodes, in their order")
+	}
 	r := &clusterResult{Bench: "cluster", Nodes: len(urls), Members: o.members, Messages: o.messages, Rate: o.rate}
 	var cpuBefore []float64
 	var pubBefore, recvBefore map[string]float64
@@ -126,7 +128,7 @@ func (o *roomBench) runCluster(ctx context.Context, out io.Writer, c *clusterOpt
 		}
 		r.NATSPublished, r.NATSReceived = diff(pub, pubBefore), diff(recv, recvBefore)
 		if c.killPID != 0 {
-			return o.killNode(ctx, c, urls, r)
+			return o.killNode(ctx, c, urls, metrics, r)
 		}
 		return nil
 	}
@@ -183,69 +185,63 @@ func (r *clusterResult) print(out io.Writer) {
 }
 
 // killNode SIGKILLs the node of c.killURL with its members joined, and
-// times, on every other node, until an observer there has been told
-// that all of them left.
-func (o *roomBench) killNode(ctx context.Context, c *clusterOpts, urls []string, r *clusterResult) error {
+// times, on every other node, until the room there no longer counts
+// them: its admin API's GET /api/rooms/{room}, the room's own view of
+// its members on every node (which the room keeps whether or not it
+// tells its members of joins and leaves), polled every 20 ms.
+func (o *roomBench) killNode(ctx context.Context, c *clusterOpts, urls, admins []string, r *clusterResult) error {
 	perWorker := (o.members + o.procs - 1) / o.procs
 	for w := range o.procs {
 		if urls[w%len(urls)] == c.killURL {
 			r.KilledMembers += perWorker
 		}
 	}
+	type node struct{ url, admin string }
+	var surviving []node
+	for i, u := range urls {
+		if u != c.killURL {
+			surviving = append(surviving, node{u, admins[i]})
+		}
+	}
+	before := map[string]int{}
+	for _, n := range surviving {
+		count, err := roomCount(ctx, n.admin, o.room)
+		if err != nil {
+			return err
+		}
+		before[n.url] = count
+	}
+	kill := time.Now()
+	if err := syscall.Kill(c.killPID, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill %d: %w", c.killPID, err)
+	}
 	type gone struct {
 		url string
 		at  time.Time
 		err error
 	}
-	var observers []*client.Client
-	defer func() {
-		for _, ob := range observers {
-			ob.Close()
-		}
-	}()
-	surviving := slices.DeleteFunc(slices.Clone(urls), func(u string) bool { return u == c.killURL })
-	for _, url := range surviving {
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		ob, err := client.DialWebSocket(dctx, url)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("observer at %s: %w", url, err)
-		}
-		observers = append(observers, ob)
-		if _, err := ob.Call(client.Request{Op: "join", Room: o.room, Name: "observer"}); err != nil {
-			return fmt.Errorf("observer at %s: %w", url, err)
-		}
-	}
-	results := make(chan gone, len(observers))
-	kill := time.Now()
-	if err := syscall.Kill(c.killPID, syscall.SIGKILL); err != nil {
-		return fmt.Errorf("kill %d: %w", c.killPID, err)
-	}
-	for i, ob := range observers {
-		url := surviving[i]
+	results := make(chan gone, len(surviving))
+	for _, n := range surviving {
 		go func() {
-			_ = ob.Conn().SetReadDeadline(kill.Add(c.deadline))
-			left := 0
-			for left < r.KilledMembers {
-				ev, err := ob.Recv()
-				if err != nil {
-					results <- gone{url: url, err: fmt.Errorf("%d of %d left: %w", left, r.KilledMembers, err)}
+			for {
+				count, err := roomCount(ctx, n.admin, o.room)
+				switch {
+				case err != nil:
+					results <- gone{url: n.url, err: err}
+					return
+				case count <= before[n.url]-r.KilledMembers:
+					results <- gone{url: n.url, at: time.Now()}
+					return
+				case time.Since(kill) > c.deadline:
+					results <- gone{url: n.url, err: fmt.Errorf("still %d members after %s (%d before the kill)", count, c.deadline, before[n.url])}
 					return
 				}
-				switch ev.Op {
-				case "left": // a small room: one per member
-					if ev.Reason == "node_down" {
-						left++
-					}
-				case "presence": // a large room: diffs with whole counts
-					left += ev.LeftCount
-				}
+				time.Sleep(20 * time.Millisecond) // the poll's period
 			}
-			results <- gone{url: url, at: time.Now()}
 		}()
 	}
 	r.GoneAfterMs = map[string]float64{}
-	for range observers {
+	for range surviving {
 		g := <-results
 		if g.err != nil {
 			return fmt.Errorf("after the kill, at %s: %w", g.url, g.err)
@@ -255,6 +251,18 @@ func (o *roomBench) killNode(ctx context.Context, c *clusterOpts, urls []string,
 		r.GoneEverywhereMs = max(r.GoneEverywhereMs, ms)
 	}
 	return nil
+}
+
+// roomCount is the room's members on every node, as the node of the
+// admin API at admin sees them.
+func roomCount(ctx context.Context, admin, room string) (int, error) {
+	var info struct {
+		Members int `json:"members"`
+	}
+	err := httpGet(ctx, strings.TrimSuffix(admin, "/")+"/api/rooms/"+url.PathEscape(room), func(body io.Reader) error {
+		return json.NewDecoder(body).Decode(&info)
+	})
+	return info.Members, err
 }
 
 func splitList(s string) []string {
@@ -291,6 +299,11 @@ func natsCounts(ctx context.Context, admins []string) (published, received map[s
 }
 
 func scrapeNATS(ctx context.Context, url string, published, received map[string]float64) error {
+	return httpGet(ctx, url, func(body io.Reader) error { return parseNATSMetrics(body, published, received) })
+}
+
+// httpGet GETs url and hands read the body of a 200 answer.
+func httpGet(ctx context.Context, url string, read func(body io.Reader) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -305,7 +318,7 @@ func scrapeNATS(ctx context.Context, url string, published, received map[string]
 	if res.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s: %s", url, res.Status)
 	}
-	return parseNATSMetrics(res.Body, published, received)
+	return read(res.Body)
 }
 
 // parseNATSMetrics adds the tether_nats_published_total and
