@@ -16,6 +16,11 @@ PNG files into --out-dir:
   cpu-per-delivery.png        server CPU per delivery against room size
                               (every room result, one point per run)
   ratios.png                  every summary figure as tether / the other
+  cluster-<nodes>x<members>.png  a cluster run (bench/cluster-90k's
+                              cluster.json): send to last member per
+                              message, CPU and RSS per node, and how long
+                              each node took to drop a killed node's
+                              members
 
 Uses Debian's python3-matplotlib; when it is missing and this runs as
 root, installs it with apt-get.
@@ -72,12 +77,14 @@ def color(side):
 
 
 def load(paths):
-    results = []
+    """The comparing benches' results, and the cluster runs apart."""
+    results, clusters = [], []
     for p in paths:
         with open(p) as f:
             data = json.load(f)
-        results.extend(data if isinstance(data, list) else [data])
-    return results
+        for r in data if isinstance(data, list) else [data]:
+            (clusters if r.get("bench") == "cluster" else results).append(r)
+    return results, clusters
 
 
 def percentiles(values):
@@ -228,15 +235,49 @@ def ratio_chart(results, out):
     return [write(fig, out, "ratios.png")]
 
 
+def cluster_charts(clusters, out):
+    written = []
+    for r in clusters:
+        fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), gridspec_kw={"width_ratios": [2, 1, 1]})
+        ax = axes[0]
+        v, pct = percentiles(r.get("latency_ms") or [])
+        if v:
+            ax.step(v, pct, where="post", color=color("tether"),
+                    label="p50 %.0f ms, p99 %.0f ms" % (r["p50_ms"], r["p99_ms"]))
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_xlabel("send to last member of the room (ms), per message")
+        ax.set_ylabel("percentile")
+        ax.set_ylim(0, 100)
+        ax.grid(True, alpha=0.3)
+        nodes = ["n%d" % (i + 1) for i in range(r["nodes"])]
+        ax = axes[1]
+        ax.bar(nodes, [b / (1 << 20) for b in r.get("rss_bytes") or []], color=color("tether"))
+        ax.set_ylabel("RSS at the end of the sends (MiB)")
+        ax2 = ax.twinx()
+        ax2.plot(nodes, r.get("cpu_seconds") or [], "o", color=OTHER)
+        ax2.set_ylabel("CPU over the sends (s, dots)", color=OTHER)
+        ax2.set_ylim(bottom=0)
+        ax.set_title("per node: %.1f µs CPU per delivery in all" % r.get("cpu_per_delivery_us", 0), fontsize=9)
+        ax = axes[2]
+        gone = r.get("gone_after_ms") or {}
+        ax.bar(["n%d" % (i + 1) for i in range(len(gone))], [gone[k] / 1000 for k in sorted(gone)], color="#7f7f7f")
+        ax.set_ylabel("killed node's members dropped after (s)")
+        ax.set_title("%d members of the killed node" % r.get("killed_members", 0), fontsize=9)
+        fig.suptitle("Cluster: %d nodes, %d members in one room, %d messages at %d/s, all %d deliveries"
+                     % (r["nodes"], r["members"], r["messages"], r["rate"], r["delivered"]))
+        written.append(write(fig, out, "cluster-%dx%d.png" % (r["nodes"], r["members"]), r))
+    return written
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-dir", default="docs/bench")
     ap.add_argument("files", nargs="+")
     a = ap.parse_args()
     os.makedirs(a.out_dir, exist_ok=True)
-    results = load(a.files)
+    results, clusters = load(a.files)
     written = latency_charts(results, a.out_dir) + rss_chart(results, a.out_dir) + cpu_chart(results, a.out_dir) \
-        + ratio_chart(results, a.out_dir)
+        + ratio_chart(results, a.out_dir) + cluster_charts(clusters, a.out_dir)
     if not written:
         sys.exit("bench/charts.py: nothing to draw in " + " ".join(a.files))
     for p in written:
