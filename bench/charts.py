@@ -263,8 +263,8 @@ def cluster_charts(clusters, out):
         ax.bar(["n%d" % (i + 1) for i in range(len(gone))], [gone[k] / 1000 for k in sorted(gone)], color="#7f7f7f")
         ax.set_ylabel("killed node's members dropped after (s)")
         ax.set_title("%d members of the killed node" % r.get("killed_members", 0), fontsize=9)
-        fig.suptitle("Cluster: %d nodes, %d members in one room, %d messages at %d/s, all %d deliveries"
-                     % (r["nodes"], r["members"], r["messages"], r["rate"], r["delivered"]))
+        fig.suptitle("Cluster: %d nodes, %d members in one room, %d messages at %d/s, %d of %d deliveries"
+                     % (r["nodes"], r["members"], r["messages"], r["rate"], r["delivered"], r["members"] * r["messages"]))
         written.append(write(fig, out, "cluster-%dx%d.png" % (r["nodes"], r["members"]), r))
     return written
 

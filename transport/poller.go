@@ -18,8 +18,9 @@ import (
 // arrived, the send buffer drained after a write found it full), and the
 // Socket remembers what it has not acted on yet (readable while its owner
 // holds a chunk), so no system call is spent re-arming a registration after
-// each read, as a one-shot registration needs. This is the scheme of Go's
-// own netpoller. Each poller's epoll descriptor is itself parked in Go's
+// each read, as a one-shot registration needs: only when bytes were left
+// waiting does Resume register the socket again to have them reported.
+// This is the scheme of Go's own netpoller. Each poller's epoll descriptor is itself parked in Go's
 // netpoller, so waiting blocks no OS thread. An idle socket costs its
 // registration here and nothing else: no stack, no buffer.
 
@@ -91,12 +92,23 @@ func (p *poller) add(s *Socket) error {
 	}
 	s.p = p
 	p.regs[fd] = s
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLOUT | unix.EPOLLET, Fd: s.fd}
+	ev := unix.EpollEvent{Events: registered, Fd: s.fd}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		p.regs[fd] = nil
 		return fmt.Errorf("epoll_ctl add: %w", err)
 	}
 	return nil
+}
+
+// registered is what every socket is registered for, edge-triggered.
+const registered = unix.EPOLLIN | unix.EPOLLPRI | unix.EPOLLRDHUP | unix.EPOLLOUT | unix.EPOLLET
+
+// rearm registers s again as it is: if it is ready (bytes wait), epoll
+// reports it once more. An error means the socket is gone; its owner is
+// closing it.
+func (p *poller) rearm(s *Socket) {
+	ev := unix.EpollEvent{Events: registered, Fd: s.fd}
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, int(s.fd), &ev)
 }
 
 func (p *poller) remove(s *Socket) {

@@ -23,9 +23,8 @@ import (
 //
 // Reading: the poller reads one chunk when the socket is readable and
 // hands it to the owner (SocketEvents.Chunk); it reads again only once the
-// owner calls Resume (which reads at once what is already waiting), so a
-// peer that sends faster than its actor handles frames fills its own TCP
-// window, not the node's memory.
+// owner calls Resume, so a peer that sends faster than its actor handles
+// frames fills its own TCP window, not the node's memory.
 //
 // Writing: any goroutine may Push frames (shared, immutable: a fan-out
 // hands every member the same bytes) and Flush them; a flush writes
@@ -56,13 +55,16 @@ type Socket struct {
 	// no read has taken yet. With an edge-triggered registration there is
 	// no second event for them: the next read must look.
 	readable bool
-	hungUp   bool // an event reported the peer's hang-up or an error: read until the end
-	closed   bool
-	drop     bool // on a full queue drop the frame (and count it) instead of telling the owner
-	writing  bool // a write found the kernel's buffer full: the poller writes the rest once the socket is writable
-	sealed   bool // nothing more may be pushed; Drained once the queue is empty
-	full     bool // QueueFull was told
-	delayed  bool // on the delayer's list
+	// keepReading: an event reported the peer's hang-up, an error or
+	// urgent data, after which a short read no longer proves that the
+	// kernel holds nothing more (see read): read until it says so.
+	keepReading bool
+	closed      bool
+	drop        bool // on a full queue drop the frame (and count it) instead of telling the owner
+	writing     bool // a write found the kernel's buffer full: the poller writes the rest once the socket is writable
+	sealed      bool // nothing more may be pushed; Drained once the queue is empty
+	full        bool // QueueFull was told
+	delayed     bool // on the delayer's list
 
 	chunk    Chunk    // the one chunk in flight
 	q        [][]byte // frames queued, oldest first; q[0][off:] is next
@@ -210,24 +212,30 @@ func (s *Socket) dispatch(events uint32) {
 			return
 		}
 	}
-	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+	if events&(unix.EPOLLIN|unix.EPOLLPRI|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 		s.readable = true
-		if events&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-			s.hungUp = true
+		if events&(unix.EPOLLPRI|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			s.keepReading = true
 		}
-		s.readIfWanted()
+		switch {
+		case s.discard != nil:
+			s.readAway()
+		case s.reading:
+			s.read()
+		}
 	}
 }
 
-// readIfWanted reads what an event reported, if the owner waits for
-// bytes or a lingering close reads them away. Called with mu held.
-func (s *Socket) readIfWanted() {
-	switch {
-	case !s.readable:
-	case s.discard != nil:
-		s.readAway()
-	case s.reading:
-		s.read()
+// wake has the poller read what waits unread (an event came while the
+// owner held a chunk, or the last read filled the buffer): re-registering
+// a ready socket makes epoll report it again. Reading on the owner's
+// goroutine instead would save that call, but a client that always has
+// more to send would then keep its connection's worker (actors/conn's
+// dispatcher) busy for as long as it sends: each chunk handled would read
+// the next into the same mailbox run. Called with mu held.
+func (s *Socket) wake() {
+	if s.readable {
+		s.p.rearm(s)
 	}
 }
 
@@ -239,7 +247,9 @@ func (s *Socket) readIfWanted() {
 // arrives next comes with an event of its own: the socket is no longer
 // readable. Not so for the peer's FIN: a read that returns the last bytes
 // may consume the FIN behind them without saying so, and no event follows
-// it; once an event has reported the hang-up, reads go on until the end.
+// it; nor for TCP urgent data, where a read stops short at the urgent
+// mark. Once an event has reported either, reads go on until the end (or
+// EAGAIN).
 func (s *Socket) read() {
 	buf := chunkPool.Get().(*[]byte)
 	n, err := unix.Read(int(s.fd), *buf)
@@ -260,7 +270,7 @@ func (s *Socket) read() {
 		s.ev.ReadEnded(err)
 		return
 	}
-	s.readable = n == len(*buf) || s.hungUp
+	s.readable = n == len(*buf) || s.keepReading
 	now := Now()
 	s.lastRead.Store(now)
 	s.chunk = Chunk{buf: buf, n: n, At: now}
@@ -277,7 +287,7 @@ func (s *Socket) Resume() {
 	}
 	s.releaseChunk()
 	s.reading = true
-	s.readIfWanted()
+	s.wake()
 }
 
 func (s *Socket) releaseChunk() {
@@ -559,7 +569,7 @@ func (s *Socket) CloseLingering(bound time.Duration) {
 		defer s.mu.Unlock()
 		s.closeNow()
 	})
-	s.readIfWanted()
+	s.wake()
 }
 
 // readAway reads and drops what the peer sends during a lingering close,

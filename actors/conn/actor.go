@@ -18,6 +18,12 @@
 //   - What the socket reports (a chunk, the end of input, a full queue, a
 //     write waiting for the peer, a write error, the queue drained after
 //     the close) comes as a message, so the actor decides everything.
+//   - Connection actors run on shared long-lived workers (dispatcher.go),
+//     not a goroutine each: an actor waits for nothing (replies come as
+//     messages, writes never block), and a mailbox run ends once the
+//     mailbox is empty; the socket's next chunk comes from the poller, so
+//     one busy client never keeps a worker
+//     (TestStreamingClientLeavesItsWorker).
 package conn
 
 import (

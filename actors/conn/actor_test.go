@@ -25,7 +25,7 @@ import (
 // at the top of actor.go.
 
 // testApp records the frames it is handed; a frame "block" makes it wait
-// on release, and "echo:<x>" sends x back.
+// on release, "slow..." takes 100 µs, and "echo:<x>" sends x back.
 type testApp struct {
 	mu      sync.Mutex
 	frames  []string
@@ -41,6 +41,8 @@ func (t *testApp) Frame(c *Actor, data []byte) {
 	switch s := string(data); {
 	case s == "block":
 		<-t.release
+	case strings.HasPrefix(s, "slow"):
+		time.Sleep(100 * time.Microsecond) // a request that takes its time
 	case strings.HasPrefix(s, "echo:"):
 		c.Send([]byte(s[5:]))
 	}

@@ -2,6 +2,7 @@ package conn
 
 import (
 	"runtime"
+	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
 )
@@ -14,9 +15,9 @@ func Props(producer actor.Producer) *actor.Props {
 		actor.WithMailbox(actor.UnboundedLockfree()), actor.WithDispatcher(connWorkers))
 }
 
-// workers is the dispatcher of connection actors: a few long-lived
-// goroutines take the mailboxes' runs from a queue, instead of a goroutine
-// being started for every run as protoactor's default dispatcher does.
+// workers is the dispatcher of connection actors: mailbox runs go to
+// long-lived goroutines, instead of a goroutine being started for every
+// run as protoactor's default dispatcher does.
 //
 // Why: a connection's mailbox runs once per request it reads when, as
 // usual, its client has one request in flight, and a fresh goroutine
@@ -25,34 +26,50 @@ func Props(producer actor.Producer) *actor.Props {
 // framed echo bench that stack growth was a fifth of the node's CPU; a
 // worker keeps its grown stack from one run to the next.
 //
-// The rule this brings: a connection actor never blocks (it waits for
-// nothing: replies come as messages, writes never block), or it holds up
-// the connections queued behind it. Runs are queued in order; when the
-// queue is full a run gets a goroutine of its own, so scheduling never
-// waits either, even from a worker.
-type workers chan func()
-
-// connWorkers runs every connection actor of the process: four per
-// processor, as a run spends much of its time in system calls (read,
-// writev) during which the processor runs another worker.
-var connWorkers = newWorkers(4*runtime.GOMAXPROCS(0), 4096)
-
-// newWorkers starts n workers sharing a queue of the given length.
-func newWorkers(n, queue int) workers {
-	w := make(workers, queue)
-	for range n {
-		go func() {
-			for run := range w {
-				run()
-			}
-		}()
-	}
-	return w
+// A run goes to a parked worker if there is one; else a new worker is
+// started, up to max; past max the run waits in the queue for the first
+// worker free, and past the queue it gets a goroutine of its own, so
+// scheduling never waits, even from a worker. Workers stay once started
+// (an idle one costs its stack, which the collector shrinks). A
+// connection actor should not block, but one that does (a relay
+// connection publishing into a stalled NATS connection) holds only its
+// worker: the others go on, and more are started up to max.
+//
+// A run ends when its mailbox is empty, so one client must never refill
+// it from within the run: its socket's next chunk is read by the poller
+// (transport.Socket.Resume), not by the run that handled the last one.
+type workers struct {
+	parked  chan func() // unbuffered: a send succeeds only to a parked worker
+	queue   chan func()
+	started atomic.Int32
+	max     int32
 }
 
-func (w workers) Schedule(run func()) {
+// connWorkers runs every connection actor of the process; busy ones are
+// a few per processor (a run spends much of its time in read and writev,
+// during which the processor runs another), the rest of max is headroom
+// for actors that block.
+var connWorkers = newWorkers(64*runtime.GOMAXPROCS(0), 4096)
+
+// newWorkers makes a dispatcher of at most max workers and a queue of the
+// given length.
+func newWorkers(max, queue int) *workers {
+	return &workers{parked: make(chan func()), queue: make(chan func(), queue), max: int32(max)}
+}
+
+func (w *workers) Schedule(run func()) {
 	select {
-	case w <- run:
+	case w.parked <- run:
+		return
+	default:
+	}
+	if w.started.Add(1) <= w.max {
+		go w.work(run)
+		return
+	}
+	w.started.Add(-1)
+	select {
+	case w.queue <- run:
 	default:
 		go run()
 	}
@@ -60,4 +77,18 @@ func (w workers) Schedule(run func()) {
 
 // Throughput is protoactor's default: how many messages a run handles
 // before it yields the processor.
-func (w workers) Throughput() int { return 300 }
+func (w *workers) Throughput() int { return 300 }
+
+func (w *workers) work(run func()) {
+	for {
+		run()
+		select { // what waits first, then whatever comes
+		case run = <-w.queue:
+		default:
+			select {
+			case run = <-w.queue:
+			case run = <-w.parked:
+			}
+		}
+	}
+}

@@ -1,9 +1,12 @@
 package conn
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -59,6 +62,51 @@ func TestWorkersRunEveryRun(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestStreamingClientLeavesItsWorker guards the rule that a mailbox run
+// ends when its mailbox is empty, so that one worker serves many
+// connections: with a single worker, a client that streams requests
+// faster than they are handled (its socket is never empty) must not keep
+// it, or another connection is never served (here it would not even
+// start). It fails if the socket's next chunk is read within the run that
+// handled the last one.
+func TestStreamingClientLeavesItsWorker(t *testing.T) {
+	saved := connWorkers
+	connWorkers = newWorkers(1, 64)
+	t.Cleanup(func() { connWorkers = saved })
+
+	streaming := newTestApp()
+	streamer := start(t, streaming, nil)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		chunk := bytes.Repeat(packN("slow"+strings.Repeat("s", 996)), 64)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := streamer.client.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	check.For(t, 5*time.Second, time.Millisecond, func() error { // streaming, and read
+		if streaming.count() < 100 {
+			return errors.New("not streaming yet")
+		}
+		return nil
+	})
+
+	other := start(t, newTestApp(), nil)
+	if _, err := other.client.Write(packN("echo:answer")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := other.read(5 * time.Second); err != nil || got != "answer" {
+		t.Fatalf("the other connection got %q, %v, while one client streamed", got, err)
+	}
 }
 
 // BenchmarkMailboxRun measures what a connection's mailbox run costs with

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"tether/actors/node"
 )
 
 // The room bench across a cluster (bench/cluster-90k): with --pids (one
@@ -187,8 +189,9 @@ func (r *clusterResult) print(out io.Writer) {
 // killNode SIGKILLs the node of c.killURL with its members joined, and
 // times, on every other node, until the room there no longer counts
 // them: its admin API's GET /api/rooms/{room}, the room's own view of
-// its members on every node (which the room keeps whether or not it
-// tells its members of joins and leaves), polled every 20 ms.
+// its members per node (which the room keeps whether or not it tells its
+// members of joins and leaves), polled every 20 ms until the killed
+// node (its id from its /api/status) is not in it.
 func (o *roomBench) killNode(ctx context.Context, c *clusterOpts, urls, admins []string, r *clusterResult) error {
 	perWorker := (o.members + o.procs - 1) / o.procs
 	for w := range o.procs {
@@ -196,20 +199,23 @@ func (o *roomBench) killNode(ctx context.Context, c *clusterOpts, urls, admins [
 			r.KilledMembers += perWorker
 		}
 	}
-	type node struct{ url, admin string }
-	var surviving []node
+	type peer struct{ url, admin string }
+	var surviving []peer
+	var killedID string
 	for i, u := range urls {
 		if u != c.killURL {
-			surviving = append(surviving, node{u, admins[i]})
+			surviving = append(surviving, peer{u, admins[i]})
+			continue
 		}
-	}
-	before := map[string]int{}
-	for _, n := range surviving {
-		count, err := roomCount(ctx, n.admin, o.room)
-		if err != nil {
+		var st struct {
+			Node string `json:"node"`
+		}
+		if err := httpGet(ctx, strings.TrimSuffix(admins[i], "/")+"/api/status", func(body io.Reader) error {
+			return json.NewDecoder(body).Decode(&st)
+		}); err != nil {
 			return err
 		}
-		before[n.url] = count
+		killedID = st.Node
 	}
 	kill := time.Now()
 	if err := syscall.Kill(c.killPID, syscall.SIGKILL); err != nil {
@@ -224,16 +230,16 @@ func (o *roomBench) killNode(ctx context.Context, c *clusterOpts, urls, admins [
 	for _, n := range surviving {
 		go func() {
 			for {
-				count, err := roomCount(ctx, n.admin, o.room)
+				info, err := roomView(ctx, n.admin, o.room)
 				switch {
 				case err != nil:
 					results <- gone{url: n.url, err: err}
 					return
-				case count <= before[n.url]-r.KilledMembers:
+				case info.Nodes[killedID] == 0:
 					results <- gone{url: n.url, at: time.Now()}
 					return
 				case time.Since(kill) > c.deadline:
-					results <- gone{url: n.url, err: fmt.Errorf("still %d members after %s (%d before the kill)", count, c.deadline, before[n.url])}
+					results <- gone{url: n.url, err: fmt.Errorf("still %d members of %s after %s", info.Nodes[killedID], killedID, c.deadline)}
 					return
 				}
 				time.Sleep(20 * time.Millisecond) // the poll's period
@@ -253,16 +259,14 @@ func (o *roomBench) killNode(ctx context.Context, c *clusterOpts, urls, admins [
 	return nil
 }
 
-// roomCount is the room's members on every node, as the node of the
-// admin API at admin sees them.
-func roomCount(ctx context.Context, admin, room string) (int, error) {
-	var info struct {
-		Members int `json:"members"`
-	}
+// roomView is the room's members per node, as the node of the admin API
+// at admin sees them.
+func roomView(ctx context.Context, admin, room string) (*node.RoomInfo, error) {
+	var info node.RoomInfo
 	err := httpGet(ctx, strings.TrimSuffix(admin, "/")+"/api/rooms/"+url.PathEscape(room), func(body io.Reader) error {
 		return json.NewDecoder(body).Decode(&info)
 	})
-	return info.Members, err
+	return &info, err
 }
 
 func splitList(s string) []string {
