@@ -257,8 +257,13 @@ func (s *Socket) read() {
 		n, err = unix.Read(int(s.fd), *buf)
 	}
 	if err == unix.EAGAIN {
-		chunkPool.Put(buf) // nothing after all: wait for the next event, without a buffer
-		s.readable = false
+		// Nothing after all: wait for the next event, without a buffer.
+		// Nothing is pending either (no end, no error), so short reads
+		// can be trusted again until an event says otherwise (a stale
+		// event of a reused descriptor number, or a client's urgent byte,
+		// would otherwise cost every Resume a re-registration).
+		chunkPool.Put(buf)
+		s.readable, s.keepReading = false, false
 		return
 	}
 	s.reading = false
@@ -581,7 +586,7 @@ func (s *Socket) readAway() {
 		n, err := unix.Read(int(s.fd), buf[:])
 		switch {
 		case err == unix.EAGAIN:
-			s.readable = false
+			s.readable, s.keepReading = false, false
 			return
 		case err == unix.EINTR:
 		case err != nil || n == 0:

@@ -27,34 +27,32 @@ func Props(producer actor.Producer) *actor.Props {
 // worker keeps its grown stack from one run to the next.
 //
 // A run goes to a parked worker if there is one; else a new worker is
-// started, up to max; past max the run waits in the queue for the first
-// worker free, and past the queue it gets a goroutine of its own, so
-// scheduling never waits, even from a worker. Workers stay once started
-// (an idle one costs its stack, which the collector shrinks). A
+// started, up to max; past max the run gets a goroutine of its own (the
+// default dispatcher's way), so every run starts at once, as on the
+// default dispatcher: nothing ever waits for a worker. Workers stay once
+// started (an idle one costs its stack, which the collector shrinks). A
 // connection actor should not block, but one that does (a relay
 // connection publishing into a stalled NATS connection) holds only its
-// worker: the others go on, and more are started up to max.
+// own worker and its own mailbox.
 //
 // A run ends when its mailbox is empty, so one client must never refill
 // it from within the run: its socket's next chunk is read by the poller
 // (transport.Socket.Resume), not by the run that handled the last one.
 type workers struct {
 	parked  chan func() // unbuffered: a send succeeds only to a parked worker
-	queue   chan func()
 	started atomic.Int32
 	max     int32
 }
 
-// connWorkers runs every connection actor of the process; busy ones are
-// a few per processor (a run spends much of its time in read and writev,
-// during which the processor runs another), the rest of max is headroom
-// for actors that block.
-var connWorkers = newWorkers(64*runtime.GOMAXPROCS(0), 4096)
+// connWorkers runs every connection actor of the process: as many
+// workers as runs in progress at once (a few per processor when nothing
+// blocks: a run spends much of its time in read and writev, during which
+// the processor runs another), at most 64 per processor.
+var connWorkers = newWorkers(64 * runtime.GOMAXPROCS(0))
 
-// newWorkers makes a dispatcher of at most max workers and a queue of the
-// given length.
-func newWorkers(max, queue int) *workers {
-	return &workers{parked: make(chan func()), queue: make(chan func(), queue), max: int32(max)}
+// newWorkers makes a dispatcher of at most max workers.
+func newWorkers(max int) *workers {
+	return &workers{parked: make(chan func()), max: int32(max)}
 }
 
 func (w *workers) Schedule(run func()) {
@@ -68,11 +66,7 @@ func (w *workers) Schedule(run func()) {
 		return
 	}
 	w.started.Add(-1)
-	select {
-	case w.queue <- run:
-	default:
-		go run()
-	}
+	go run()
 }
 
 // Throughput is protoactor's default: how many messages a run handles
@@ -82,13 +76,6 @@ func (w *workers) Throughput() int { return 300 }
 func (w *workers) work(run func()) {
 	for {
 		run()
-		select { // what waits first, then whatever comes
-		case run = <-w.queue:
-		default:
-			select {
-			case run = <-w.queue:
-			case run = <-w.parked:
-			}
-		}
+		run = <-w.parked
 	}
 }

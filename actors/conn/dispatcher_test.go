@@ -18,62 +18,51 @@ import (
 	"tether/test/check"
 )
 
-// TestWorkersRunEveryRun guards the dispatcher's promise that scheduling
-// never waits and no run is lost: two workers with a queue of four are
-// given many runs at once from many goroutines, workers included, while
-// both workers are held up; every run runs once the workers go on, and
-// the ones past the queue ran meanwhile on goroutines of their own.
+// TestWorkersRunEveryRun guards the dispatcher's promise that every run
+// starts at once and scheduling never waits: two workers at most, both
+// held up, are given many runs at once from many goroutines, runs
+// included; every run runs meanwhile, on goroutines of their own.
 func TestWorkersRunEveryRun(t *testing.T) {
-	w := newWorkers(2, 4)
+	w := newWorkers(2)
 	hold := make(chan struct{})
+	defer close(hold)
 	var held sync.WaitGroup
 	held.Add(2)
 	for range 2 {
 		w.Schedule(func() { held.Done(); <-hold })
 	}
 	held.Wait() // both workers are busy now
-	// At most four runs wait in the queue (and the four their runs would
-	// schedule do not exist yet); every other runs on a goroutine of its own.
 
 	const n = 200
 	var ran atomic.Int32
-	var scheduled sync.WaitGroup
 	for range n / 2 {
-		scheduled.Add(1)
-		go func() {
-			defer scheduled.Done()
-			w.Schedule(func() {
-				ran.Add(1)
-				w.Schedule(func() { ran.Add(1) }) // from a worker, or a run of its own
-			})
-		}()
+		go w.Schedule(func() {
+			ran.Add(1)
+			w.Schedule(func() { ran.Add(1) }) // from within a run
+		})
 	}
-	scheduled.Wait() // no Schedule waited for the held workers
 	check.For(t, 5*time.Second, time.Millisecond, func() error {
-		if got := ran.Load(); got < n-2*4 {
+		if got := ran.Load(); got != n {
 			return fmt.Errorf("%d of %d ran with the workers held", got, n)
 		}
 		return nil
 	})
-	close(hold)
-	check.For(t, 5*time.Second, time.Millisecond, func() error {
-		if got := ran.Load(); got != n {
-			return fmt.Errorf("%d of %d ran", got, n)
-		}
-		return nil
-	})
+	if got := w.started.Load(); got != 2 {
+		t.Fatalf("%d workers started; at most 2", got)
+	}
 }
 
 // TestStreamingClientLeavesItsWorker guards the rule that a mailbox run
-// ends when its mailbox is empty, so that one worker serves many
+// ends when its mailbox is empty, so that a worker serves many
 // connections: with a single worker, a client that streams requests
 // faster than they are handled (its socket is never empty) must not keep
-// it, or another connection is never served (here it would not even
-// start). It fails if the socket's next chunk is read within the run that
-// handled the last one.
+// it: the worker parks between the client's chunks (a run of the test's
+// own is handed to it), and another connection is served meanwhile. It
+// fails if the socket's next chunk is read within the run that handled
+// the last one: that run never ends.
 func TestStreamingClientLeavesItsWorker(t *testing.T) {
 	saved := connWorkers
-	connWorkers = newWorkers(1, 64)
+	connWorkers = newWorkers(1)
 	t.Cleanup(func() { connWorkers = saved })
 
 	streaming := newTestApp()
@@ -99,6 +88,14 @@ func TestStreamingClientLeavesItsWorker(t *testing.T) {
 		}
 		return nil
 	})
+	check.For(t, 5*time.Second, 100*time.Microsecond, func() error {
+		select {
+		case connWorkers.parked <- func() {}:
+			return nil
+		default:
+			return errors.New("the worker never parks: the streaming client's run never ends")
+		}
+	})
 
 	other := start(t, newTestApp(), nil)
 	if _, err := other.client.Write(packN("echo:answer")); err != nil {
@@ -107,6 +104,13 @@ func TestStreamingClientLeavesItsWorker(t *testing.T) {
 	if got, err := other.read(5 * time.Second); err != nil || got != "answer" {
 		t.Fatalf("the other connection got %q, %v, while one client streamed", got, err)
 	}
+	handled := streaming.count() // and the streamer is still served
+	check.For(t, 5*time.Second, time.Millisecond, func() error {
+		if streaming.count() < handled+100 {
+			return errors.New("the streaming client is no longer read")
+		}
+		return nil
+	})
 }
 
 // BenchmarkMailboxRun measures what a connection's mailbox run costs with
