@@ -11,6 +11,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/sys/unix"
 
 	"tether/test/check"
 )
@@ -241,6 +242,60 @@ func TestHeldChunkLosesNoByteNorTheEnd(t *testing.T) {
 			t.Fatalf("paused %v: got %d bytes of %d (or out of order)", paused, len(got), len(want))
 		}
 	}
+}
+
+// TestUrgentDataStopsNoStream guards the other short read that leaves
+// bytes behind: TCP urgent data. A read stops at the urgent mark, so the
+// bytes after it wait with no event of their own to come; the event that
+// reported the urgent byte (EPOLLPRI) makes the socket read on until the
+// kernel has nothing more. The urgent byte itself is out of band, and
+// dropped.
+func TestUrgentDataStopsNoStream(t *testing.T) {
+	client, server := loopback(t)
+	ev := &heldEvents{}
+	s, err := Adopt(&Accepted{Conn: server}, ev, NewMetrics().Listener("t", "tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); s.Close() })
+	rc, err := client.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendto(int(fd), []byte("X"), unix.MSG_OOB, nil)
+		return true
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	if _, err := client.Write([]byte("def")); err != nil {
+		t.Fatal(err)
+	}
+	check.For(t, 5*time.Second, time.Millisecond, func() error { // all of it waits in the server's kernel
+		var n int
+		var ierr error
+		if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }); err != nil || ierr != nil {
+			return fmt.Errorf("SIOCOUTQ: %v %v", err, ierr)
+		}
+		if n != 0 {
+			return fmt.Errorf("%d bytes not acknowledged yet", n)
+		}
+		return nil
+	})
+	if err := s.Start(false); err != nil {
+		t.Fatal(err)
+	}
+	check.For(t, 5*time.Second, time.Millisecond, func() error {
+		if got := string(ev.got()); got != "abcdef" {
+			s.Resume() // the owner is done with what it holds
+			return fmt.Errorf("got %q", got)
+		}
+		return nil
+	})
 }
 
 // heldEvents is an owner that holds each chunk until the test resumes.
