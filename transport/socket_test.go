@@ -191,13 +191,7 @@ func TestSocketReadsAndEnds(t *testing.T) {
 // Start with bytes already waiting is the same case.
 func TestHeldChunkLosesNoByteNorTheEnd(t *testing.T) {
 	for _, paused := range []bool{false, true} {
-		client, server := loopback(t)
-		ev := &heldEvents{}
-		s, err := Adopt(&Accepted{Conn: server}, ev, NewMetrics().Listener("t", "tcp"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { client.Close(); s.Close() })
+		s, ev, client := heldPair(t)
 		want := bytes.Repeat([]byte("0123456789abcdef"), 3*ChunkSize/16+7) // three chunks and a bit
 		if !paused {
 			if err := s.Start(false); err != nil {
@@ -251,13 +245,7 @@ func TestHeldChunkLosesNoByteNorTheEnd(t *testing.T) {
 // kernel has nothing more. The urgent byte itself is out of band, and
 // dropped.
 func TestUrgentDataStopsNoStream(t *testing.T) {
-	client, server := loopback(t)
-	ev := &heldEvents{}
-	s, err := Adopt(&Accepted{Conn: server}, ev, NewMetrics().Listener("t", "tcp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close(); s.Close() })
+	s, ev, client := heldPair(t)
 	rc, err := client.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
@@ -296,6 +284,20 @@ func TestUrgentDataStopsNoStream(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// heldPair adopts the server end of a loopback connection for an owner
+// that holds each chunk until the test resumes; the test starts it.
+func heldPair(t *testing.T) (*Socket, *heldEvents, net.Conn) {
+	t.Helper()
+	client, server := loopback(t)
+	ev := &heldEvents{}
+	s, err := Adopt(&Accepted{Conn: server}, ev, NewMetrics().Listener("t", "tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); s.Close() })
+	return s, ev, client
 }
 
 // heldEvents is an owner that holds each chunk until the test resumes.
