@@ -28,9 +28,6 @@ const chromiumPath = "/usr/bin/chromium"
 // alice and bob join "lobby" in two tabs, see each other, exchange a
 // message, and alice sees bob leave when his tab closes.
 func TestChatPageInBrowser(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("install chromium (.ci/run does): %v", err)
-	}
 	n := startNode(t, wsListener("127.0.0.1:0"))
 	page := "http://" + n.addr("ws") + "/"
 
@@ -100,9 +97,6 @@ func TestChatPageInBrowser(t *testing.T) {
 // another on the same address: the page shows the close reason, counts down
 // to its next attempt, reconnects, joins its room again and can talk.
 func TestChatPageReconnects(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("install chromium (.ci/run does): %v", err)
-	}
 	first := startNode(t, wsListener("127.0.0.1:0"))
 	addr := first.addr("ws")
 
@@ -144,9 +138,6 @@ func TestChatPageReconnects(t *testing.T) {
 // messages; when the page is back it joins with since and shows the three,
 // once each, in order, and says it recovered them.
 func TestChatPageRecoversWhatItMissed(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("install chromium (.ci/run does): %v", err)
-	}
 	ns := startJetStreamNATS(t, -1, "")
 	onNATS := func(addr string) func(*config.Config) {
 		return func(c *config.Config) {
@@ -192,9 +183,6 @@ func TestChatPageRecoversWhatItMissed(t *testing.T) {
 // another node, connects there, joins its room again with since and
 // shows the message it missed.
 func TestChatPageFollowsTheHint(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("install chromium (.ci/run does): %v", err)
-	}
 	ns := startJetStreamNATS(t, -1, "")
 	onNATS := func(addr, public string) func(*config.Config) {
 		return func(c *config.Config) {
@@ -246,6 +234,9 @@ func TestChatPageFollowsTheHint(t *testing.T) {
 // Canceling ctx stops it.
 func startChromium(t *testing.T, ctx context.Context) context.Context {
 	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("install chromium (.ci/run does): %v", err)
+	}
 	profile, err := os.MkdirTemp("", "tether-chromium-")
 	if err != nil {
 		t.Fatal(err)
@@ -525,9 +516,6 @@ func (tb *tab) checkNoErrors() {
 // without one asks for it, says so when a pasted token is refused, and
 // joins with a good one.
 func TestChatPageWithToken(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("install chromium (.ci/run does): %v", err)
-	}
 	n := startNode(t, tokenListeners(config.JWT{HMACSecret: testSecret}))
 	page := "http://" + n.addr("ws") + "/"
 	key := []byte(testSecret)

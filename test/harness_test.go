@@ -139,9 +139,12 @@ func (n *testNode) closeReason(t *testing.T, id string, within time.Duration) co
 }
 
 // logLines returns the node's log lines containing every one of subs.
-func (n *testNode) logLines(subs ...string) []string {
+func (n *testNode) logLines(subs ...string) []string { return linesWith(n.logs.String(), subs...) }
+
+// linesWith returns the lines of logs containing every one of subs.
+func linesWith(logs string, subs ...string) []string {
 	var out []string
-	for _, line := range strings.Split(n.logs.String(), "\n") {
+	for _, line := range strings.Split(logs, "\n") {
 		ok := line != ""
 		for _, s := range subs {
 			ok = ok && strings.Contains(line, s)

@@ -267,9 +267,6 @@ func nodeWithWebSocket(t *testing.T) []string {
 // Chromium and uses it directly: two clients of one page join a room,
 // one sends, the other gets it and whispers back.
 func TestJSClientInBrowser(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("install chromium (.ci/run does): %v", err)
-	}
 	n := startNode(t, wsListener("127.0.0.1:0"))
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()

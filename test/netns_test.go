@@ -68,10 +68,15 @@ func (p *peerNamespace) run(args ...string) {
 	}
 }
 
-// pullCable takes the namespace's end of the link down: the peer stops
-// answering without a FIN or a reset.
-func (p *peerNamespace) pullCable() {
+// pullCable takes the namespace's end of the link down once the host's
+// sockets on it have nothing unacknowledged (acked): the peer stops
+// answering without a FIN or a reset. It returns when the cable was
+// pulled.
+func (p *peerNamespace) pullCable() time.Time {
+	p.acked()
+	pulled := time.Now()
 	p.run("ip", "netns", "exec", p.name, "ip", "link", "set", p.peerIf, "down")
+	return pulled
 }
 
 // acked waits until the host's sockets on the link have nothing
@@ -196,9 +201,7 @@ func TestDeadPeerWithoutFIN(t *testing.T) {
 	}
 	defer wsClient.Close()
 
-	ns.acked()
-	pulled := time.Now()
-	ns.pullCable()
+	pulled := ns.pullCable()
 
 	if r := n.closeReason(t, kaClient.ID(), keepaliveLimit+2*time.Second); r != conn.ReasonKeepalive {
 		t.Errorf("keepalive listener: reason %s, want keepalive", r)

@@ -37,13 +37,7 @@ func routed(ports []int, i int) func(*config.Config) {
 // natsServerLines are the lines of a log at level that the embedded
 // nats-server wrote.
 func natsServerLines(logs, level string) []string {
-	var out []string
-	for _, line := range strings.Split(logs, "\n") {
-		if strings.Contains(line, `"component":"nats-server"`) && strings.Contains(line, `"level":"`+level+`"`) {
-			out = append(out, line)
-		}
-	}
-	return out
+	return linesWith(logs, `"component":"nats-server"`, `"level":"`+level+`"`)
 }
 
 // TestRouteLossLogsNoErrors: once a node of a routed cluster stops,

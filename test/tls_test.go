@@ -61,14 +61,7 @@ func startTLSNode(t *testing.T, mutate func(*config.Config)) *tlsNode {
 // dialTLS connects a client that trusts the CA to the "tcp" listener.
 func (n *tlsNode) dialTLS(t *testing.T) *client.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := client.DialTCP(ctx, n.addr("tcp"), client.TCPOptions{TLS: n.ca.ClientConfig()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return n.dialWith(t, "tcp", client.TCPOptions{TLS: n.ca.ClientConfig()})
 }
 
 // dialWSS connects a client that trusts the CA to the "wss" listener.
@@ -546,9 +539,7 @@ func TestTLSDeadPeerWithoutFIN(t *testing.T) {
 	}
 	defer wssClient.Close()
 
-	ns.acked()
-	pulled := time.Now()
-	ns.pullCable()
+	pulled := ns.pullCable()
 	for _, c := range []struct {
 		c     *client.Client
 		limit time.Duration
