@@ -35,8 +35,7 @@ type Admission struct {
 	accepts  acceptRate
 	started  time.Time // the origin of acceptRate's times
 
-	rejectsUnlogged int
-	lastRejectLog   time.Time
+	rejectLog *LogEvery // the "connection rejected" line, at most once a second
 }
 
 // NodeSockets is the node's count of admitted sockets, shared by its
@@ -60,7 +59,8 @@ func (n *NodeSockets) Count() int { return int(n.count.Load()) }
 
 // NewAdmission returns the admission of one listener with its limits.
 func NewAdmission(node *NodeSockets, limits config.Limits, metrics *ListenerMetrics, log zerolog.Logger) *Admission {
-	a := &Admission{node: node, metrics: metrics, log: log, perIP: map[netip.Addr]int{}, started: time.Now()}
+	a := &Admission{node: node, metrics: metrics, log: log, perIP: map[netip.Addr]int{}, started: time.Now(),
+		rejectLog: NewLogEvery(time.Second)}
 	a.SetLimits(limits)
 	return a
 }
@@ -120,17 +120,12 @@ func (a *Admission) Admit(c net.Conn) (Ticket, bool) {
 // rejected counts a socket closed at accept, and logs it at most once a
 // second.
 func (a *Admission) rejected(why string, remote net.Addr) {
-	a.mu.Lock()
-	a.rejectsUnlogged++
-	logNow := time.Since(a.lastRejectLog) >= time.Second
-	rejected, count := a.rejectsUnlogged, a.count
-	if logNow {
-		a.rejectsUnlogged, a.lastRejectLog = 0, time.Now()
-	}
-	a.mu.Unlock()
 	a.metrics.Rejected(why)
-	if logNow {
-		a.log.Warn().Str("why", why).Str("remote", remote.String()).Int("rejected", rejected).
+	if held, ok := a.rejectLog.Allow(); ok {
+		a.mu.Lock()
+		count := a.count
+		a.mu.Unlock()
+		a.log.Warn().Str("why", why).Str("remote", remote.String()).Int("rejected", held+1).
 			Int("connections", count).Int("node_connections", int(a.node.count.Load())).Msg("connection rejected")
 	}
 }

@@ -324,11 +324,10 @@ func (a *Actor) handshake(system *actor.ActorSystem, self *actor.PID, s *transpo
 
 // adopt spawns the connection actor of an admitted socket.
 func (a *Actor) adopt(ctx actor.Context, s *transport.Accepted) {
-	if why := a.admission.Refusing(); why != "" || a.drainer != nil || a.stopping {
+	// A drain or a stop refuses at the admission first (Close), so this
+	// also covers them.
+	if why := a.admission.Refusing(); why != "" {
 		s.Close() // admitted just before the drain began
-		if why == "" {
-			why = "shutting_down"
-		}
 		a.deps.Metrics.Rejected(why)
 		return
 	}
