@@ -170,11 +170,11 @@ func (r *clusterResult) print(out io.Writer) {
 		fmt.Fprintf(out, "server CPU          %.2f µs per delivery, summed over %d nodes (%s s)\n", r.CPUPerDeliveryUs, len(r.CPUSeconds), joinFloats(r.CPUSeconds, "%.2f"))
 	}
 	if len(r.RSSBytes) > 0 {
-		mib := make([]float64, len(r.RSSBytes))
+		rss := make([]float64, len(r.RSSBytes))
 		for i, b := range r.RSSBytes {
-			mib[i] = float64(b) / (1 << 20)
+			rss[i] = mib(b)
 		}
-		fmt.Fprintf(out, "RSS per node        %s MiB\n", joinFloats(mib, "%.0f"))
+		fmt.Fprintf(out, "RSS per node        %s MiB\n", joinFloats(rss, "%.0f"))
 	}
 	if r.NATSPublished != nil {
 		fmt.Fprintf(out, "NATS per room msg   %.2f published, %.2f received, summed over the nodes (published by kind: %s)\n",

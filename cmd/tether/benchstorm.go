@@ -321,7 +321,7 @@ func (o *stormBench) watchB(ctx context.Context) func() (queue, kernel int) {
 	go func() {
 		defer close(stopped)
 		for {
-			if v, err := scrapeGauge(metrics, "tether_accept_queue"); err == nil && int64(v) > q.Load() {
+			if v, err := scrapeGauge(ctx, metrics, "tether_accept_queue"); err == nil && int64(v) > q.Load() {
 				q.Store(int64(v))
 			}
 			if v, err := listenBacklog(port); err == nil && int64(v) > k.Load() {
@@ -347,7 +347,7 @@ func (o *stormBench) watchB(ctx context.Context) func() (queue, kernel int) {
 func (o *stormBench) waitQuiet(ctx context.Context) error {
 	metrics := "http://" + dialable(o.cfg.HTTP.Address) + "/metrics"
 	for {
-		v, err := scrapeGauge(metrics, "tether_connections")
+		v, err := scrapeGauge(ctx, metrics, "tether_connections")
 		if err == nil && int(v) <= o.probeMembers+1 {
 			return nil
 		}
@@ -358,28 +358,26 @@ func (o *stormBench) waitQuiet(ctx context.Context) error {
 }
 
 // scrapeGauge sums the series of one metric of a /metrics page.
-func scrapeGauge(url, name string) (float64, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
+func scrapeGauge(ctx context.Context, url, name string) (float64, error) {
 	sum, found := 0.0, false
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
-			continue
+	err := httpGet(ctx, url, func(body io.Reader) error {
+		sc := bufio.NewScanner(body)
+		for sc.Scan() {
+			line := sc.Text()
+			if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+				continue
+			}
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err == nil {
+				sum, found = sum+v, true
+			}
 		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		if err == nil {
-			sum, found = sum+v, true
-		}
+		return sc.Err()
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("%s: no %s", url, name)
 	}
-	if !found {
-		return 0, fmt.Errorf("%s: no %s", url, name)
-	}
-	return sum, sc.Err()
+	return sum, err
 }
 
 // listenBacklog is how many connections wait in the kernel's accept queue
@@ -422,10 +420,9 @@ type probeRoom struct {
 	members []*client.Client
 	stopped chan struct{}
 
-	mu    sync.Mutex
-	from  int64     // unix nanos: deliveries of messages sent from then on count
-	lat   []float64 // ms, per delivery since from
-	sendN int
+	mu   sync.Mutex
+	from int64     // unix nanos: deliveries of messages sent from then on count
+	lat  []float64 // ms, per delivery since from
 }
 
 func startProbe(wsURL string, members, rate int) (*probeRoom, error) {
